@@ -1,0 +1,66 @@
+/**
+ * Warren client: runs beside the private apps of one group and relays their
+ * users from the server. Usage: bun run client.ts --config client.toml
+ */
+import { parseArgs } from "node:util";
+import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, type ClientConfig } from "./lib/config.ts";
+import { Connector } from "./lib/connector.ts";
+import { log, setLogLevel } from "./lib/log.ts";
+
+const HELP = `warren-client: the private side of a Warren tunnel
+
+Usage: warren-client --config FILE
+
+  -c, --config FILE   client.toml to read (required)
+  -h, --help          show this help
+
+The client logs in to serverAddr:serverPort as its group, prints the public
+endpoint of each app, relays users to each app's localAddr, and reconnects
+by itself (exponential backoff with jitter, at most 30 s apart).`;
+
+/** Parses flags and reads the config; exits 2 on any mistake in them. */
+export async function loadClientConfig(argv: string[]): Promise<ClientConfig | null> {
+  let args;
+  try {
+    args = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+  } catch (err) {
+    console.error(`warren-client: ${(err as Error).message}\n\n${HELP}`);
+    process.exit(EXIT_CONFIG);
+  }
+  if (args.values.help) {
+    console.log(HELP);
+    return null;
+  }
+  if (!args.values.config) {
+    console.error(`warren-client: --config FILE is required\n\n${HELP}`);
+    process.exit(EXIT_CONFIG);
+  }
+  return loadToml(ClientConfigSchema, args.values.config);
+}
+
+async function main(): Promise<void> {
+  let config: ClientConfig | null;
+  try {
+    config = await loadClientConfig(Bun.argv.slice(2));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`warren-client: config error: ${err.message}`);
+      process.exit(EXIT_CONFIG);
+    }
+    throw err;
+  }
+  if (!config) return;
+  setLogLevel(config.logLevel);
+  const connector = new Connector(config);
+  connector.on("fatal", () => process.exit(1));
+  const shutdown = (sig: string) => {
+    log.info("shutting down", { signal: sig });
+    connector.stop();
+    process.exit(0);
+  };
+  process.on("SIGINT", () => shutdown("SIGINT"));
+  process.on("SIGTERM", () => shutdown("SIGTERM"));
+  connector.start();
+}
+
+if (import.meta.main) await main();

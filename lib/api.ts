@@ -1,0 +1,126 @@
+/**
+ * The HTTP API (Hono): health, and group registration and management.
+ * Bodies are valibot schemas; every client mistake gets a 4xx that names it.
+ */
+import { Hono, type Context } from "hono";
+import { randomBytes, timingSafeEqual } from "node:crypto";
+import * as v from "valibot";
+import { issueKey, NameSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import type { Hub } from "./hub.ts";
+import { log } from "./log.ts";
+import type { GroupRecord, GroupSource, RegistryError } from "./registry.ts";
+
+/** Largest request body accepted; a group with hundreds of apps fits easily. */
+export const MAX_BODY_BYTES = 256 * 1024;
+
+const appsSchema = v.pipe(
+  v.array(ServerAppSchema, "must be an array of apps"),
+  v.check((apps) => new Set(apps.map((a) => a.name)).size === apps.length, "app names must be unique"),
+);
+/** Body of POST /api/groups. */
+export const CreateGroupBody = v.strictObject({ name: NameSchema, token: v.optional(TokenSchema), apps: appsSchema });
+/** Body of PUT /api/groups/:name. */
+export const UpdateGroupBody = v.strictObject({ apps: appsSchema });
+
+function sameSecret(given: string, expected: string | undefined): boolean {
+  if (!expected) return false;
+  const a = Buffer.from(given);
+  const b = Buffer.from(expected);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** Builds the API app over a hub. */
+export function createApi(hub: Hub, secrets: { adminToken: string; registrationToken?: string }): Hono {
+  const app = new Hono();
+  const registry = hub.registry;
+
+  /** Which role the bearer token grants, if any. */
+  function role(c: Context): "admin" | "register" | null {
+    const h = c.req.header("authorization") ?? "";
+    const m = /^Bearer\s+(\S+)$/i.exec(h);
+    if (!m) return null;
+    if (sameSecret(m[1]!, secrets.adminToken)) return "admin";
+    if (sameSecret(m[1]!, secrets.registrationToken)) return "register";
+    return null;
+  }
+  const unauthorized = (c: Context) => c.json({ error: "missing or invalid bearer token" }, 401, { "WWW-Authenticate": "Bearer" });
+
+  async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
+    const text = await c.req.text();
+    if (text.length > MAX_BODY_BYTES) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
+    let data: unknown;
+    try {
+      data = JSON.parse(text);
+    } catch {
+      return { ok: false, res: c.json({ error: "body is not valid JSON" }, 400) };
+    }
+    const res = v.safeParse(schema, data);
+    if (res.success) return { ok: true, value: res.output };
+    const issues = res.issues.map((i) => ({ path: issueKey(i) || "(body)", message: i.expected === "never" ? "unknown key" : i.received === "undefined" ? "is required" : i.message }));
+    return { ok: false, res: c.json({ error: "invalid request body", issues }, 400) };
+  }
+
+  function registryError(c: Context, e: RegistryError): Response {
+    const status = e.code === "port_not_allowed" ? 400 : e.code === "not_found" ? 404 : 409;
+    return c.json({ error: e.message, issues: e.path ? [{ path: e.path, message: e.message }] : undefined }, status);
+  }
+
+  const publicApps = (g: GroupRecord) => g.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort }));
+
+  app.get("/healthz", (c) => c.json({ status: "ok" }));
+
+  app.post("/api/groups", async (c) => {
+    const who = role(c);
+    if (!who) return unauthorized(c);
+    const b = await body(c, CreateGroupBody);
+    if (!b.ok) return b.res;
+    const token = b.value.token ?? randomBytes(24).toString("base64url");
+    const source: GroupSource = who === "admin" ? "api" : "client";
+    const res = registry.create(b.value.name, token, source, b.value.apps);
+    if (!res.ok) return registryError(c, res.error);
+    log.info("group registered", { group: res.group.name, by: source, apps: res.group.apps.length });
+    // The one response that carries the token: the caller needs it to log in.
+    return c.json({ ...hub.view(res.group), token, apps: hub.view(res.group).apps }, 201);
+  });
+
+  app.get("/api/groups", (c) => {
+    if (role(c) !== "admin") return unauthorized(c);
+    return c.json({ groups: registry.list().map((g) => hub.view(g)) });
+  });
+
+  app.get("/api/groups/:name", (c) => {
+    if (role(c) !== "admin") return unauthorized(c);
+    const g = registry.get(c.req.param("name"));
+    if (!g) return c.json({ error: `group "${c.req.param("name")}" does not exist` }, 404);
+    return c.json(hub.view(g));
+  });
+
+  app.put("/api/groups/:name", async (c) => {
+    if (role(c) !== "admin") return unauthorized(c);
+    const name = c.req.param("name");
+    if (!registry.get(name)) return c.json({ error: `group "${name}" does not exist` }, 404);
+    const b = await body(c, UpdateGroupBody);
+    if (!b.ok) return b.res;
+    const res = registry.update(name, b.value.apps);
+    if (!res.ok) return registryError(c, res.error);
+    hub.groupChanged(res.group);
+    log.info("group updated", { group: name, apps: publicApps(res.group).length });
+    return c.json(hub.view(res.group));
+  });
+
+  app.delete("/api/groups/:name", (c) => {
+    if (role(c) !== "admin") return unauthorized(c);
+    const name = c.req.param("name");
+    if (!registry.delete(name)) return c.json({ error: `group "${name}" does not exist` }, 404);
+    hub.groupDeleted(name);
+    log.info("group deleted", { group: name });
+    return c.body(null, 204);
+  });
+
+  app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
+  app.onError((err, c) => {
+    log.error("API handler failed", { path: new URL(c.req.url).pathname, error: err.message });
+    return c.json({ error: "internal error" }, 500);
+  });
+  return app;
+}

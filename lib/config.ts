@@ -1,0 +1,166 @@
+/**
+ * Configuration: valibot schemas for server.toml and client.toml (the one
+ * source of truth for keys, defaults and types), loading, and errors that
+ * name the file and the key.
+ */
+import * as v from "valibot";
+import { DEFAULT_ALLOW_PORTS, PortSet } from "./ports.ts";
+
+/** Exit code for a bad config file or bad flags. */
+export const EXIT_CONFIG = 2;
+
+/** Group and app names: short, printable, safe in logs and URLs. */
+export const NameSchema = v.pipe(
+  v.string("must be a string"),
+  v.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
+);
+/** A group token: long enough that guessing it is hopeless. */
+export const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters"), v.maxLength(256, "must be at most 256 characters"));
+/** An app's transport; "udp" comes with UDP support. */
+export const AppTypeSchema = v.picklist(["tcp"], 'must be "tcp"');
+/** A TCP port, 0 meaning "choose one". */
+export const PortSchema = v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0-65535"), v.maxValue(65535, "must be 0-65535"));
+const Seconds = (def: number) => v.optional(v.pipe(v.number("must be a number of seconds"), v.minValue(0.05, "must be at least 0.05 seconds"), v.maxValue(86400, "must be at most 86400 seconds")), def);
+const LogLevelSchema = v.optional(v.picklist(["debug", "info", "warn", "error"], 'must be "debug", "info", "warn" or "error"'), "info");
+const uniqueNames = (items: { name: string }[]) => new Set(items.map((i) => i.name)).size === items.length;
+const AllowPortsSchema = v.pipe(
+  v.string("must be a string"),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    const set = PortSet.parse(dataset.value);
+    if (typeof set === "string") {
+      addIssue({ message: set });
+      return NEVER;
+    }
+    return set;
+  }),
+);
+
+/** One app of a group, as the server registers it. */
+export const ServerAppSchema = v.strictObject({
+  name: NameSchema,
+  type: v.optional(AppTypeSchema, "tcp"),
+  remotePort: v.optional(PortSchema, 0),
+});
+
+/** `server.toml`. */
+export const ServerConfigSchema = v.strictObject({
+  bindAddr: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "0.0.0.0"),
+  controlPort: v.optional(PortSchema, 7000),
+  apiHost: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "127.0.0.1"),
+  apiPort: v.optional(PortSchema, 7500),
+  adminToken: v.optional(TokenSchema),
+  dataDir: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "./data"),
+  allowPorts: v.optional(AllowPortsSchema, DEFAULT_ALLOW_PORTS),
+  heartbeatTimeout: Seconds(30),
+  userConnTimeout: Seconds(10),
+  handshakeTimeout: Seconds(5),
+  poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
+  maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
+  registrationToken: v.optional(TokenSchema),
+  logLevel: LogLevelSchema,
+  groups: v.optional(
+    v.pipe(
+      v.array(
+        v.strictObject({
+          name: NameSchema,
+          token: TokenSchema,
+          apps: v.optional(v.pipe(v.array(ServerAppSchema), v.check((items) => uniqueNames(items), "app names must be unique within a group")), []),
+        }),
+      ),
+      v.check((items) => uniqueNames(items), "group names must be unique"),
+    ),
+    [],
+  ),
+});
+
+/** A local app of the client. */
+export const ClientAppSchema = v.strictObject({
+  name: NameSchema,
+  type: v.optional(AppTypeSchema, "tcp"),
+  localAddr: v.pipe(v.string("must be a string like 127.0.0.1:22"), v.check((s) => parseHostPort(s) !== null, "must be host:port, like 127.0.0.1:22 or [::1]:22")),
+  remotePort: v.optional(PortSchema, 0),
+});
+
+/** `client.toml`. */
+export const ClientConfigSchema = v.strictObject({
+  serverAddr: v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty")),
+  serverPort: v.optional(v.pipe(PortSchema, v.minValue(1, "must be 1-65535")), 7000),
+  apiUrl: v.optional(v.pipe(v.string(), v.url("must be a URL like http://server:7500"))),
+  group: NameSchema,
+  token: TokenSchema,
+  registrationToken: v.optional(TokenSchema),
+  heartbeatInterval: Seconds(10),
+  heartbeatTimeout: Seconds(30),
+  logLevel: LogLevelSchema,
+  apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),
+});
+
+/** Validated server configuration. */
+export type ServerConfig = v.InferOutput<typeof ServerConfigSchema>;
+/** Validated client configuration. */
+export type ClientConfig = v.InferOutput<typeof ClientConfigSchema>;
+/** A client app as configured. */
+export type ClientApp = v.InferOutput<typeof ClientAppSchema>;
+
+/** A config problem that names the file and the key. */
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly key: string,
+    detail: string,
+  ) {
+    super(key ? `${file}: ${key}: ${detail}` : `${file}: ${detail}`);
+    this.name = "ConfigError";
+  }
+}
+
+/** Formats a valibot issue path as a TOML key: `groups[0].apps[1].remotePort`. */
+export function issueKey(issue: v.BaseIssue<unknown>): string {
+  let key = "";
+  for (const item of issue.path ?? []) {
+    const k = (item as { key: unknown }).key;
+    key += typeof k === "number" ? `[${k}]` : key ? `.${String(k)}` : String(k);
+  }
+  return key;
+}
+
+function describe(issue: v.BaseIssue<unknown>): string {
+  // strictObject reports an unknown key as "expected never".
+  if (issue.expected === "never") return "unknown key";
+  if (issue.received === "undefined") return "is required";
+  return issue.message;
+}
+
+/** Validates an already-parsed object against a schema; throws ConfigError naming the first bad key. */
+export function validate<S extends v.GenericSchema>(schema: S, data: unknown, file: string): v.InferOutput<S> {
+  const res = v.safeParse(schema, data);
+  if (res.success) return res.output;
+  const issue = res.issues[0];
+  throw new ConfigError(file, issueKey(issue), describe(issue));
+}
+
+/** Reads and validates a TOML file. */
+export async function loadToml<S extends v.GenericSchema>(schema: S, file: string): Promise<v.InferOutput<S>> {
+  let text: string;
+  try {
+    text = await Bun.file(file).text();
+  } catch (err) {
+    throw new ConfigError(file, "", `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
+  }
+  let data: unknown;
+  try {
+    data = Bun.TOML.parse(text);
+  } catch (err) {
+    throw new ConfigError(file, "", `invalid TOML: ${(err as Error).message}`);
+  }
+  return validate(schema, data, file);
+}
+
+/** Parses "host:port" or "[v6]:port"; null when malformed. */
+export function parseHostPort(s: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(s);
+  if (!m) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  return { host: (m[1] ?? m[2])!, port };
+}

@@ -1,0 +1,331 @@
+/**
+ * The client's engine: self-registration, login, heartbeats, reconnects with
+ * backoff, and work connections that dial the local apps.
+ */
+import { EventEmitter } from "node:events";
+import {
+  encode,
+  ErrorCode,
+  FrameReader,
+  FrameType,
+  loginProof,
+  MAGIC,
+  workProof,
+  type AppStatus,
+  type Message,
+} from "../protocol.ts";
+import { parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
+import { log } from "./log.ts";
+import { Endpoint, relayHandler } from "./relay.ts";
+
+/** A login that gets no answer within this time is abandoned. */
+export const LOGIN_TIMEOUT_MS = 10_000;
+/** How long dialing a local app may take before the user is told it is unreachable. */
+export const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
+/** First reconnect delay; it doubles per failure. */
+export const BACKOFF_MIN_MS = 250;
+/** Longest reconnect delay. */
+export const BACKOFF_MAX_MS = 30_000;
+/** Work connections being dialed or waiting for their challenge at once; the server asks in batches, this caps a runaway. */
+export const MAX_WORK_DIALS = 256;
+/** Time allowed for the self-registration request. */
+export const REGISTER_TIMEOUT_MS = 10_000;
+
+/** Events: "online" (statuses), "apps" (statuses), "offline" (reason), "fatal" (reason). */
+export class Connector extends EventEmitter {
+  #apps: Map<string, ClientApp & { host: string; port: number }>;
+  #control: Endpoint | null = null;
+  #sessionId: Uint8Array | null = null;
+  #token: string;
+  #attempt = 0;
+  #timers = new Set<Timer>();
+  #heartbeat: Timer | null = null;
+  #lastSeen = 0;
+  #seq = 0;
+  #dials = 0;
+  #idleWork = new Set<Endpoint>();
+  #streams = new Set<Endpoint>();
+  #stopped = false;
+  #registered = false;
+  /** Public endpoints from the last login or update. */
+  statuses: readonly AppStatus[] = [];
+  online = false;
+
+  constructor(readonly config: ClientConfig) {
+    super();
+    this.#token = config.token;
+    this.#apps = new Map(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
+  }
+
+  /** Starts connecting; reconnects by itself until `stop`. */
+  start(): void {
+    this.#connect();
+  }
+
+  #later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      fn();
+    }, ms);
+    this.#timers.add(t);
+  }
+
+  async #register(): Promise<boolean> {
+    const { apiUrl, registrationToken, group } = this.config;
+    if (!apiUrl || !registrationToken || this.#registered) return true;
+    const url = new URL("/api/groups", apiUrl);
+    try {
+      const res = await fetch(url, {
+        method: "POST",
+        headers: { authorization: `Bearer ${registrationToken}`, "content-type": "application/json" },
+        body: JSON.stringify({ name: group, token: this.#token, apps: this.config.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort })) }),
+        signal: AbortSignal.timeout(REGISTER_TIMEOUT_MS),
+      });
+      const body = (await res.json().catch(() => ({}))) as { error?: string };
+      if (res.status === 201) log.info("group registered with the server", { group });
+      else if (res.status === 409 && /already exists/.test(body.error ?? "")) log.debug("group already registered", { group });
+      else log.error("self-registration refused", { group, status: res.status, error: body.error });
+      this.#registered = true;
+      return true;
+    } catch (err) {
+      log.warn("self-registration failed; will retry", { url: url.origin, error: (err as Error).message });
+      return false;
+    }
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#stopped) return;
+    if (!(await this.#register())) return this.#retry("registration failed");
+    const ep = new Endpoint();
+    const reader = new FrameReader();
+    this.#control = ep;
+    let loggedIn = false;
+    const loginTimer = setTimeout(() => {
+      if (!loggedIn) {
+        log.warn("no login answer in time; retrying", { server: this.#serverName(), timeoutMs: LOGIN_TIMEOUT_MS });
+        ep.destroy();
+      }
+    }, LOGIN_TIMEOUT_MS);
+    ep.onOpen = (e) => e.send(MAGIC);
+    ep.onData = (e, chunk) => {
+      reader.push(chunk);
+      for (let res = reader.next(); res; res = reader.next()) {
+        if (!res.ok) {
+          log.error("protocol error from server", { error: res.error.message });
+          return e.destroy();
+        }
+        this.#lastSeen = Date.now();
+        if (!this.#onControl(e, res.msg)) return;
+        if (res.msg.type === FrameType.LoginOk) {
+          loggedIn = true;
+          clearTimeout(loginTimer);
+        }
+      }
+    };
+    ep.onClose = () => {
+      clearTimeout(loginTimer);
+      if (this.#control === ep) this.#lost(loggedIn ? "control connection closed" : "could not log in");
+    };
+    this.#dial(ep, this.config.serverAddr, this.config.serverPort);
+  }
+
+  #serverName(): string {
+    return `${this.config.serverAddr}:${this.config.serverPort}`;
+  }
+
+  /** Handles one control message; false when the connection is finished. */
+  #onControl(ep: Endpoint, msg: Message): boolean {
+    switch (msg.type) {
+      case FrameType.Challenge:
+        ep.send(
+          encode({
+            type: FrameType.Login,
+            group: this.config.group,
+            proof: loginProof(this.#token, msg.nonce, this.config.group),
+            apps: [...this.#apps.values()].map((a) => ({ name: a.name, type: a.type })),
+          }),
+        );
+        return true;
+      case FrameType.LoginOk:
+        this.#sessionId = msg.sessionId;
+        this.#attempt = 0;
+        this.online = true;
+        this.#setStatuses(msg.apps);
+        this.#startHeartbeat(ep);
+        this.emit("online", msg.apps);
+        return true;
+      case FrameType.Apps:
+        this.#setStatuses(msg.apps);
+        this.emit("apps", msg.apps);
+        return true;
+      case FrameType.OpenWork:
+        for (let i = 0; i < msg.count && this.#dials < MAX_WORK_DIALS; i++) this.#openWork();
+        return true;
+      case FrameType.Pong:
+        return true;
+      case FrameType.Error:
+        return this.#serverError(ep, msg.code, msg.message);
+      default:
+        log.error("unexpected message from server", { type: msg.type });
+        ep.destroy();
+        return false;
+    }
+  }
+
+  #serverError(ep: Endpoint, code: ErrorCode, message: string): boolean {
+    if (code === ErrorCode.SessionReplaced) {
+      // Another client logged in as this group: fighting it would flap both.
+      log.error("another client logged in as this group; stopping", { group: this.config.group, detail: message });
+      this.emit("fatal", message);
+      this.stop();
+      return false;
+    }
+    const level = code === ErrorCode.AuthFailed ? "error" : "warn";
+    log[level]("server closed the session", { group: this.config.group, reason: message, code: ErrorCode[code] ?? code });
+    ep.destroy();
+    return false;
+  }
+
+  #setStatuses(apps: readonly AppStatus[]): void {
+    this.statuses = apps;
+    for (const a of apps) {
+      if (a.error) log.error("app not served", { group: this.config.group, app: a.name, reason: a.error });
+      else console.log(`warren: app ${a.name} (${a.type}) is reachable at ${this.config.serverAddr}:${a.remotePort}`);
+    }
+  }
+
+  #startHeartbeat(ep: Endpoint): void {
+    const intervalMs = this.config.heartbeatInterval * 1000;
+    const timeoutMs = this.config.heartbeatTimeout * 1000;
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = setInterval(() => {
+      if (Date.now() - this.#lastSeen > timeoutMs) {
+        log.warn("no answer from the server within heartbeatTimeout; reconnecting", { server: this.#serverName() });
+        ep.destroy();
+        return;
+      }
+      ep.send(encode({ type: FrameType.Ping, seq: this.#seq++ >>> 0 }));
+    }, Math.min(intervalMs, timeoutMs / 2));
+  }
+
+  #lost(reason: string): void {
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#heartbeat = null;
+    this.#control = null;
+    this.#sessionId = null;
+    for (const w of this.#idleWork) w.destroy();
+    this.#idleWork.clear();
+    if (this.online) {
+      this.online = false;
+      this.emit("offline", reason);
+    }
+    this.#retry(reason);
+  }
+
+  #retry(reason: string): void {
+    if (this.#stopped) return;
+    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.#attempt);
+    // Full jitter keeps many clients from reconnecting in lockstep after a server restart.
+    const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    this.#attempt = Math.min(this.#attempt + 1, 20);
+    log.info("reconnecting", { server: this.#serverName(), reason, inMs: delay });
+    this.#later(delay, () => void this.#connect());
+  }
+
+  #openWork(): void {
+    const sessionId = this.#sessionId;
+    if (!sessionId) return;
+    this.#dials++;
+    const work = new Endpoint();
+    const reader = new FrameReader();
+    let counted = true;
+    const uncount = () => {
+      if (counted) this.#dials--;
+      counted = false;
+    };
+    this.#idleWork.add(work);
+    work.onOpen = (e) => e.send(MAGIC);
+    work.onClose = (e) => {
+      uncount();
+      this.#idleWork.delete(e);
+      this.#streams.delete(e);
+    };
+    work.onData = (e, chunk) => {
+      reader.push(chunk);
+      for (let res = reader.next(); res; res = reader.next()) {
+        if (!res.ok) {
+          log.warn("protocol error on a work connection", { error: res.error.message });
+          return e.destroy();
+        }
+        const msg = res.msg;
+        if (msg.type === FrameType.Challenge) {
+          uncount();
+          e.send(encode({ type: FrameType.WorkHello, sessionId, proof: workProof(this.#token, msg.nonce, sessionId) }));
+        } else if (msg.type === FrameType.StartWork) {
+          this.#idleWork.delete(e);
+          this.#streams.add(e);
+          return this.#startWork(e, msg.app, msg.userAddr, reader.rest());
+        } else {
+          if (msg.type === FrameType.Error) log.debug("work connection refused", { reason: msg.message });
+          return e.destroy();
+        }
+      }
+    };
+    this.#dial(work, this.config.serverAddr, this.config.serverPort);
+  }
+
+  /** Dials the local app for a user; the user's first bytes (`pending`) wait in the local side's queue. */
+  #startWork(work: Endpoint, appName: string, userAddr: string, pending: Uint8Array): void {
+    const app = this.#apps.get(appName);
+    if (!app) {
+      work.send(encode({ type: FrameType.WorkAck, ok: false, message: `unknown app "${appName}"` }));
+      return work.endWhenFlushed();
+    }
+    const local = new Endpoint();
+    work.onData = null;
+    work.peer = local;
+    if (pending.length) local.write(pending, work);
+    let opened = false;
+    const timer = setTimeout(() => {
+      if (!opened) local.destroy();
+    }, LOCAL_CONNECT_TIMEOUT_MS);
+    local.onOpen = (l) => {
+      opened = true;
+      clearTimeout(timer);
+      work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
+      l.pipe(work);
+      log.debug("stream open", { app: appName, user: userAddr });
+    };
+    local.onClose = () => {
+      clearTimeout(timer);
+      if (opened) return;
+      log.warn("local app unreachable", { app: appName, localAddr: app.localAddr, user: userAddr });
+      work.peer = null;
+      work.send(encode({ type: FrameType.WorkAck, ok: false, message: `local app ${app.localAddr} is unreachable` }));
+      work.endWhenFlushed();
+    };
+    this.#dial(local, app.host, app.port);
+  }
+
+  #dial(ep: Endpoint, host: string, port: number): void {
+    Bun.connect<Endpoint>({ hostname: host, port, data: ep, allowHalfOpen: true, socket: dialHandler }).catch(() => {
+      // connectError has already closed the endpoint.
+    });
+  }
+
+  /** Stops for good: closes the session, idle work connections and streams. */
+  stop(): void {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    for (const t of this.#timers) clearTimeout(t);
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    const control = this.#control;
+    this.#control = null;
+    control?.destroy();
+    for (const w of [...this.#idleWork, ...this.#streams]) w.destroy();
+    this.online = false;
+  }
+}
+
+/** One handler for every socket the client dials. */
+const dialHandler = relayHandler();

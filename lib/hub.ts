@@ -1,0 +1,295 @@
+/**
+ * The server's core: the control port (handshakes, logins, work hellos), the
+ * live sessions found by group name and by session id, heartbeat checks and
+ * per-app traffic counters.
+ */
+import type { TCPSocketListener } from "bun";
+import { randomBytes } from "node:crypto";
+import {
+  encode,
+  ErrorCode,
+  FrameReader,
+  FrameType,
+  loginProof,
+  NONCE_BYTES,
+  proofEquals,
+  SESSION_ID_BYTES,
+  withMagic,
+  workProof,
+  type Message,
+} from "../protocol.ts";
+import type { ServerConfig } from "./config.ts";
+import { log } from "./log.ts";
+import type { GroupRecord, Registry } from "./registry.ts";
+import { Endpoint, relayHandler } from "./relay.ts";
+import { Session, type AppStats, type SessionHost } from "./session.ts";
+
+/** Connections on the control port that have not finished their hello; more are refused at once, so a flood cannot exhaust memory. */
+export const MAX_PENDING_HANDSHAKES = 4096;
+/** Longest gap between heartbeat sweeps; shorter heartbeat timeouts sweep more often. */
+export const MAX_SWEEP_INTERVAL_MS = 1000;
+
+/** The same sentence for a wrong token and an unknown group, so a stranger learns nothing. */
+const AUTH_FAILED = "authentication failed";
+/** Token used to compute a proof for unknown groups, so that both failures take the same time. */
+const DUMMY_TOKEN = randomBytes(32).toString("hex");
+
+interface Handshake {
+  readonly reader: FrameReader;
+  readonly nonce: Uint8Array;
+  readonly timer: Timer;
+  readonly addr: string;
+}
+
+/** Live state of one app, as the API shows it. */
+export interface AppView {
+  name: string;
+  type: string;
+  remotePort: number;
+  online: boolean;
+  error: string | null;
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Live state of one group, as the API shows it. */
+export interface GroupView {
+  name: string;
+  online: boolean;
+  clientAddr: string | null;
+  onlineSince: string | null;
+  apps: AppView[];
+}
+
+/** Sessions, control port and counters of one server. */
+export class Hub implements SessionHost {
+  readonly bindAddr: string;
+  readonly poolSize: number;
+  readonly userConnTimeoutMs: number;
+  readonly maxPendingUsers: number;
+  readonly #heartbeatTimeoutMs: number;
+  readonly #handshakeTimeoutMs: number;
+  #sessions = new Map<string, Session>();
+  #byId = new Map<string, Session>();
+  #stats = new Map<string, AppStats>();
+  #pending = 0;
+  #listener: TCPSocketListener<Endpoint> | null = null;
+  #sweep: Timer | null = null;
+
+  constructor(
+    config: ServerConfig,
+    readonly registry: Registry,
+  ) {
+    this.bindAddr = config.bindAddr;
+    this.poolSize = config.poolSize;
+    this.userConnTimeoutMs = config.userConnTimeout * 1000;
+    this.maxPendingUsers = config.maxPendingUsers;
+    this.#heartbeatTimeoutMs = config.heartbeatTimeout * 1000;
+    this.#handshakeTimeoutMs = config.handshakeTimeout * 1000;
+  }
+
+  /** Opens the control port; returns the port bound. */
+  listen(port: number): number {
+    this.#listener = Bun.listen<Endpoint>({
+      hostname: this.bindAddr,
+      port,
+      exclusive: true,
+      allowHalfOpen: true,
+      socket: relayHandler((socket) => this.#accept(socket)),
+    });
+    const interval = Math.min(MAX_SWEEP_INTERVAL_MS, this.#heartbeatTimeoutMs / 4);
+    this.#sweep = setInterval(() => this.#checkHeartbeats(), interval);
+    return this.#listener.port;
+  }
+
+  #accept(socket: { remoteAddress: string; remotePort: number }): Endpoint {
+    const ep = new Endpoint();
+    const addr = `${socket.remoteAddress}:${socket.remotePort}`;
+    if (this.#pending >= MAX_PENDING_HANDSHAKES) {
+      log.warn("too many unfinished handshakes; refusing a connection", { from: addr, limit: MAX_PENDING_HANDSHAKES });
+      ep.onOpen = (e) => {
+        e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Overloaded, message: "server busy: too many unfinished handshakes" })));
+        e.endWhenFlushed();
+      };
+      return ep;
+    }
+    this.#pending++;
+    const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+    const hs: Handshake = {
+      reader: new FrameReader(),
+      nonce,
+      addr,
+      timer: setTimeout(() => this.#refuse(ep, ErrorCode.HandshakeTimeout, "handshake not finished in time"), this.#handshakeTimeoutMs),
+    };
+    ep.tag = hs;
+    ep.onOpen = (e) => e.send(withMagic(encode({ type: FrameType.Challenge, nonce })));
+    ep.onData = (e, chunk) => this.#handshake(e, hs, chunk);
+    ep.onClose = () => {
+      clearTimeout(hs.timer);
+      this.#pending--;
+    };
+    return ep;
+  }
+
+  #refuse(ep: Endpoint, code: ErrorCode, message: string): void {
+    const hs = ep.tag as Handshake;
+    log.info("connection refused", { from: hs.addr, reason: message });
+    ep.onData = null;
+    ep.send(encode({ type: FrameType.Error, code, message }));
+    ep.endWhenFlushed();
+  }
+
+  #handshake(ep: Endpoint, hs: Handshake, chunk: Uint8Array): void {
+    hs.reader.push(chunk);
+    const res = hs.reader.next();
+    if (!res) return;
+    if (!res.ok) return this.#refuse(ep, res.error.code, res.error.message);
+    clearTimeout(hs.timer);
+    this.#pending--;
+    ep.onClose = null;
+    const msg = res.msg;
+    if (msg.type === FrameType.Login) return this.#login(ep, hs, msg);
+    if (msg.type === FrameType.WorkHello) return this.#workHello(ep, hs, msg);
+    this.#refuse(ep, ErrorCode.UnexpectedMessage, `expected login or work-hello first, got frame type ${msg.type}`);
+  }
+
+  #login(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.Login }>): void {
+    const group = this.registry.get(msg.group);
+    const expected = loginProof(group?.token ?? DUMMY_TOKEN, hs.nonce, msg.group);
+    if (!group || !proofEquals(expected, msg.proof)) {
+      log.warn("login failed", { group: msg.group, from: hs.addr, reason: group ? "wrong proof" : "unknown group" });
+      return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
+    }
+    if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data after login before the server answered");
+    const old = this.#sessions.get(group.name);
+    // The new login is authenticated: it takes over, and the old session's ports pass to it.
+    if (old) old.end(ErrorCode.SessionReplaced, `session replaced by a new login from ${hs.addr}`);
+    const session = new Session(this, new Uint8Array(randomBytes(SESSION_ID_BYTES)), group, ep, msg.apps, hs.addr);
+    this.#sessions.set(group.name, session);
+    this.#byId.set(session.idHex, session);
+    const reader = hs.reader;
+    ep.onData = (e, chunk) => this.#control(session, reader, chunk);
+    ep.onClose = () => session.end(null, "control connection closed");
+    session.reconcile(group);
+    ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
+    log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
+    session.start();
+  }
+
+  #control(session: Session, reader: FrameReader, chunk: Uint8Array): void {
+    reader.push(chunk);
+    for (let res = reader.next(); res; res = reader.next()) {
+      if (!res.ok) {
+        log.warn("protocol error on control connection", { group: session.group.name, error: res.error.message });
+        return session.end(res.error.code, res.error.message);
+      }
+      session.touch();
+      const msg = res.msg;
+      if (msg.type === FrameType.Ping) session.control.send(encode({ type: FrameType.Pong, seq: msg.seq }));
+      else if (msg.type !== FrameType.Pong) return session.end(ErrorCode.UnexpectedMessage, `unexpected frame type ${msg.type} on a control connection`);
+    }
+  }
+
+  #workHello(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.WorkHello }>): void {
+    const session = this.#byId.get(Buffer.from(msg.sessionId).toString("hex"));
+    const expected = workProof(session?.group.token ?? DUMMY_TOKEN, hs.nonce, msg.sessionId);
+    if (!session || session.ended || !proofEquals(expected, msg.proof)) {
+      log.warn("work connection refused", { from: hs.addr, reason: session ? "wrong proof" : "unknown session" });
+      return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
+    }
+    if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data on a work connection before start");
+    session.addWork(ep, hs.reader);
+  }
+
+  #checkHeartbeats(): void {
+    const deadline = Date.now() - this.#heartbeatTimeoutMs;
+    for (const s of this.#sessions.values()) {
+      if (s.lastSeen < deadline) {
+        log.warn("heartbeat timeout; dropping session", { group: s.group.name, client: s.clientAddr });
+        s.end(ErrorCode.HeartbeatTimeout, "no heartbeat within heartbeatTimeout");
+      }
+    }
+  }
+
+  /** Counters of one app; they outlive sessions and go with the app. */
+  statsFor(group: string, app: string): AppStats {
+    const key = `${group}/${app}`;
+    let s = this.#stats.get(key);
+    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, streams: new Set() }));
+    return s;
+  }
+
+  /** A session has ended: forget it unless it was already replaced. */
+  ended(session: Session): void {
+    if (this.#sessions.get(session.group.name) === session) this.#sessions.delete(session.group.name);
+    this.#byId.delete(session.idHex);
+  }
+
+  /** The online session of a group, if any. */
+  session(name: string): Session | undefined {
+    return this.#sessions.get(name);
+  }
+
+  /** Applies a changed app list to the group's online session at once. */
+  groupChanged(group: GroupRecord): void {
+    for (const key of this.#stats.keys()) {
+      const [g, app] = key.split("/") as [string, string];
+      if (g === group.name && !group.apps.some((a) => a.name === app)) this.#cut(key);
+    }
+    const s = this.#sessions.get(group.name);
+    if (!s) return;
+    s.reconcile(group);
+    s.control.send(encode({ type: FrameType.Apps, apps: s.statuses }));
+  }
+
+  /** A group was deleted: kick its session and cut its streams. */
+  groupDeleted(name: string): void {
+    this.#sessions.get(name)?.end(ErrorCode.GroupDeleted, "group deleted by the administrator");
+    for (const key of [...this.#stats.keys()]) if (key.startsWith(`${name}/`)) this.#cut(key);
+  }
+
+  #cut(key: string): void {
+    const s = this.#stats.get(key);
+    this.#stats.delete(key);
+    for (const user of s?.streams ?? []) user.reset();
+  }
+
+  /** The API's view of a group. */
+  view(group: GroupRecord): GroupView {
+    const s = this.#sessions.get(group.name);
+    return {
+      name: group.name,
+      online: !!s,
+      clientAddr: s?.clientAddr ?? null,
+      onlineSince: s?.onlineSince.toISOString() ?? null,
+      apps: group.apps.map((a) => {
+        const st = this.#stats.get(`${group.name}/${a.name}`);
+        const status = s?.statuses.find((x) => x.name === a.name);
+        return {
+          name: a.name,
+          type: a.type,
+          remotePort: a.remotePort,
+          online: !!status && !status.error,
+          error: status?.error || null,
+          connections: st?.connections ?? 0,
+          bytesIn: st?.bytesIn ?? 0,
+          bytesOut: st?.bytesOut ?? 0,
+        };
+      }),
+    };
+  }
+
+  /** Number of online sessions. */
+  get online(): number {
+    return this.#sessions.size;
+  }
+
+  /** Closes the control port and every session; established streams are cut too. */
+  stop(): void {
+    if (this.#sweep) clearInterval(this.#sweep);
+    this.#listener?.stop(true);
+    for (const s of [...this.#sessions.values()]) s.end(ErrorCode.ServerShutdown, "server shutting down");
+    for (const key of [...this.#stats.keys()]) this.#cut(key);
+  }
+}

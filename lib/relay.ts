@@ -1,0 +1,262 @@
+/**
+ * The relay: the one module that writes to sockets.
+ *
+ * Bun's `socket.write` does not buffer (BUN-NOTES.md): it returns how many
+ * bytes the kernel took. Each Endpoint keeps the tail in a small queue,
+ * pauses the socket feeding it when the queue passes HIGH_WATER_BYTES and
+ * resumes it on `drain` once the queue is empty. A FIN from one side is
+ * forwarded with `shutdown()` after the queue toward the other side drains.
+ * No Promise and no timer is created per chunk.
+ */
+import type { Socket, SocketHandler } from "bun";
+
+/** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
+export const HIGH_WATER_BYTES = 256 * 1024;
+/** Queued control bytes toward a peer that does not read before the connection is dropped. */
+export const MAX_CONTROL_QUEUE_BYTES = 1024 * 1024;
+
+/** Traffic counters of one app, shared by its streams. */
+export interface Counters {
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** A socket as the relay sees it. */
+export type Sock = Socket<Endpoint>;
+
+/** One side of a connection: its socket, its outgoing queue, and where its incoming bytes go. */
+export class Endpoint {
+  socket: Sock | null = null;
+  /** Where bytes read from this socket are forwarded; null while the owner parses frames. */
+  peer: Endpoint | null = null;
+  /** Receives incoming chunks while `peer` is null (handshakes and control traffic). */
+  onData: ((ep: Endpoint, chunk: Uint8Array) => void) | null = null;
+  /** Called once when the socket has closed. */
+  onClose: ((ep: Endpoint) => void) | null = null;
+  /** Called once when the socket opens (outgoing connections). */
+  onOpen: ((ep: Endpoint) => void) | null = null;
+  /** Counts user traffic: bytes read here are `bytesIn`, bytes written here `bytesOut`. */
+  stats: Counters | null = null;
+  /** Owner's state (session, app, work-connection phase). */
+  tag: unknown = null;
+  closed = false;
+  readEnded = false;
+  writeEnded = false;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #blocked: Endpoint | null = null;
+  #paused = false;
+  #finPending = false;
+  #closePending = false;
+
+  /** Bytes waiting in this endpoint's outgoing queue. */
+  get queued(): number {
+    return this.#queued;
+  }
+
+  /** Binds a socket that has just opened, and writes what was queued before it existed. */
+  attach(socket: Sock): void {
+    this.socket = socket;
+    if (this.#paused) socket.pause();
+    this.#flush();
+  }
+
+  /** Queues or writes relayed bytes; pauses `source` when this side falls behind. */
+  write(chunk: Uint8Array, source: Endpoint | null): void {
+    if (this.closed || this.writeEnded || this.#finPending || this.#closePending) return;
+    if (this.stats) this.stats.bytesOut += chunk.length;
+    if (this.#queued === 0 && this.socket) {
+      const n = this.socket.write(chunk);
+      if (n === chunk.length || n < 0) return; // n < 0: closed, and `close` will follow.
+      chunk = chunk.subarray(n);
+    }
+    this.#queue.push(chunk);
+    this.#queued += chunk.length;
+    if (source && this.#queued > HIGH_WATER_BYTES && !this.#blocked) {
+      this.#blocked = source;
+      source.pause();
+    }
+  }
+
+  /** Sends one control frame; a peer that lets MAX_CONTROL_QUEUE_BYTES pile up is cut off. */
+  send(frame: Uint8Array): void {
+    this.write(frame, null);
+    if (this.#queued > MAX_CONTROL_QUEUE_BYTES) this.destroy();
+  }
+
+  /** Stops reading from this socket (backpressure, or waiting for a partner). */
+  pause(): void {
+    this.#paused = true;
+    this.socket?.pause();
+  }
+
+  /** Resumes reading from this socket. */
+  resume(): void {
+    this.#paused = false;
+    this.socket?.resume();
+  }
+
+  /** Joins two endpoints so that bytes flow both ways, and delivers `pending` (bytes already read from `this`) first. */
+  pipe(other: Endpoint, pending?: Uint8Array): void {
+    this.peer = other;
+    other.peer = this;
+    this.onData = null;
+    other.onData = null;
+    if (pending && pending.length) {
+      if (this.stats) this.stats.bytesIn += pending.length;
+      other.write(pending, this);
+    }
+    if (this.readEnded) other.shutdownWhenFlushed();
+    if (other.readEnded) this.shutdownWhenFlushed();
+  }
+
+  /** Sends FIN once the queue is empty; reading goes on (a half-close). */
+  shutdownWhenFlushed(): void {
+    if (this.writeEnded || this.closed) return;
+    if (this.#queued === 0 && this.socket) {
+      this.writeEnded = true;
+      this.socket.shutdown();
+      this.#closeIfDone();
+    } else this.#finPending = true;
+  }
+
+  /** Closes gracefully once the queue is empty. */
+  endWhenFlushed(): void {
+    if (this.closed) return;
+    if (this.#queued === 0 && this.socket) this.socket.end();
+    else if (!this.socket) this.destroy();
+    else this.#closePending = true;
+  }
+
+  /** Closes now, dropping anything queued. */
+  destroy(): void {
+    if (this.closed) return;
+    this.#queue = [];
+    this.#queued = 0;
+    if (this.socket) this.socket.end();
+    else this.#closed();
+  }
+
+  /** Resets the connection (RST), for streams that are cut rather than finished. */
+  reset(): void {
+    if (this.closed) return;
+    this.#queue = [];
+    this.#queued = 0;
+    if (this.socket) this.socket.terminate();
+    else this.#closed();
+  }
+
+  #flush(): void {
+    const socket = this.socket!;
+    while (this.#queue.length) {
+      const chunk = this.#queue[0]!;
+      const n = socket.write(chunk);
+      if (n < 0) return;
+      this.#queued -= n;
+      if (n < chunk.length) {
+        this.#queue[0] = chunk.subarray(n);
+        return;
+      }
+      this.#queue.shift();
+    }
+    const blocked = this.#blocked;
+    if (blocked) {
+      this.#blocked = null;
+      blocked.resume();
+    }
+    if (this.#closePending) socket.end();
+    else if (this.#finPending) {
+      this.#finPending = false;
+      this.writeEnded = true;
+      socket.shutdown();
+      this.#closeIfDone();
+    }
+  }
+
+  #closeIfDone(): void {
+    if (this.readEnded && this.writeEnded) this.socket?.end();
+  }
+
+  #closed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.#queue = [];
+    this.#queued = 0;
+    const peer = this.peer;
+    if (peer && !peer.closed) {
+      // Nothing more can be read from here nor delivered here: flush what we sent and close the other side.
+      peer.#blocked = null;
+      peer.endWhenFlushed();
+    }
+    const blocked = this.#blocked;
+    this.#blocked = null;
+    if (blocked && !blocked.closed) blocked.resume();
+    this.onClose?.(this);
+    this.onClose = null;
+  }
+
+  /** Socket event plumbing, called by the shared handler only. */
+  static readonly events = {
+    data(ep: Endpoint, chunk: Uint8Array): void {
+      if (ep.peer) {
+        if (ep.stats) ep.stats.bytesIn += chunk.length;
+        ep.peer.write(chunk, ep);
+      } else ep.onData?.(ep, chunk);
+    },
+    drain(ep: Endpoint): void {
+      if (ep.socket) ep.#flush();
+    },
+    end(ep: Endpoint): void {
+      ep.readEnded = true;
+      if (ep.peer) ep.peer.shutdownWhenFlushed();
+      else if (!ep.onData) return; // not yet piped: `pipe` forwards the FIN
+      else ep.destroy(); // a framed connection that stops sending is finished
+      ep.#closeIfDone();
+    },
+    closed(ep: Endpoint): void {
+      ep.#closed();
+    },
+  };
+}
+
+/**
+ * A socket handler shared by every socket of one listener or dialer.
+ * `create` makes the Endpoint for an accepted socket; dialed sockets carry
+ * theirs in `data` already.
+ */
+export function relayHandler(create?: (socket: Sock) => Endpoint): SocketHandler<Endpoint> {
+  return {
+    open(socket) {
+      const ep = socket.data ?? create!(socket);
+      socket.data = ep;
+      if (ep.closed) {
+        // Abandoned before it opened (a connect timeout fired).
+        socket.end();
+        return;
+      }
+      ep.attach(socket);
+      ep.onOpen?.(ep);
+    },
+    data(socket, chunk) {
+      Endpoint.events.data(socket.data, chunk);
+    },
+    drain(socket) {
+      Endpoint.events.drain(socket.data);
+    },
+    end(socket) {
+      Endpoint.events.end(socket.data);
+    },
+    close(socket) {
+      if (socket.data) Endpoint.events.closed(socket.data);
+    },
+    error(socket, err) {
+      // A handler threw (a bug): never leave the connection half-handled.
+      console.error(`relay: handler error: ${err?.message ?? err}`);
+      socket.terminate();
+    },
+    connectError(socket) {
+      if (socket.data) Endpoint.events.closed(socket.data);
+    },
+  };
+}

@@ -1,0 +1,290 @@
+/**
+ * One online group: its control connection, one public listener per app,
+ * the pool of idle work connections, and the users waiting for one.
+ */
+import type { TCPSocketListener } from "bun";
+import { encode, ErrorCode, FrameReader, FrameType, type AppStatus, type DeclaredApp } from "../protocol.ts";
+import { log } from "./log.ts";
+import type { AppRecord, GroupRecord } from "./registry.ts";
+import { Endpoint, relayHandler, type Counters } from "./relay.ts";
+
+/** A work-connection request the client has not answered within this time is assumed lost and asked again. */
+export const WORK_REQUEST_TIMEOUT_MS = 5_000;
+/** Most work connections asked for in one OpenWork frame. */
+export const MAX_WORK_REQUEST = 64;
+
+/** Traffic counters of one app plus its live user streams (so a deleted group's streams can be cut). */
+export interface AppStats extends Counters {
+  readonly streams: Set<Endpoint>;
+}
+
+/** What a session needs from the server around it. */
+export interface SessionHost {
+  readonly bindAddr: string;
+  readonly poolSize: number;
+  readonly userConnTimeoutMs: number;
+  readonly maxPendingUsers: number;
+  statsFor(group: string, app: string): AppStats;
+  /** Called once when the session has ended. */
+  ended(session: Session): void;
+}
+
+interface AppRuntime {
+  readonly record: AppRecord;
+  readonly listener: TCPSocketListener<Endpoint>;
+}
+
+interface WaitingUser {
+  readonly user: Endpoint;
+  readonly app: string;
+  readonly timer: Timer;
+}
+
+/** An online group. */
+export class Session {
+  readonly idHex: string;
+  readonly onlineSince = new Date();
+  lastSeen = Date.now();
+  #apps = new Map<string, AppRuntime>();
+  #statuses: AppStatus[] = [];
+  #pool: Endpoint[] = [];
+  #waiting: WaitingUser[] = [];
+  #requested = 0;
+  #requestedAt = 0;
+  #ended = false;
+
+  constructor(
+    readonly host: SessionHost,
+    readonly id: Uint8Array,
+    readonly group: GroupRecord,
+    readonly control: Endpoint,
+    readonly declared: readonly DeclaredApp[],
+    readonly clientAddr: string,
+  ) {
+    this.idHex = Buffer.from(id).toString("hex");
+  }
+
+  /** Whether the session has ended. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /** The current answer for each declared app. */
+  get statuses(): readonly AppStatus[] {
+    return this.#statuses;
+  }
+
+  /** Idle work connections in the pool. */
+  get pooled(): number {
+    return this.#pool.length;
+  }
+
+  /** Opens listeners for the declared apps that the group has, and records why the others are not served. */
+  reconcile(group: GroupRecord): void {
+    const statuses: AppStatus[] = [];
+    const keep = new Set<string>();
+    for (const d of this.declared) {
+      const rec = group.apps.find((a) => a.name === d.name);
+      if (!rec) {
+        statuses.push({ name: d.name, type: d.type, remotePort: 0, error: `unknown app "${d.name}": group "${group.name}" has no such app` });
+        continue;
+      }
+      if (rec.type !== d.type) {
+        statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: `app "${d.name}" is registered as ${rec.type}, not ${d.type}` });
+        continue;
+      }
+      const current = this.#apps.get(d.name);
+      if (current && current.record.remotePort === rec.remotePort) {
+        keep.add(d.name);
+        statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
+        continue;
+      }
+      if (current) this.#closeApp(d.name);
+      const bound = this.#listen(rec);
+      if (typeof bound === "string") {
+        log.warn("app cannot be served", { group: group.name, app: d.name, port: rec.remotePort, reason: bound });
+        statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: bound });
+        continue;
+      }
+      this.#apps.set(d.name, { record: rec, listener: bound });
+      keep.add(d.name);
+      statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
+      log.info("app online", { group: group.name, app: d.name, port: rec.remotePort });
+    }
+    for (const name of [...this.#apps.keys()]) if (!keep.has(name)) this.#closeApp(name);
+    this.#statuses = statuses;
+  }
+
+  #listen(rec: AppRecord): TCPSocketListener<Endpoint> | string {
+    const stats = this.host.statsFor(this.group.name, rec.name);
+    const handler = relayHandler(() => {
+      const user = new Endpoint();
+      user.stats = stats;
+      stats.connections++;
+      stats.streams.add(user);
+      user.onClose = () => {
+        stats.connections--;
+        stats.streams.delete(user);
+      };
+      user.onOpen = () => this.#acceptUser(user, rec.name);
+      return user;
+    });
+    try {
+      return Bun.listen<Endpoint>({ hostname: this.host.bindAddr, port: rec.remotePort, exclusive: true, allowHalfOpen: true, socket: handler });
+    } catch (err) {
+      return `port ${rec.remotePort} cannot be bound (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
+  }
+
+  #closeApp(name: string): void {
+    const rt = this.#apps.get(name);
+    if (!rt) return;
+    this.#apps.delete(name);
+    // Stop accepting; established streams go on until they end.
+    rt.listener.stop(false);
+    for (const w of this.#waiting.filter((w) => w.app === name)) this.#dropWaiting(w, "app removed");
+    log.info("app offline", { group: this.group.name, app: name, port: rt.record.remotePort });
+  }
+
+  #acceptUser(user: Endpoint, app: string): void {
+    if (this.#ended || !this.#apps.has(app)) return user.destroy();
+    // Hold the user's bytes in the kernel until a work connection is bound.
+    user.pause();
+    const work = this.#pool.pop();
+    if (work) {
+      this.#startStream(work, user, app);
+      this.#refill();
+      return;
+    }
+    if (this.#waiting.length >= this.host.maxPendingUsers) {
+      log.warn("too many users waiting for a work connection; refusing", { group: this.group.name, app, limit: this.host.maxPendingUsers });
+      return user.destroy();
+    }
+    const entry: WaitingUser = {
+      user,
+      app,
+      timer: setTimeout(() => this.#dropWaiting(entry, "no work connection within userConnTimeout"), this.host.userConnTimeoutMs),
+    };
+    this.#waiting.push(entry);
+    user.onClose = chain(user.onClose, () => {
+      const i = this.#waiting.indexOf(entry);
+      if (i >= 0) {
+        clearTimeout(entry.timer);
+        this.#waiting.splice(i, 1);
+      }
+    });
+    this.#refill();
+  }
+
+  #dropWaiting(w: WaitingUser, why: string): void {
+    const i = this.#waiting.indexOf(w);
+    if (i >= 0) this.#waiting.splice(i, 1);
+    clearTimeout(w.timer);
+    log.warn("user closed", { group: this.group.name, app: w.app, reason: why });
+    w.user.destroy();
+  }
+
+  /** Sends StartWork, relays the user's bytes at once, and joins both ways when the client acknowledges. */
+  #startStream(work: Endpoint, user: Endpoint, app: string): void {
+    const reader = work.tag as FrameReader;
+    const userAddr = user.socket ? `${user.socket.remoteAddress}:${user.socket.remotePort}` : "";
+    work.send(encode({ type: FrameType.StartWork, app, userAddr }));
+    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the user.
+    work.onClose = (ep) => {
+      if (!ep.peer) user.destroy();
+    };
+    user.peer = work;
+    user.resume();
+    work.onData = (ep, chunk) => {
+      reader.push(chunk);
+      const res = reader.next();
+      if (!res) return;
+      if (!res.ok || res.msg.type !== FrameType.WorkAck) {
+        log.warn("bad answer on a work connection", { group: this.group.name, app, error: res.ok ? "unexpected frame" : res.error.message });
+        user.destroy();
+        return ep.destroy();
+      }
+      if (!res.msg.ok) {
+        log.warn("local app refused the connection", { group: this.group.name, app, reason: res.msg.message });
+        user.destroy();
+        return ep.destroy();
+      }
+      ep.pipe(user, reader.rest());
+    };
+  }
+
+  /** Takes an authenticated work connection into the pool, or straight to a waiting user. */
+  addWork(work: Endpoint, reader: FrameReader): void {
+    if (this.#requested > 0) this.#requested--;
+    if (this.#ended) return work.destroy();
+    work.tag = reader;
+    const waiting = this.#waiting.shift();
+    if (waiting) {
+      clearTimeout(waiting.timer);
+      this.#startStream(work, waiting.user, waiting.app);
+      return;
+    }
+    if (this.#pool.length >= this.host.poolSize) return work.destroy();
+    this.#pool.push(work);
+    work.onData = (ep) => {
+      log.warn("data on an idle work connection; closing it", { group: this.group.name });
+      ep.destroy();
+    };
+    work.onClose = (ep) => {
+      const i = this.#pool.indexOf(ep);
+      if (i >= 0) this.#pool.splice(i, 1);
+      this.#refill();
+    };
+  }
+
+  /** Asks the client for enough work connections to fill the pool and serve every waiting user. */
+  #refill(): void {
+    if (this.#ended) return;
+    const now = Date.now();
+    if (this.#requested > 0 && now - this.#requestedAt > WORK_REQUEST_TIMEOUT_MS) this.#requested = 0;
+    const want = this.host.poolSize + this.#waiting.length - this.#pool.length - this.#requested;
+    const count = Math.min(want, MAX_WORK_REQUEST);
+    if (count <= 0) return;
+    this.#requested += count;
+    this.#requestedAt = now;
+    this.control.send(encode({ type: FrameType.OpenWork, count }));
+  }
+
+  /** Starts serving: opens listeners and fills the pool. */
+  start(): void {
+    this.reconcile(this.group);
+    this.#refill();
+  }
+
+  /** A frame from the client arrived: it is alive. */
+  touch(): void {
+    this.lastSeen = Date.now();
+    this.#refill();
+  }
+
+  /** Ends the session: tells the client why, closes listeners and idle work connections; established streams go on. */
+  end(code: ErrorCode | null, reason: string): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const name of [...this.#apps.keys()]) this.#closeApp(name);
+    for (const w of [...this.#waiting]) this.#dropWaiting(w, "session ended");
+    for (const work of this.#pool.splice(0)) {
+      work.onClose = null;
+      work.destroy();
+    }
+    if (code !== null && !this.control.closed) {
+      this.control.send(encode({ type: FrameType.Error, code, message: reason }));
+      this.control.endWhenFlushed();
+    } else this.control.destroy();
+    log.info("session ended", { group: this.group.name, client: this.clientAddr, reason });
+    this.host.ended(this);
+  }
+}
+
+/** Runs `a` then `b`. */
+function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
+  return (ep) => {
+    a?.(ep);
+    b(ep);
+  };
+}

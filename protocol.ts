@@ -1,0 +1,434 @@
+/**
+ * Warren wire protocol, version 1: every byte layout lives here.
+ *
+ * Every connection to the control port opens with MAGIC from both sides.
+ * Then come frames: `type u8 | length u32 BE | body`. Strings are
+ * `u16 BE length | UTF-8`. After StartWork (server) and WorkAck (client) a
+ * work connection carries raw bytes only.
+ */
+import { timingSafeEqual } from "node:crypto";
+
+/** Protocol version carried in the last byte of MAGIC. */
+export const PROTOCOL_VERSION = 1;
+/** "WRN" + version: the first four bytes each side sends on every connection. */
+export const MAGIC = new Uint8Array([0x57, 0x52, 0x4e, PROTOCOL_VERSION]);
+/** Bytes in a frame header: type (1) + body length (4). */
+export const FRAME_HEADER_BYTES = 5;
+/** Largest frame body: 64 KiB holds a login with hundreds of apps, and bounds what a stranger can make us buffer. */
+export const MAX_FRAME_BYTES = 64 * 1024;
+/** Bytes in a login challenge nonce. */
+export const NONCE_BYTES = 32;
+/** Bytes in a session id. */
+export const SESSION_ID_BYTES = 16;
+/** Bytes in an HMAC-SHA256 proof. */
+export const PROOF_BYTES = 32;
+
+/** Frame type bytes. */
+export enum FrameType {
+  Challenge = 0x01,
+  Login = 0x02,
+  LoginOk = 0x03,
+  Apps = 0x04,
+  Ping = 0x05,
+  Pong = 0x06,
+  OpenWork = 0x07,
+  WorkHello = 0x08,
+  StartWork = 0x09,
+  WorkAck = 0x0a,
+  Error = 0x0b,
+}
+
+/** Error codes carried in Error frames and in decoder results. */
+export enum ErrorCode {
+  BadMagic = 1,
+  VersionMismatch = 2,
+  TlsExpected = 3,
+  MalformedFrame = 4,
+  FrameTooLarge = 5,
+  UnknownType = 6,
+  UnexpectedMessage = 7,
+  AuthFailed = 8,
+  HandshakeTimeout = 9,
+  SessionReplaced = 10,
+  GroupDeleted = 11,
+  ServerShutdown = 12,
+  Overloaded = 13,
+  LocalRefused = 14,
+  UnknownApp = 15,
+  HeartbeatTimeout = 16,
+}
+
+/** App transport types, as carried on the wire. */
+export type AppType = "tcp" | "udp";
+const APP_TYPES: readonly AppType[] = ["tcp", "udp"];
+
+/** An app a client declares at login. */
+export interface DeclaredApp {
+  readonly name: string;
+  readonly type: AppType;
+}
+
+/** The server's answer for one app: its public port, or why it is not served. */
+export interface AppStatus {
+  readonly name: string;
+  readonly type: AppType;
+  readonly remotePort: number;
+  /** Empty when the app is served; otherwise the reason it is not. */
+  readonly error: string;
+}
+
+/** Every message of the protocol. */
+export type Message =
+  | { readonly type: FrameType.Challenge; readonly nonce: Uint8Array }
+  | { readonly type: FrameType.Login; readonly group: string; readonly proof: Uint8Array; readonly apps: readonly DeclaredApp[] }
+  | { readonly type: FrameType.LoginOk; readonly sessionId: Uint8Array; readonly apps: readonly AppStatus[] }
+  | { readonly type: FrameType.Apps; readonly apps: readonly AppStatus[] }
+  | { readonly type: FrameType.Ping; readonly seq: number }
+  | { readonly type: FrameType.Pong; readonly seq: number }
+  | { readonly type: FrameType.OpenWork; readonly count: number }
+  | { readonly type: FrameType.WorkHello; readonly sessionId: Uint8Array; readonly proof: Uint8Array }
+  | { readonly type: FrameType.StartWork; readonly app: string; readonly userAddr: string }
+  | { readonly type: FrameType.WorkAck; readonly ok: boolean; readonly message: string }
+  | { readonly type: FrameType.Error; readonly code: ErrorCode; readonly message: string };
+
+/** A protocol violation: what the peer did wrong, as a code and a sentence. */
+export interface ProtocolError {
+  readonly code: ErrorCode;
+  readonly message: string;
+}
+
+/** Result of decoding: a message, or the typed reason there is none. */
+export type DecodeResult = { readonly ok: true; readonly msg: Message } | { readonly ok: false; readonly error: ProtocolError };
+
+const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+
+/** Builds one frame body with a growing cursor. */
+class Writer {
+  #parts: number[] = [];
+  #chunks: Uint8Array[] = [];
+  #size = 0;
+  u8(n: number): this {
+    this.#parts.push(n & 0xff);
+    this.#size++;
+    return this;
+  }
+  u16(n: number): this {
+    return this.u8(n >>> 8).u8(n);
+  }
+  u32(n: number): this {
+    return this.u16(n >>> 16).u16(n & 0xffff);
+  }
+  bytes(b: Uint8Array): this {
+    this.#flushParts();
+    this.#chunks.push(b);
+    this.#size += b.length;
+    return this;
+  }
+  str(s: string): this {
+    const b = utf8.encode(s);
+    if (b.length > 0xffff) throw new RangeError("string longer than 65535 bytes");
+    return this.u16(b.length).bytes(b);
+  }
+  #flushParts(): void {
+    if (this.#parts.length) this.#chunks.push(Uint8Array.from(this.#parts));
+    this.#parts = [];
+  }
+  frame(type: FrameType): Uint8Array {
+    this.#flushParts();
+    if (this.#size > MAX_FRAME_BYTES) throw new RangeError(`frame body of ${this.#size} bytes exceeds ${MAX_FRAME_BYTES}`);
+    const out = new Uint8Array(FRAME_HEADER_BYTES + this.#size);
+    const view = new DataView(out.buffer);
+    out[0] = type;
+    view.setUint32(1, this.#size);
+    let at = FRAME_HEADER_BYTES;
+    for (const c of this.#chunks) {
+      out.set(c, at);
+      at += c.length;
+    }
+    return out;
+  }
+}
+
+/** Thrown inside the decoder only; never escapes `decodeBody`. */
+class Short extends Error {}
+
+/** Reads one frame body; every read checks bounds. */
+class Reader {
+  #at = 0;
+  constructor(private readonly b: Uint8Array) {}
+  #need(n: number): void {
+    if (this.#at + n > this.b.length) throw new Short();
+  }
+  u8(): number {
+    this.#need(1);
+    return this.b[this.#at++]!;
+  }
+  u16(): number {
+    return (this.u8() << 8) | this.u8();
+  }
+  u32(): number {
+    return this.u16() * 0x10000 + this.u16();
+  }
+  bytes(n: number): Uint8Array {
+    this.#need(n);
+    const out = this.b.slice(this.#at, this.#at + n);
+    this.#at += n;
+    return out;
+  }
+  str(): string {
+    const n = this.u16();
+    this.#need(n);
+    const s = utf8Decoder.decode(this.b.subarray(this.#at, this.#at + n));
+    this.#at += n;
+    return s;
+  }
+  appType(): AppType {
+    const t = APP_TYPES[this.u8()];
+    if (!t) throw new Short("unknown app type");
+    return t;
+  }
+  done(): boolean {
+    return this.#at === this.b.length;
+  }
+}
+
+function writeAppStatuses(w: Writer, apps: readonly AppStatus[]): Writer {
+  w.u16(apps.length);
+  for (const a of apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type)).u16(a.remotePort).str(a.error);
+  return w;
+}
+
+function readAppStatuses(r: Reader): AppStatus[] {
+  const n = r.u16();
+  const apps: AppStatus[] = [];
+  for (let i = 0; i < n; i++) apps.push({ name: r.str(), type: r.appType(), remotePort: r.u16(), error: r.str() });
+  return apps;
+}
+
+/** Encodes one message as a complete frame. Throws RangeError only for our own oversized messages. */
+export function encode(msg: Message): Uint8Array {
+  const w = new Writer();
+  switch (msg.type) {
+    case FrameType.Challenge:
+      return w.bytes(msg.nonce).frame(msg.type);
+    case FrameType.Login:
+      w.str(msg.group).bytes(msg.proof).u16(msg.apps.length);
+      for (const a of msg.apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type));
+      return w.frame(msg.type);
+    case FrameType.LoginOk:
+      return writeAppStatuses(w.bytes(msg.sessionId), msg.apps).frame(msg.type);
+    case FrameType.Apps:
+      return writeAppStatuses(w, msg.apps).frame(msg.type);
+    case FrameType.Ping:
+    case FrameType.Pong:
+      return w.u32(msg.seq).frame(msg.type);
+    case FrameType.OpenWork:
+      return w.u16(msg.count).frame(msg.type);
+    case FrameType.WorkHello:
+      return w.bytes(msg.sessionId).bytes(msg.proof).frame(msg.type);
+    case FrameType.StartWork:
+      return w.str(msg.app).str(msg.userAddr).frame(msg.type);
+    case FrameType.WorkAck:
+      return w.u8(msg.ok ? 1 : 0).str(msg.message).frame(msg.type);
+    case FrameType.Error:
+      return w.u8(msg.code).str(msg.message).frame(msg.type);
+  }
+}
+
+function fail(code: ErrorCode, message: string): DecodeResult {
+  return { ok: false, error: { code, message } };
+}
+
+/** Decodes one frame body of the given type. Never throws. */
+export function decodeBody(type: number, body: Uint8Array): DecodeResult {
+  const r = new Reader(body);
+  let msg: Message;
+  try {
+    switch (type) {
+      case FrameType.Challenge:
+        msg = { type, nonce: r.bytes(NONCE_BYTES) };
+        break;
+      case FrameType.Login: {
+        const group = r.str();
+        const proof = r.bytes(PROOF_BYTES);
+        const n = r.u16();
+        const apps: DeclaredApp[] = [];
+        for (let i = 0; i < n; i++) apps.push({ name: r.str(), type: r.appType() });
+        msg = { type, group, proof, apps };
+        break;
+      }
+      case FrameType.LoginOk:
+        msg = { type, sessionId: r.bytes(SESSION_ID_BYTES), apps: readAppStatuses(r) };
+        break;
+      case FrameType.Apps:
+        msg = { type, apps: readAppStatuses(r) };
+        break;
+      case FrameType.Ping:
+      case FrameType.Pong:
+        msg = { type, seq: r.u32() };
+        break;
+      case FrameType.OpenWork:
+        msg = { type, count: r.u16() };
+        break;
+      case FrameType.WorkHello:
+        msg = { type, sessionId: r.bytes(SESSION_ID_BYTES), proof: r.bytes(PROOF_BYTES) };
+        break;
+      case FrameType.StartWork:
+        msg = { type, app: r.str(), userAddr: r.str() };
+        break;
+      case FrameType.WorkAck: {
+        const flag = r.u8();
+        if (flag > 1) return fail(ErrorCode.MalformedFrame, `work ack flag ${flag} is not 0 or 1`);
+        msg = { type, ok: flag === 1, message: r.str() };
+        break;
+      }
+      case FrameType.Error: {
+        const code = r.u8();
+        msg = { type, code: code as ErrorCode, message: r.str() };
+        break;
+      }
+      default:
+        return fail(ErrorCode.UnknownType, `unknown frame type 0x${type.toString(16).padStart(2, "0")}`);
+    }
+  } catch {
+    // Short reads, bad UTF-8 and unknown app types all land here: the body does not fit its type.
+    return fail(ErrorCode.MalformedFrame, `malformed ${frameName(type)} frame (${body.length} bytes)`);
+  }
+  if (!r.done()) return fail(ErrorCode.MalformedFrame, `${frameName(type)} frame has ${body.length} bytes, more than its fields`);
+  return { ok: true, msg };
+}
+
+/** Human name of a frame type, for errors and logs. */
+export function frameName(type: number): string {
+  const names: Record<number, string> = {
+    [FrameType.Challenge]: "challenge",
+    [FrameType.Login]: "login",
+    [FrameType.LoginOk]: "login-ok",
+    [FrameType.Apps]: "apps",
+    [FrameType.Ping]: "ping",
+    [FrameType.Pong]: "pong",
+    [FrameType.OpenWork]: "open-work",
+    [FrameType.WorkHello]: "work-hello",
+    [FrameType.StartWork]: "start-work",
+    [FrameType.WorkAck]: "work-ack",
+    [FrameType.Error]: "error",
+  };
+  return names[type] ?? `0x${type.toString(16)}`;
+}
+
+/** Checks the first four bytes of a connection and names what is wrong with them. */
+export function checkMagic(b: Uint8Array): ProtocolError | null {
+  if (b[0] === MAGIC[0] && b[1] === MAGIC[1] && b[2] === MAGIC[2]) {
+    if (b[3] === PROTOCOL_VERSION) return null;
+    return { code: ErrorCode.VersionMismatch, message: `peer speaks Warren protocol v${b[3]}, this side speaks v${PROTOCOL_VERSION}` };
+  }
+  // 0x16 opens a TLS handshake record, 0x15 a TLS alert.
+  if (b[0] === 0x16 || b[0] === 0x15) return { code: ErrorCode.TlsExpected, message: "the peer speaks TLS: enable TLS on this side" };
+  return { code: ErrorCode.BadMagic, message: "not a Warren peer (bad magic bytes)" };
+}
+
+/**
+ * Incremental frame parser for one connection. Feed it chunks with `push`,
+ * pull messages with `next`; `rest` hands back unparsed bytes once the
+ * connection switches to raw data.
+ */
+export class FrameReader {
+  #buf: Uint8Array = new Uint8Array(0);
+  #magicSeen = false;
+  #failed = false;
+
+  /** Appends received bytes. */
+  push(chunk: Uint8Array): void {
+    if (this.#buf.length === 0) {
+      this.#buf = chunk;
+      return;
+    }
+    const b = new Uint8Array(this.#buf.length + chunk.length);
+    b.set(this.#buf);
+    b.set(chunk, this.#buf.length);
+    this.#buf = b;
+  }
+
+  /** The next message, a typed error (after which the reader is dead), or null when more bytes are needed. */
+  next(): DecodeResult | null {
+    if (this.#failed) return null;
+    if (!this.#magicSeen) {
+      if (this.#buf.length < MAGIC.length) {
+        // Say "TLS" or "bad magic" as soon as the first bytes show it.
+        for (let i = 0; i < this.#buf.length; i++) if (this.#buf[i] !== MAGIC[i]) return this.#fail(checkMagic(this.#buf)!);
+        return null;
+      }
+      const bad = checkMagic(this.#buf);
+      if (bad) return this.#fail(bad);
+      this.#magicSeen = true;
+      this.#buf = this.#buf.subarray(MAGIC.length);
+    }
+    if (this.#buf.length < FRAME_HEADER_BYTES) return null;
+    const type = this.#buf[0]!;
+    const len = ((this.#buf[1]! << 24) >>> 0) + (this.#buf[2]! << 16) + (this.#buf[3]! << 8) + this.#buf[4]!;
+    if (len > MAX_FRAME_BYTES) {
+      return this.#fail({ code: ErrorCode.FrameTooLarge, message: `${frameName(type)} frame of ${len} bytes exceeds the ${MAX_FRAME_BYTES}-byte limit` });
+    }
+    if (this.#buf.length < FRAME_HEADER_BYTES + len) return null;
+    const body = this.#buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len);
+    this.#buf = this.#buf.subarray(FRAME_HEADER_BYTES + len);
+    const res = decodeBody(type, body);
+    if (!res.ok) this.#failed = true;
+    return res;
+  }
+
+  /** Bytes received but not parsed (possibly empty); the reader is spent afterwards. */
+  rest(): Uint8Array {
+    const b = this.#buf;
+    this.#buf = new Uint8Array(0);
+    this.#failed = true;
+    return b;
+  }
+
+  /** How many unparsed bytes are held (bounded by the frame limit plus one chunk). */
+  get buffered(): number {
+    return this.#buf.length;
+  }
+
+  #fail(error: ProtocolError): DecodeResult {
+    this.#failed = true;
+    this.#buf = new Uint8Array(0);
+    return { ok: false, error };
+  }
+}
+
+/** Frames MAGIC followed by the given messages, ready for one write. */
+export function withMagic(...frames: Uint8Array[]): Uint8Array {
+  const total = frames.reduce((n, f) => n + f.length, MAGIC.length);
+  const out = new Uint8Array(total);
+  out.set(MAGIC);
+  let at = MAGIC.length;
+  for (const f of frames) {
+    out.set(f, at);
+    at += f.length;
+  }
+  return out;
+}
+
+function hmac(token: string, label: string, ...parts: Uint8Array[]): Uint8Array {
+  const h = new Bun.CryptoHasher("sha256", token);
+  h.update(label);
+  for (const p of parts) h.update(p);
+  return new Uint8Array(h.digest());
+}
+
+/** Login proof: HMAC-SHA256 keyed by the group token over the nonce and group name, so the token never crosses the wire. */
+export function loginProof(token: string, nonce: Uint8Array, group: string): Uint8Array {
+  return hmac(token, "warren-login\0", nonce, utf8.encode(group));
+}
+
+/** Work-connection proof: binds this connection's nonce to the session it joins. */
+export function workProof(token: string, nonce: Uint8Array, sessionId: Uint8Array): Uint8Array {
+  return hmac(token, "warren-work\0", nonce, sessionId);
+}
+
+/** Constant-time comparison of two proofs. */
+export function proofEquals(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
+}

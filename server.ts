@@ -1,0 +1,137 @@
+/**
+ * Warren server: the control port, one public port per app, and the HTTP API.
+ * Usage: bun run server.ts [--config server.toml]
+ */
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+import { createApi } from "./lib/api.ts";
+import { ConfigError, EXIT_CONFIG, loadToml, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
+import { Hub } from "./lib/hub.ts";
+import { log, setLogLevel } from "./lib/log.ts";
+import { canBindTcp } from "./lib/ports.ts";
+import { Registry } from "./lib/registry.ts";
+
+/** File in dataDir that keeps the generated admin token. */
+export const ADMIN_TOKEN_FILE = "admin-token";
+
+const HELP = `warren-server: the public side of a Warren tunnel
+
+Usage: warren-server [--config FILE]
+
+  -c, --config FILE   server.toml to read (default: built-in defaults, no file)
+  -h, --help          show this help
+
+Defaults: control port 7000 on 0.0.0.0, API on 127.0.0.1:7500, data in ./data.
+Without adminToken in the config, one is generated on first start, stored in
+dataDir/${ADMIN_TOKEN_FILE} (mode 0600) and printed once.`;
+
+/** A running server. */
+export interface RunningServer {
+  readonly hub: Hub;
+  readonly controlPort: number;
+  readonly apiPort: number;
+  readonly adminToken: string;
+  stop(): void;
+}
+
+/** Finds the admin token: configured, stored in dataDir, or generated now (and then printed once). */
+function adminToken(config: ServerConfig, print: (line: string) => void): string {
+  if (config.adminToken) return config.adminToken;
+  const file = join(config.dataDir, ADMIN_TOKEN_FILE);
+  if (config.dataDir !== ":memory:" && existsSync(file)) return readFileSync(file, "utf8").trim();
+  const token = randomBytes(24).toString("base64url");
+  if (config.dataDir !== ":memory:") {
+    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+    writeFileSync(file, token + "\n", { mode: 0o600 });
+    print(`Generated an admin token, stored in ${file} (mode 0600). It is shown this once:\n\n    ${token}\n`);
+  } else print(`Generated an admin token for this run (dataDir is :memory:, nothing is stored):\n\n    ${token}\n`);
+  return token;
+}
+
+/** Starts a server from a validated config. `file` names the config in errors. */
+export function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log): RunningServer {
+  const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
+  const registry = new Registry(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
+  const errors = registry.syncConfig(config.groups);
+  if (errors.length) {
+    registry.close();
+    const [key, ...rest] = errors[0]!.split(": ");
+    throw new ConfigError(file, key!, rest.join(": "));
+  }
+  const token = adminToken(config, print);
+  const hub = new Hub(config, registry);
+  let controlPort: number;
+  try {
+    controlPort = hub.listen(config.controlPort);
+  } catch (err) {
+    registry.close();
+    throw new Error(`cannot listen on ${config.bindAddr}:${config.controlPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  const api = createApi(hub, { adminToken: token, registrationToken: config.registrationToken });
+  let http: ReturnType<typeof Bun.serve>;
+  try {
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch });
+  } catch (err) {
+    hub.stop();
+    registry.close();
+    throw new Error(`cannot serve the API on ${config.apiHost}:${config.apiPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  log.info("warren server ready", { control: `${config.bindAddr}:${controlPort}`, api: `http://${config.apiHost}:${http.port}`, groups: registry.list().length, dataDir: config.dataDir });
+  return {
+    hub,
+    controlPort,
+    apiPort: http.port!,
+    adminToken: token,
+    stop() {
+      hub.stop();
+      http.stop(true);
+      registry.close();
+    },
+  };
+}
+
+/** Parses flags and the config file; exits 2 on any mistake in them. */
+export async function loadServerConfig(argv: string[]): Promise<{ config: ServerConfig; file: string } | null> {
+  let args;
+  try {
+    args = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+  } catch (err) {
+    console.error(`warren-server: ${(err as Error).message}\n\n${HELP}`);
+    process.exit(EXIT_CONFIG);
+  }
+  if (args.values.help) {
+    console.log(HELP);
+    return null;
+  }
+  const file = args.values.config;
+  const config = file ? await loadToml(ServerConfigSchema, file) : validate(ServerConfigSchema, {}, "(defaults)");
+  return { config, file: file ?? "(defaults)" };
+}
+
+async function main(): Promise<void> {
+  let loaded;
+  try {
+    loaded = await loadServerConfig(Bun.argv.slice(2));
+    if (!loaded) return;
+    setLogLevel(loaded.config.logLevel);
+    const server = startServer(loaded.config, loaded.file);
+    const shutdown = (sig: string) => {
+      log.info("shutting down", { signal: sig });
+      server.stop();
+      process.exit(0);
+    };
+    process.on("SIGINT", () => shutdown("SIGINT"));
+    process.on("SIGTERM", () => shutdown("SIGTERM"));
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`warren-server: config error: ${err.message}`);
+      process.exit(EXIT_CONFIG);
+    }
+    console.error(`warren-server: ${(err as Error).message}`);
+    process.exit(1);
+  }
+}
+
+if (import.meta.main) await main();
