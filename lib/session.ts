@@ -250,9 +250,8 @@ export class Session {
     this.control.send(encode({ type: FrameType.OpenWork, count }));
   }
 
-  /** Starts serving: opens listeners and fills the pool. */
+  /** Starts serving after login: fills the pool (listeners were opened by `reconcile`). */
   start(): void {
-    this.reconcile(this.group);
     this.#refill();
   }
 
