@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createApi } from "./lib/api.ts";
+import { createApi, MAX_BODY_BYTES } from "./lib/api.ts";
 import { ConfigError, EXIT_CONFIG, loadToml, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
 import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
@@ -40,7 +40,11 @@ export interface RunningServer {
 function adminToken(config: ServerConfig, print: (line: string) => void): string {
   if (config.adminToken) return config.adminToken;
   const file = join(config.dataDir, ADMIN_TOKEN_FILE);
-  if (config.dataDir !== ":memory:" && existsSync(file)) return readFileSync(file, "utf8").trim();
+  if (config.dataDir !== ":memory:" && existsSync(file)) {
+    const stored = readFileSync(file, "utf8").trim();
+    if (stored.length < 16) throw new Error(`${file} holds no usable admin token (fewer than 16 characters): delete it to generate a new one, or set adminToken`);
+    return stored;
+  }
   const token = randomBytes(24).toString("base64url");
   if (config.dataDir !== ":memory:") {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
@@ -72,7 +76,7 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
   const api = createApi(hub, { adminToken: token, registrationToken: config.registrationToken });
   let http: ReturnType<typeof Bun.serve>;
   try {
-    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch });
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES });
   } catch (err) {
     hub.stop();
     registry.close();

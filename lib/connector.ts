@@ -31,6 +31,17 @@ export const MAX_WORK_DIALS = 256;
 /** Time allowed for the self-registration request. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 
+/** Reconnect delay after `attempt` failures: exponential up to BACKOFF_MAX_MS, with jitter over its upper half so many clients do not reconnect in lockstep. */
+export function backoffDelay(attempt: number, random: number = Math.random()): number {
+  const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** attempt);
+  return Math.round(cap / 2 + (random * cap) / 2);
+}
+
+/** Knobs for tests; production uses the defaults. */
+export interface ConnectorOptions {
+  readonly loginTimeoutMs?: number;
+}
+
 /** Events: "online" (statuses), "apps" (statuses), "offline" (reason), "fatal" (reason). */
 export class Connector extends EventEmitter {
   #apps: Map<string, ClientApp & { host: string; port: number }>;
@@ -51,8 +62,14 @@ export class Connector extends EventEmitter {
   statuses: readonly AppStatus[] = [];
   online = false;
 
-  constructor(readonly config: ClientConfig) {
+  readonly #loginTimeoutMs: number;
+
+  constructor(
+    readonly config: ClientConfig,
+    options: ConnectorOptions = {},
+  ) {
     super();
+    this.#loginTimeoutMs = options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
     this.#token = config.token;
     this.#apps = new Map(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
   }
@@ -102,10 +119,10 @@ export class Connector extends EventEmitter {
     let loggedIn = false;
     const loginTimer = setTimeout(() => {
       if (!loggedIn) {
-        log.warn("no login answer in time; retrying", { server: this.#serverName(), timeoutMs: LOGIN_TIMEOUT_MS });
+        log.warn("no login answer in time; retrying", { server: this.#serverName(), timeoutMs: this.#loginTimeoutMs });
         ep.destroy();
       }
-    }, LOGIN_TIMEOUT_MS);
+    }, this.#loginTimeoutMs);
     ep.onOpen = (e) => e.send(MAGIC);
     ep.onData = (e, chunk) => {
       reader.push(chunk);
@@ -224,9 +241,7 @@ export class Connector extends EventEmitter {
 
   #retry(reason: string): void {
     if (this.#stopped) return;
-    const cap = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** this.#attempt);
-    // Full jitter keeps many clients from reconnecting in lockstep after a server restart.
-    const delay = Math.round(cap / 2 + (Math.random() * cap) / 2);
+    const delay = backoffDelay(this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 20);
     log.info("reconnecting", { server: this.#serverName(), reason, inMs: delay });
     this.#later(delay, () => void this.#connect());
