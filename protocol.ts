@@ -101,7 +101,8 @@ export interface ProtocolError {
 export type DecodeResult = { readonly ok: true; readonly msg: Message } | { readonly ok: false; readonly error: ProtocolError };
 
 const utf8 = new TextEncoder();
-const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
+// ignoreBOM: a string that starts with U+FEFF must keep it, or decoding would not invert encoding.
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 /** Builds one frame body with a growing cursor. */
 class Writer {
@@ -338,8 +339,10 @@ export class FrameReader {
   #magicSeen = false;
   #failed = false;
 
-  /** Appends received bytes. */
+  /** Appends received bytes; ignored once the reader has failed or been spent. */
   push(chunk: Uint8Array): void {
+    // A dead reader keeps nothing: a peer that goes on sending after an error must not grow our memory.
+    if (this.#failed) return;
     if (this.#buf.length === 0) {
       this.#buf = chunk;
       return;
@@ -431,4 +434,79 @@ export function workProof(token: string, nonce: Uint8Array, sessionId: Uint8Arra
 /** Constant-time comparison of two proofs. */
 export function proofEquals(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
+}
+
+// ---------------------------------------------------------------------------
+// UDP datagrams on a work connection, after StartWork and WorkAck:
+// `addrLen u8 | address (ASCII) | port u16 | length u16 | payload`.
+// The address and port name the public peer, so replies go back to it.
+
+/** Largest UDP payload over IPv4; nothing larger can exist, so a frame claiming more is a protocol error. */
+export const MAX_DATAGRAM_BYTES = 65_507;
+/** Longest peer address text (an IPv6 address with a zone fits). */
+export const MAX_PEER_ADDRESS_BYTES = 64;
+
+/** Encodes one datagram frame for `address:port` into `out` at `at`; returns the new offset, or -1 when it does not fit. */
+export function encodeDatagramInto(out: Uint8Array, at: number, address: string, port: number, payload: Uint8Array): number {
+  const alen = address.length;
+  const end = at + 1 + alen + 4 + payload.length;
+  if (end > out.length) return -1;
+  out[at++] = alen;
+  for (let i = 0; i < alen; i++) out[at++] = address.charCodeAt(i);
+  out[at++] = port >>> 8;
+  out[at++] = port & 0xff;
+  out[at++] = payload.length >>> 8;
+  out[at++] = payload.length & 0xff;
+  out.set(payload, at);
+  return end;
+}
+
+/** Bytes one datagram frame takes on the wire. */
+export function datagramFrameBytes(address: string, payload: Uint8Array): number {
+  return 1 + address.length + 4 + payload.length;
+}
+
+/**
+ * Incremental parser of datagram frames. `push` calls `onDatagram` for each
+ * complete frame and returns an error (after which the reader is dead) or null.
+ */
+export class DatagramReader {
+  #buf: Uint8Array = new Uint8Array(0);
+  #failed = false;
+  constructor(private readonly onDatagram: (address: string, port: number, payload: Uint8Array) => void) {}
+
+  /** Feeds received bytes; returns a protocol error, or null. */
+  push(chunk: Uint8Array): ProtocolError | null {
+    if (this.#failed) return null;
+    let b = chunk;
+    if (this.#buf.length) {
+      b = new Uint8Array(this.#buf.length + chunk.length);
+      b.set(this.#buf);
+      b.set(chunk, this.#buf.length);
+    }
+    let at = 0;
+    while (b.length - at >= 1) {
+      const alen = b[at]!;
+      if (alen === 0 || alen > MAX_PEER_ADDRESS_BYTES) return this.#fail(`datagram peer address of ${alen} bytes`);
+      const head = 1 + alen + 4;
+      if (b.length - at < head) break;
+      const len = (b[at + head - 2]! << 8) | b[at + head - 1]!;
+      if (len > MAX_DATAGRAM_BYTES) return this.#fail(`datagram of ${len} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
+      if (b.length - at < head + len) break;
+      let address = "";
+      for (let i = 0; i < alen; i++) address += String.fromCharCode(b[at + 1 + i]!);
+      const port = (b[at + 1 + alen]! << 8) | b[at + 2 + alen]!;
+      this.onDatagram(address, port, b.subarray(at + head, at + head + len));
+      at += head + len;
+    }
+    // Keep the partial frame (at most one frame: 64 KiB plus a header).
+    this.#buf = at === b.length ? new Uint8Array(0) : b.slice(at);
+    return null;
+  }
+
+  #fail(message: string): ProtocolError {
+    this.#failed = true;
+    this.#buf = new Uint8Array(0);
+    return { code: ErrorCode.MalformedFrame, message };
+  }
 }

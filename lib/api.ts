@@ -47,7 +47,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
 
   async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
     const text = await c.req.text();
-    if (text.length > MAX_BODY_BYTES) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
+    if (Buffer.byteLength(text) > MAX_BODY_BYTES) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
     let data: unknown;
     try {
       data = JSON.parse(text);
@@ -103,7 +103,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!b.ok) return b.res;
     const res = registry.update(name, b.value.apps);
     if (!res.ok) return registryError(c, res.error);
-    hub.groupChanged(res.group);
+    await hub.groupChanged(res.group);
     log.info("group updated", { group: name, apps: publicApps(res.group).length });
     return c.json(hub.view(res.group));
   });

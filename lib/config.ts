@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { DEFAULT_ALLOW_PORTS, PortSet } from "./ports.ts";
+import { UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./udp.ts";
 
 /** Exit code for a bad config file or bad flags. */
 export const EXIT_CONFIG = 2;
@@ -16,8 +17,8 @@ export const NameSchema = v.pipe(
 );
 /** A group token: long enough that guessing it is hopeless. */
 export const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters"), v.maxLength(256, "must be at most 256 characters"));
-/** An app's transport; "udp" comes with UDP support. */
-export const AppTypeSchema = v.picklist(["tcp"], 'must be "tcp"');
+/** An app's transport; TCP and UDP ports are separate, so "dns" on UDP 5353 and "web" on TCP 5353 coexist. */
+export const AppTypeSchema = v.picklist(["tcp", "udp"], 'must be "tcp" or "udp"');
 /** A TCP port, 0 meaning "choose one". */
 export const PortSchema = v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0-65535"), v.maxValue(65535, "must be 0-65535"));
 const Seconds = (def: number) => v.optional(v.pipe(v.number("must be a number of seconds"), v.minValue(0.05, "must be at least 0.05 seconds"), v.maxValue(86400, "must be at most 86400 seconds")), def);
@@ -53,6 +54,7 @@ export const ServerConfigSchema = v.strictObject({
   allowPorts: v.optional(AllowPortsSchema, DEFAULT_ALLOW_PORTS),
   heartbeatTimeout: Seconds(30),
   userConnTimeout: Seconds(10),
+  udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
   handshakeTimeout: Seconds(5),
   poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
   maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
@@ -91,6 +93,8 @@ export const ClientConfigSchema = v.strictObject({
   registrationToken: v.optional(TokenSchema),
   heartbeatInterval: Seconds(10),
   heartbeatTimeout: Seconds(30),
+  udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
+  udpMaxPeers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(65_536, "must be at most 65536")), UDP_MAX_PEERS),
   logLevel: LogLevelSchema,
   apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),
 });
@@ -151,9 +155,58 @@ export async function loadToml<S extends v.GenericSchema>(schema: S, file: strin
   try {
     data = Bun.TOML.parse(text);
   } catch (err) {
-    throw new ConfigError(file, "", `invalid TOML: ${(err as Error).message}`);
+    const detail = (err as Error).message.replace(/^TOML Parse error: /, "");
+    const at = locateTomlError(text);
+    if (!at) throw new ConfigError(file, "", `invalid TOML: ${detail}`);
+    throw new ConfigError(file, at.key, `invalid TOML on line ${at.line}: ${detail}`);
   }
   return validate(schema, data, file);
+}
+
+/**
+ * Finds the line and key of a TOML syntax error, which Bun reports without a
+ * position: the error sits in the statement right after the longest prefix
+ * of lines that parses. Keys are named like validation errors (`groups[1].token`).
+ */
+function locateTomlError(text: string): { line: number; key: string } | null {
+  const lines = text.split(/\r?\n/);
+  if (lines.length > 10_000) return null; // each probe parses a prefix: keep the worst case small
+  let good = lines.length - 1;
+  for (; good > 0; good--) {
+    try {
+      Bun.TOML.parse(lines.slice(0, good).join("\n"));
+      break;
+    } catch {
+      // this prefix holds the error too
+    }
+  }
+  const index = new Map<string, number>(); // [[array.table]] path -> index of its latest entry
+  const tablePath = (raw: string) => {
+    const segs = raw.split(".").map((s) => s.trim());
+    return segs
+      .map((s, i) => {
+        const n = index.get(segs.slice(0, i + 1).join("."));
+        return n === undefined ? s : `${s}[${n}]`;
+      })
+      .join(".");
+  };
+  let table = "";
+  for (let i = 0; i <= good; i++) {
+    const header = /^\s*(\[\[?)\s*([^[\]]+?)\s*\]/.exec(lines[i]!);
+    if (header) {
+      const raw = header[2]!;
+      if (header[1] === "[[") {
+        index.set(raw, (index.get(raw) ?? -1) + 1);
+        for (const k of index.keys()) if (k.startsWith(raw + ".")) index.delete(k);
+      }
+      table = tablePath(raw);
+    }
+    if (i === good) {
+      const key = header ? "" : /^\s*([^=#\s][^=#]*?)\s*=/.exec(lines[i]!)?.[1];
+      return { line: i + 1, key: key ? (table ? `${table}.${key}` : key) : table };
+    }
+  }
+  return null;
 }
 
 /** Parses "host:port" or "[v6]:port"; null when malformed. */

@@ -17,6 +17,7 @@ import {
 import { parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
 import { Endpoint, relayHandler } from "./relay.ts";
+import { UdpLocal, type UdpCounters } from "./udp.ts";
 
 /** A login that gets no answer within this time is abandoned. */
 export const LOGIN_TIMEOUT_MS = 10_000;
@@ -56,6 +57,7 @@ export class Connector extends EventEmitter {
   #dials = 0;
   #idleWork = new Set<Endpoint>();
   #streams = new Set<Endpoint>();
+  #udp = new Map<string, UdpLocal>();
   #stopped = false;
   #registered = false;
   /** Public endpoints from the last login or update. */
@@ -296,6 +298,7 @@ export class Connector extends EventEmitter {
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `unknown app "${appName}"` }));
       return work.endWhenFlushed();
     }
+    if (app.type === "udp") return this.#startUdp(work, app, pending);
     const local = new Endpoint();
     work.onData = null;
     work.peer = local;
@@ -322,6 +325,31 @@ export class Connector extends EventEmitter {
     this.#dial(local, app.host, app.port);
   }
 
+  /** Serves a UDP app on this work connection: datagram frames in, one local socket per public peer. */
+  #startUdp(work: Endpoint, app: ClientApp & { host: string; port: number }, pending: Uint8Array): void {
+    const udp = new UdpLocal(work, app, this.config.udpIdleTimeout * 1000, this.config.udpMaxPeers);
+    this.#udp.set(app.name, udp);
+    work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
+    const feed = (ep: Endpoint, chunk: Uint8Array) => {
+      const err = udp.push(chunk);
+      if (err) {
+        log.warn("bad datagram frame from server", { app: app.name, error: err.message });
+        ep.destroy();
+      }
+    };
+    work.onData = feed;
+    work.onClose = chain(work.onClose, () => {
+      udp.close();
+      if (this.#udp.get(app.name) === udp) this.#udp.delete(app.name);
+    });
+    if (pending.length) feed(work, pending);
+  }
+
+  /** Counters of a UDP app's current work connection (peers, expiries, evictions, drops). */
+  udpCounters(app: string): UdpCounters | undefined {
+    return this.#udp.get(app)?.counters;
+  }
+
   #dial(ep: Endpoint, host: string, port: number): void {
     Bun.connect<Endpoint>({ hostname: host, port, data: ep, allowHalfOpen: true, socket: dialHandler }).catch(() => {
       // connectError has already closed the endpoint.
@@ -340,6 +368,14 @@ export class Connector extends EventEmitter {
     for (const w of [...this.#idleWork, ...this.#streams]) w.destroy();
     this.online = false;
   }
+}
+
+/** Runs `a` then `b`. */
+function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
+  return (ep) => {
+    a?.(ep);
+    b(ep);
+  };
 }
 
 /** One handler for every socket the client dials. */

@@ -68,6 +68,7 @@ export class Hub implements SessionHost {
   readonly poolSize: number;
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
+  readonly udpIdleTimeoutMs: number;
   readonly #heartbeatTimeoutMs: number;
   readonly #handshakeTimeoutMs: number;
   #sessions = new Map<string, Session>();
@@ -85,6 +86,7 @@ export class Hub implements SessionHost {
     this.poolSize = config.poolSize;
     this.userConnTimeoutMs = config.userConnTimeout * 1000;
     this.maxPendingUsers = config.maxPendingUsers;
+    this.udpIdleTimeoutMs = config.udpIdleTimeout * 1000;
     this.#heartbeatTimeoutMs = config.heartbeatTimeout * 1000;
     this.#handshakeTimeoutMs = config.handshakeTimeout * 1000;
   }
@@ -169,16 +171,24 @@ export class Hub implements SessionHost {
     this.#sessions.set(group.name, session);
     this.#byId.set(session.idHex, session);
     const reader = hs.reader;
-    ep.onData = (e, chunk) => this.#control(session, reader, chunk);
+    let ready = false;
+    ep.onData = (_e, chunk) => {
+      reader.push(chunk);
+      // Frames that arrive while the apps are being bound wait in the reader, in order.
+      if (ready) this.#control(session, reader);
+    };
     ep.onClose = () => session.end(null, "control connection closed");
-    session.reconcile(group);
-    ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
-    log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
-    session.start();
+    session.reconcile(group).then(() => {
+      if (session.ended) return;
+      ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
+      log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
+      ready = true;
+      session.start();
+      this.#control(session, reader);
+    });
   }
 
-  #control(session: Session, reader: FrameReader, chunk: Uint8Array): void {
-    reader.push(chunk);
+  #control(session: Session, reader: FrameReader): void {
     for (let res = reader.next(); res; res = reader.next()) {
       if (!res.ok) {
         log.warn("protocol error on control connection", { group: session.group.name, error: res.error.message });
@@ -232,15 +242,15 @@ export class Hub implements SessionHost {
   }
 
   /** Applies a changed app list to the group's online session at once. */
-  groupChanged(group: GroupRecord): void {
+  async groupChanged(group: GroupRecord): Promise<void> {
     for (const key of this.#stats.keys()) {
       const [g, app] = key.split("/") as [string, string];
       if (g === group.name && !group.apps.some((a) => a.name === app)) this.#cut(key);
     }
     const s = this.#sessions.get(group.name);
     if (!s) return;
-    s.reconcile(group);
-    s.control.send(encode({ type: FrameType.Apps, apps: s.statuses }));
+    await s.reconcile(group);
+    if (!s.ended) s.control.send(encode({ type: FrameType.Apps, apps: s.statuses }));
   }
 
   /** A group was deleted: kick its session and cut its streams. */

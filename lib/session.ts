@@ -7,6 +7,7 @@ import { encode, ErrorCode, FrameReader, FrameType, type AppStatus, type Declare
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
 import { Endpoint, relayHandler, type Counters } from "./relay.ts";
+import { UdpPublic } from "./udp.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
@@ -24,6 +25,7 @@ export interface SessionHost {
   readonly poolSize: number;
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
+  readonly udpIdleTimeoutMs: number;
   statsFor(group: string, app: string): AppStats;
   /** Called once when the session has ended. */
   ended(session: Session): void;
@@ -31,7 +33,8 @@ export interface SessionHost {
 
 interface AppRuntime {
   readonly record: AppRecord;
-  readonly listener: TCPSocketListener<Endpoint>;
+  readonly listener?: TCPSocketListener<Endpoint>;
+  readonly udp?: UdpPublic;
 }
 
 interface WaitingUser {
@@ -49,9 +52,13 @@ export class Session {
   #statuses: AppStatus[] = [];
   #pool: Endpoint[] = [];
   #waiting: WaitingUser[] = [];
+  /** UDP apps without a work connection, in the order they asked. */
+  #udpWaiting: UdpPublic[] = [];
+  #reconciling: Promise<void> = Promise.resolve();
   #requested = 0;
   #requestedAt = 0;
   #ended = false;
+  #started = false;
 
   constructor(
     readonly host: SessionHost,
@@ -79,8 +86,14 @@ export class Session {
     return this.#pool.length;
   }
 
-  /** Opens listeners for the declared apps that the group has, and records why the others are not served. */
-  reconcile(group: GroupRecord): void {
+  /** Opens listeners for the declared apps that the group has, and records why the others are not served. Calls run one after another. */
+  reconcile(group: GroupRecord): Promise<void> {
+    this.#reconciling = this.#reconciling.then(() => this.#reconcile(group));
+    return this.#reconciling;
+  }
+
+  async #reconcile(group: GroupRecord): Promise<void> {
+    if (this.#ended) return;
     const statuses: AppStatus[] = [];
     const keep = new Set<string>();
     for (const d of this.declared) {
@@ -94,25 +107,79 @@ export class Session {
         continue;
       }
       const current = this.#apps.get(d.name);
-      if (current && current.record.remotePort === rec.remotePort) {
+      if (current && current.record.remotePort === rec.remotePort && current.record.type === rec.type) {
         keep.add(d.name);
         statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
         continue;
       }
       if (current) this.#closeApp(d.name);
-      const bound = this.#listen(rec);
+      const bound = rec.type === "udp" ? await this.#listenUdp(rec) : this.#listen(rec);
+      if (this.#ended) {
+        // Ended while binding: give the port back at once.
+        if (typeof bound !== "string") ("stop" in bound ? bound.stop(true) : bound.close());
+        return;
+      }
       if (typeof bound === "string") {
         log.warn("app cannot be served", { group: group.name, app: d.name, port: rec.remotePort, reason: bound });
         statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: bound });
         continue;
       }
-      this.#apps.set(d.name, { record: rec, listener: bound });
+      if (bound instanceof UdpPublic) {
+        this.#apps.set(d.name, { record: rec, udp: bound });
+        this.#wantUdpWork(bound);
+      } else this.#apps.set(d.name, { record: rec, listener: bound });
       keep.add(d.name);
       statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
-      log.info("app online", { group: group.name, app: d.name, port: rec.remotePort });
+      log.info("app online", { group: group.name, app: d.name, type: rec.type, port: rec.remotePort });
     }
     for (const name of [...this.#apps.keys()]) if (!keep.has(name)) this.#closeApp(name);
     this.#statuses = statuses;
+  }
+
+  #listenUdp(rec: AppRecord): Promise<UdpPublic | string> {
+    const stats = this.host.statsFor(this.group.name, rec.name);
+    return UdpPublic.open(this.host.bindAddr, rec.remotePort, rec.name, stats, this.host.udpIdleTimeoutMs, { group: this.group.name, app: rec.name });
+  }
+
+  /** Queues a UDP app for the next work connection. */
+  #wantUdpWork(app: UdpPublic): void {
+    if (this.#ended || this.#udpWaiting.includes(app)) return;
+    const work = this.#pool.pop();
+    if (work) return this.#startUdp(work, app);
+    this.#udpWaiting.push(app);
+    this.#refill();
+  }
+
+  /** Binds a work connection to a UDP app: StartWork, then datagram frames both ways. */
+  #startUdp(work: Endpoint, app: UdpPublic): void {
+    const reader = work.tag as FrameReader;
+    work.send(encode({ type: FrameType.StartWork, app: app.name, userAddr: "" }));
+    app.attach(work);
+    let acked = false;
+    work.onData = (ep, chunk) => {
+      if (!acked) {
+        reader.push(chunk);
+        const res = reader.next();
+        if (!res) return;
+        if (!res.ok || res.msg.type !== FrameType.WorkAck || !res.msg.ok) {
+          log.warn("udp work connection refused", { group: this.group.name, app: app.name, reason: res.ok && res.msg.type === FrameType.WorkAck ? res.msg.message : "bad answer" });
+          return ep.destroy();
+        }
+        acked = true;
+        chunk = reader.rest();
+      }
+      const err = app.fromClient(chunk);
+      if (err) {
+        log.warn("bad datagram frame from client", { group: this.group.name, app: app.name, error: err.message });
+        ep.destroy();
+      }
+    };
+    work.onClose = () => {
+      if (app.work === work) app.work = null;
+      // Still served: get another work connection.
+      const rt = this.#apps.get(app.name);
+      if (rt?.udp === app) this.#wantUdpWork(app);
+    };
   }
 
   #listen(rec: AppRecord): TCPSocketListener<Endpoint> | string {
@@ -141,7 +208,11 @@ export class Session {
     if (!rt) return;
     this.#apps.delete(name);
     // Stop accepting; established streams go on until they end.
-    rt.listener.stop(false);
+    rt.listener?.stop(false);
+    if (rt.udp) {
+      this.#udpWaiting = this.#udpWaiting.filter((u) => u !== rt.udp);
+      rt.udp.close();
+    }
     for (const w of this.#waiting.filter((w) => w.app === name)) this.#dropWaiting(w, "app removed");
     log.info("app offline", { group: this.group.name, app: name, port: rt.record.remotePort });
   }
@@ -218,6 +289,8 @@ export class Session {
     if (this.#requested > 0) this.#requested--;
     if (this.#ended) return work.destroy();
     work.tag = reader;
+    const udp = this.#udpWaiting.shift();
+    if (udp) return this.#startUdp(work, udp);
     const waiting = this.#waiting.shift();
     if (waiting) {
       clearTimeout(waiting.timer);
@@ -239,10 +312,11 @@ export class Session {
 
   /** Asks the client for enough work connections to fill the pool and serve every waiting user. */
   #refill(): void {
-    if (this.#ended) return;
+    // Not before LoginOk: the client can open work connections only once it knows the session id.
+    if (this.#ended || !this.#started) return;
     const now = Date.now();
     if (this.#requested > 0 && now - this.#requestedAt > WORK_REQUEST_TIMEOUT_MS) this.#requested = 0;
-    const want = this.host.poolSize + this.#waiting.length - this.#pool.length - this.#requested;
+    const want = this.host.poolSize + this.#waiting.length + this.#udpWaiting.length - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
     if (count <= 0) return;
     this.#requested += count;
@@ -252,6 +326,7 @@ export class Session {
 
   /** Starts serving after login: fills the pool (listeners were opened by `reconcile`). */
   start(): void {
+    this.#started = true;
     this.#refill();
   }
 

@@ -64,7 +64,7 @@ describe("liveness", () => {
     const fake = await fakeServer((s, reader) => {
       const nonce = new Uint8Array(32);
       s.write(withMagic(encode({ type: FrameType.Challenge, nonce })));
-      s.on("data", (d) => {
+      s.on("data", (d: Buffer) => {
         reader.push(d);
         for (let r = reader.next(); r; r = reader.next()) {
           if (r.ok && r.msg.type === FrameType.Login) {
@@ -101,7 +101,7 @@ describe("liveness", () => {
     let loggedInAt = 0;
     const closed = new Promise<number>((r) => sock.on("close", () => r(performance.now())));
     sock.write(MAGIC);
-    sock.on("data", (d) => {
+    sock.on("data", (d: Buffer) => {
       reader.push(d);
       for (let r = reader.next(); r; r = reader.next()) {
         if (r.ok && r.msg.type === FrameType.Challenge) {

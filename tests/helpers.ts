@@ -20,7 +20,7 @@ export function testServer(overrides: Record<string, unknown> = {}): RunningServ
 }
 
 /** A client config for an in-process server. */
-export function clientConfig(server: { controlPort: number }, group: string, apps: { name: string; localAddr: string; remotePort?: number }[], extra: Record<string, unknown> = {}): ClientConfig {
+export function clientConfig(server: { controlPort: number }, group: string, apps: { name: string; localAddr: string; type?: "tcp" | "udp"; remotePort?: number }[], extra: Record<string, unknown> = {}): ClientConfig {
   return validate(ClientConfigSchema, { serverAddr: "127.0.0.1", serverPort: server.controlPort, group, token: TOKEN, logLevel: "warn", apps, ...extra }, "test");
 }
 

@@ -167,7 +167,7 @@ describe("processes", () => {
     let received = 0;
     const t0 = performance.now();
     await new Promise<void>((resolve, reject) => {
-      const s = net.connect({ host: "127.0.0.1", port: client.ports.feed!, highWaterMark: 64 * 1024 });
+      const s = net.connect({ host: "127.0.0.1", port: client.ports.feed! });
       s.on("data", (d: Buffer) => {
         received += d.length;
         hash.update(d);

@@ -39,7 +39,7 @@ async function rawLogin(group: string, token: string, apps: { name: string; type
   const frames: ReturnType<FrameReader["next"]>[] = [];
   let wake: () => void = () => {};
   const sock = net.connect({ host: "127.0.0.1", port: server.controlPort });
-  sock.on("data", (d) => {
+  sock.on("data", (d: Buffer) => {
     reader.push(d);
     for (let r = reader.next(); r; r = reader.next()) frames.push(r);
     wake();
@@ -114,7 +114,7 @@ describe("relaying", () => {
     const reply = randomData(8 * 1024 * 1024, 5);
     let gotFromUser = 0;
     const app = net.createServer({ allowHalfOpen: true }, (s) => {
-      s.on("data", (d) => (gotFromUser += d.length));
+      s.on("data", (d: Buffer) => (gotFromUser += d.length));
       s.on("end", () => s.end(reply));
     });
     await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
@@ -217,7 +217,7 @@ describe("refusals", () => {
       const got: number[] = [];
       await new Promise<void>((resolve) => {
         const s = net.connect({ host: "127.0.0.1", port: server.controlPort }, () => s.write(bytes));
-        s.on("data", (d) => {
+        s.on("data", (d: Buffer) => {
           reader.push(d);
           for (let r = reader.next(); r; r = reader.next()) if (r.ok && r.msg.type === FrameType.Error) got.push(r.msg.code);
         });
@@ -287,7 +287,7 @@ describe("sessions", () => {
     const second = randomData(10_000, 2);
     let got = 0;
     const chunks: Buffer[] = [];
-    sock.on("data", (d) => {
+    sock.on("data", (d: Buffer) => {
       got += d.length;
       chunks.push(d);
     });
