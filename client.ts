@@ -51,7 +51,14 @@ async function main(): Promise<void> {
   }
   if (!config) return;
   setLogLevel(config.logLevel);
-  const connector = new Connector(config);
+  let connector: Connector;
+  try {
+    connector = new Connector(config);
+  } catch (err) {
+    // The one file the constructor reads is the CA bundle.
+    console.error(`warren-client: config error: tls.trustedCaFile: cannot read ${config.tls.trustedCaFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    process.exit(EXIT_CONFIG);
+  }
   connector.on("fatal", () => process.exit(1));
   const shutdown = (sig: string) => {
     log.info("shutting down", { signal: sig });

@@ -56,6 +56,7 @@ export enum ErrorCode {
   LocalRefused = 14,
   UnknownApp = 15,
   HeartbeatTimeout = 16,
+  Blocked = 17,
 }
 
 /** App transport types, as carried on the wire. */
@@ -335,7 +336,10 @@ export function checkMagic(b: Uint8Array): ProtocolError | null {
  * connection switches to raw data.
  */
 export class FrameReader {
+  /** Unparsed bytes: a received chunk itself, or the tail of `#store`. */
   #buf: Uint8Array = new Uint8Array(0);
+  /** Our own buffer with room to append, so a frame that trickles in byte by byte is copied once, not once per byte. */
+  #store: Uint8Array | null = null;
   #magicSeen = false;
   #failed = false;
 
@@ -343,14 +347,22 @@ export class FrameReader {
   push(chunk: Uint8Array): void {
     // A dead reader keeps nothing: a peer that goes on sending after an error must not grow our memory.
     if (this.#failed) return;
-    if (this.#buf.length === 0) {
+    const n = this.#buf.length;
+    if (n === 0) {
       this.#buf = chunk;
       return;
     }
-    const b = new Uint8Array(this.#buf.length + chunk.length);
-    b.set(this.#buf);
-    b.set(chunk, this.#buf.length);
-    this.#buf = b;
+    const need = n + chunk.length;
+    let store = this.#store;
+    // `#buf` always ends where the last append ended, so in our store it can grow in place.
+    let at = store && this.#buf.buffer === store.buffer ? this.#buf.byteOffset - store.byteOffset : -1;
+    if (!store || at < 0 || at + need > store.length) {
+      store = this.#store = new Uint8Array(need + Math.min(need, FRAME_HEADER_BYTES + MAX_FRAME_BYTES));
+      store.set(this.#buf);
+      at = 0;
+    }
+    store.set(chunk, at + n);
+    this.#buf = store.subarray(at, at + need);
   }
 
   /** The next message, a typed error (after which the reader is dead), or null when more bytes are needed. */

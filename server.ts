@@ -12,6 +12,7 @@ import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
 import { Registry } from "./lib/registry.ts";
+import { loadServerTls, type TlsMaterial } from "./lib/tls.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -54,8 +55,12 @@ function adminToken(config: ServerConfig, print: (line: string) => void): string
   return token;
 }
 
-/** Starts a server from a validated config. `file` names the config in errors. */
-export function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log): RunningServer {
+/**
+ * Starts a server from a validated config. `file` names the config in errors.
+ * With `[tls] enabled`, `tls` is the material from `loadServerTls`.
+ */
+export function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log, tls?: TlsMaterial): RunningServer {
+  if (config.tls.enabled && !tls) throw new Error("TLS is enabled but no certificate was loaded");
   const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
   const registry = new Registry(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
   const errors = registry.syncConfig(config.groups);
@@ -68,7 +73,7 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
   const hub = new Hub(config, registry);
   let controlPort: number;
   try {
-    controlPort = hub.listen(config.controlPort);
+    controlPort = hub.listen(config.controlPort, config.tls.enabled ? tls : undefined);
   } catch (err) {
     registry.close();
     throw new Error(`cannot listen on ${config.bindAddr}:${config.controlPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
@@ -76,13 +81,25 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
   const api = createApi(hub, { adminToken: token, registrationToken: config.registrationToken });
   let http: ReturnType<typeof Bun.serve>;
   try {
-    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES });
+    const apiTls = config.apiTls && tls ? { cert: tls.cert, key: tls.key } : undefined;
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES, tls: apiTls });
   } catch (err) {
     hub.stop();
     registry.close();
     throw new Error(`cannot serve the API on ${config.apiHost}:${config.apiPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  log.info("warren server ready", { control: `${config.bindAddr}:${controlPort}`, api: `http://${config.apiHost}:${http.port}`, groups: registry.list().length, dataDir: config.dataDir });
+  if (config.tls.enabled && tls) {
+    if (tls.generated) print(`warren: generated a self-signed TLS certificate in ${config.dataDir}`);
+    print(`warren: TLS on the control port; certificate SHA-256 fingerprint ${tls.fingerprint}`);
+  }
+  const scheme = config.apiTls && tls ? "https" : "http";
+  log.info("warren server ready", {
+    control: `${config.bindAddr}:${controlPort}`,
+    tls: config.tls.enabled,
+    api: `${scheme}://${config.apiHost}:${http.port}`,
+    groups: registry.list().length,
+    dataDir: config.dataDir,
+  });
   return {
     hub,
     controlPort,
@@ -120,7 +137,16 @@ async function main(): Promise<void> {
     loaded = await loadServerConfig(Bun.argv.slice(2));
     if (!loaded) return;
     setLogLevel(loaded.config.logLevel);
-    const server = startServer(loaded.config, loaded.file);
+    const { tls: t, apiTls } = loaded.config;
+    let material: TlsMaterial | undefined;
+    if (t.enabled || apiTls) {
+      try {
+        material = await loadServerTls(loaded.config.dataDir, t.certFile, t.keyFile);
+      } catch (err) {
+        throw new ConfigError(loaded.file, t.certFile ? "tls.certFile" : "dataDir", `cannot load the TLS certificate and key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+      }
+    }
+    const server = startServer(loaded.config, loaded.file, console.log, material);
     const shutdown = (sig: string) => {
       log.info("shutting down", { signal: sig });
       server.stop();

@@ -5,7 +5,8 @@
 import { Hono, type Context } from "hono";
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import * as v from "valibot";
-import { issueKey, NameSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import { getConnInfo } from "hono/bun";
+import { GroupLimits, issueKey, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
 import type { Hub } from "./hub.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, GroupSource, RegistryError } from "./registry.ts";
@@ -18,9 +19,13 @@ const appsSchema = v.pipe(
   v.check((apps) => new Set(apps.map((a) => a.name)).size === apps.length, "app names must be unique"),
 );
 /** Body of POST /api/groups. */
-export const CreateGroupBody = v.strictObject({ name: NameSchema, token: v.optional(TokenSchema), apps: appsSchema });
-/** Body of PUT /api/groups/:name. */
-export const UpdateGroupBody = v.strictObject({ apps: appsSchema });
+export const CreateGroupBody = v.strictObject({ name: NameSchema, token: v.optional(TokenSchema), ...GroupLimits, apps: appsSchema });
+/** Body of PUT /api/groups/:name: the new app list; limits stay as they were unless given. */
+export const UpdateGroupBody = v.strictObject({
+  apps: appsSchema,
+  maxApps: v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"))),
+  allowPorts: v.optional(v.nullable(PortSpecSchema)),
+});
 
 function sameSecret(given: string, expected: string | undefined): boolean {
   if (!expected) return false;
@@ -43,7 +48,25 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (sameSecret(m[1]!, secrets.registrationToken)) return "register";
     return null;
   }
-  const unauthorized = (c: Context) => c.json({ error: "missing or invalid bearer token" }, 401, { "WWW-Authenticate": "Bearer" });
+  const unauthorized = (c: Context) => {
+    // A wrong token counts toward the lockout; a missing one is not a login attempt.
+    if (c.req.header("authorization")) hub.guard.fail(clientIp(c), "api");
+    return c.json({ error: "missing or invalid bearer token" }, 401, { "WWW-Authenticate": "Bearer" });
+  };
+
+  /** The caller's address; "" when there is no socket (app.request in tests). */
+  function clientIp(c: Context): string {
+    try {
+      return getConnInfo(c).remote.address ?? "";
+    } catch {
+      return "";
+    }
+  }
+
+  app.use("/api/*", async (c, next) => {
+    if (hub.guard.blocked(clientIp(c))) return c.json({ error: "too many failed logins from this address; try again later" }, 429);
+    await next();
+  });
 
   async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
     const text = await c.req.text();
@@ -61,7 +84,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
   }
 
   function registryError(c: Context, e: RegistryError): Response {
-    const status = e.code === "port_not_allowed" ? 400 : e.code === "not_found" ? 404 : 409;
+    const status = e.code === "port_not_allowed" || e.code === "too_many_apps" ? 400 : e.code === "not_found" ? 404 : 409;
     return c.json({ error: e.message, issues: e.path ? [{ path: e.path, message: e.message }] : undefined }, status);
   }
 
@@ -76,7 +99,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!b.ok) return b.res;
     const token = b.value.token ?? randomBytes(24).toString("base64url");
     const source: GroupSource = who === "admin" ? "api" : "client";
-    const res = registry.create(b.value.name, token, source, b.value.apps);
+    const res = registry.create(b.value.name, token, source, b.value.apps, { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts });
     if (!res.ok) return registryError(c, res.error);
     log.info("group registered", { group: res.group.name, by: source, apps: res.group.apps.length });
     // The one response that carries the token: the caller needs it to log in.
@@ -101,7 +124,12 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!registry.get(name)) return c.json({ error: `group "${name}" does not exist` }, 404);
     const b = await body(c, UpdateGroupBody);
     if (!b.ok) return b.res;
-    const res = registry.update(name, b.value.apps);
+    const old = registry.get(name)!;
+    const limits =
+      b.value.maxApps === undefined && b.value.allowPorts === undefined
+        ? undefined
+        : { maxApps: b.value.maxApps ?? old.maxApps, allowPorts: b.value.allowPorts === undefined ? (old.allowPorts ?? undefined) : (b.value.allowPorts ?? undefined) };
+    const res = registry.update(name, b.value.apps, undefined, limits);
     if (!res.ok) return registryError(c, res.error);
     await hub.groupChanged(res.group);
     log.info("group updated", { group: name, apps: publicApps(res.group).length });

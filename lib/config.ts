@@ -5,6 +5,7 @@
  */
 import * as v from "valibot";
 import { DEFAULT_ALLOW_PORTS, PortSet } from "./ports.ts";
+import { LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, parseCidr } from "./guard.ts";
 import { UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./udp.ts";
 
 /** Exit code for a bad config file or bad flags. */
@@ -36,11 +37,65 @@ const AllowPortsSchema = v.pipe(
   }),
 );
 
+/** A port list kept as text (a group's own allowPorts), checked like the server's. */
+export const PortSpecSchema = v.pipe(
+  v.string("must be a string like 20000-29999,6022"),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const set = PortSet.parse(dataset.value);
+    if (typeof set === "string") addIssue({ message: set });
+  }),
+);
+/** An address or CIDR block, IPv4 or IPv6. */
+export const CidrSchema = v.pipe(
+  v.string("must be a string"),
+  v.check((s) => parseCidr(s) !== null, "must be an IP address or a CIDR block like 10.0.0.0/8 or 2001:db8::/32"),
+);
+const Count = (max: number) => v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"), v.maxValue(max, `must be at most ${max}`)), 0);
+
 /** One app of a group, as the server registers it. */
 export const ServerAppSchema = v.strictObject({
   name: NameSchema,
   type: v.optional(AppTypeSchema, "tcp"),
   remotePort: v.optional(PortSchema, 0),
+  /** Only users from these addresses may connect (empty: everyone not denied). */
+  allowIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
+  /** Users from these addresses are refused; deny wins over allow. */
+  denyIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
+  /** Most users at once (UDP: peers); 0 means no limit. */
+  maxConnections: Count(1_000_000),
+});
+
+/** Limits of one group, settable in server.toml and through the API. */
+export const GroupLimits = {
+  /** Most apps the group may register; 0 means no limit. */
+  maxApps: Count(10_000),
+  /** Narrows the server-wide allowPorts for this group. */
+  allowPorts: v.optional(PortSpecSchema),
+};
+
+/** Server `[tls]`: TLS on the control port (control and work connections). */
+export const ServerTlsSchema = v.pipe(
+  v.strictObject({
+    enabled: v.optional(v.boolean("must be true or false"), false),
+    certFile: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
+    keyFile: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
+  }),
+  v.check((t) => !t.certFile === !t.keyFile, "certFile and keyFile go together: give both, or neither for a generated certificate"),
+);
+
+/** Client `[tls]`. */
+export const ClientTlsSchema = v.strictObject({
+  enabled: v.optional(v.boolean("must be true or false"), false),
+  serverFingerprint: v.optional(
+    v.pipe(
+      v.string(),
+      v.transform((s) => s.replace(/:/g, "").trim().toLowerCase()),
+      v.regex(/^[0-9a-f]{64}$/, "must be the server certificate's SHA-256 fingerprint: 64 hex digits, colons allowed"),
+    ),
+  ),
+  trustedCaFile: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
+  serverName: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
 });
 
 /** `server.toml`. */
@@ -59,6 +114,12 @@ export const ServerConfigSchema = v.strictObject({
   poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
   maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
   registrationToken: v.optional(TokenSchema),
+  tls: v.optional(ServerTlsSchema, { enabled: false }),
+  /** Serve the HTTP API over TLS too, with the control port's certificate. */
+  apiTls: v.optional(v.boolean("must be true or false"), false),
+  loginFailureLimit: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")), LOGIN_FAILURE_LIMIT),
+  loginFailureWindow: Seconds(LOGIN_FAILURE_WINDOW_S),
+  loginBlockTime: Seconds(LOGIN_BLOCK_S),
   logLevel: LogLevelSchema,
   groups: v.optional(
     v.pipe(
@@ -66,6 +127,7 @@ export const ServerConfigSchema = v.strictObject({
         v.strictObject({
           name: NameSchema,
           token: TokenSchema,
+          ...GroupLimits,
           apps: v.optional(v.pipe(v.array(ServerAppSchema), v.check((items) => uniqueNames(items), "app names must be unique within a group")), []),
         }),
       ),
@@ -91,6 +153,7 @@ export const ClientConfigSchema = v.strictObject({
   group: NameSchema,
   token: TokenSchema,
   registrationToken: v.optional(TokenSchema),
+  tls: v.optional(ClientTlsSchema, { enabled: false }),
   heartbeatInterval: Seconds(10),
   heartbeatTimeout: Seconds(30),
   udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),

@@ -2,7 +2,9 @@
  * The client's engine: self-registration, login, heartbeats, reconnects with
  * backoff, and work connections that dial the local apps.
  */
+import type { SocketHandler, TLSOptions } from "bun";
 import { EventEmitter } from "node:events";
+import { readFileSync } from "node:fs";
 import {
   encode,
   ErrorCode,
@@ -17,6 +19,7 @@ import {
 import { parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
 import { Endpoint, relayHandler } from "./relay.ts";
+import { normalizeFingerprint } from "./tls.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
 
 /** A login that gets no answer within this time is abandoned. */
@@ -43,7 +46,7 @@ export interface ConnectorOptions {
   readonly loginTimeoutMs?: number;
 }
 
-/** Events: "online" (statuses), "apps" (statuses), "offline" (reason), "fatal" (reason). */
+/** Events: "online" (statuses), "apps" (statuses), "offline" (reason), "fatal" (reason), "tlsError" (message). */
 export class Connector extends EventEmitter {
   #apps: Map<string, ClientApp & { host: string; port: number }>;
   #control: Endpoint | null = null;
@@ -66,11 +69,26 @@ export class Connector extends EventEmitter {
 
   readonly #loginTimeoutMs: number;
 
+  readonly #serverHandler: SocketHandler<Endpoint>;
+  readonly #serverTls: TLSOptions | undefined;
+
   constructor(
     readonly config: ClientConfig,
     options: ConnectorOptions = {},
   ) {
     super();
+    const tls = config.tls;
+    if (tls.enabled) {
+      const pin = tls.serverFingerprint;
+      const ca = tls.trustedCaFile ? readFileSync(tls.trustedCaFile, "utf8") : undefined;
+      // With a pinned fingerprint the chain is not checked (a self-signed certificate is expected); the fingerprint is.
+      this.#serverTls = { rejectUnauthorized: !pin, serverName: tls.serverName ?? config.serverAddr, ca };
+      this.#serverHandler = relayHandler(undefined, (socket, authError) => {
+        const got = normalizeFingerprint(socket.getPeerCertificate()?.fingerprint256 ?? "");
+        if (pin) return got === pin ? null : `server certificate fingerprint mismatch: expected ${pin}, got ${got}`;
+        return authError ? `server certificate not trusted (${authError.message}); its fingerprint is ${got}` : null;
+      });
+    } else this.#serverHandler = dialHandler;
     this.#loginTimeoutMs = options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
     this.#token = config.token;
     this.#apps = new Map(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
@@ -125,12 +143,12 @@ export class Connector extends EventEmitter {
         ep.destroy();
       }
     }, this.#loginTimeoutMs);
-    ep.onOpen = (e) => e.send(MAGIC);
     ep.onData = (e, chunk) => {
       reader.push(chunk);
       for (let res = reader.next(); res; res = reader.next()) {
         if (!res.ok) {
-          log.error("protocol error from server", { error: res.error.message });
+          if (res.error.code === ErrorCode.TlsExpected) this.#tlsError("the server wants TLS: set enabled = true in the [tls] table of client.toml");
+          else log.error("protocol error from server", { error: res.error.message });
           return e.destroy();
         }
         this.#lastSeen = Date.now();
@@ -141,11 +159,36 @@ export class Connector extends EventEmitter {
         }
       }
     };
+    let verified = false;
+    ep.onOpen = (e) => {
+      verified = true;
+      e.send(MAGIC);
+    };
+    ep.onTlsError = (_e, message) => this.#tlsError(message);
     ep.onClose = () => {
       clearTimeout(loginTimer);
+      if (this.config.tls.enabled && !verified && ep.socket) this.#tlsError("TLS handshake with the server failed: does the server have [tls] enabled?");
       if (this.#control === ep) this.#lost(loggedIn ? "control connection closed" : "could not log in");
     };
-    this.#dial(ep, this.config.serverAddr, this.config.serverPort);
+    this.#dialServer(ep);
+  }
+
+  #tlsError(message: string): void {
+    log.error(message, { server: this.#serverName() });
+    this.emit("tlsError", message);
+  }
+
+  #dialServer(ep: Endpoint): void {
+    Bun.connect<Endpoint>({
+      hostname: this.config.serverAddr,
+      port: this.config.serverPort,
+      data: ep,
+      allowHalfOpen: true,
+      tls: this.#serverTls,
+      socket: this.#serverHandler,
+    }).catch(() => {
+      // connectError has already closed the endpoint.
+    });
   }
 
   #serverName(): string {
@@ -288,7 +331,7 @@ export class Connector extends EventEmitter {
         }
       }
     };
-    this.#dial(work, this.config.serverAddr, this.config.serverPort);
+    this.#dialServer(work);
   }
 
   /** Dials the local app for a user; the user's first bytes (`pending`) wait in the local side's queue. */

@@ -23,6 +23,7 @@ import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
 import { Endpoint, relayHandler } from "./relay.ts";
 import { Session, type AppStats, type SessionHost } from "./session.ts";
+import { LoginGuard } from "./guard.ts";
 
 /** Connections on the control port that have not finished their hello; more are refused at once, so a flood cannot exhaust memory. */
 export const MAX_PENDING_HANDSHAKES = 4096;
@@ -39,6 +40,7 @@ interface Handshake {
   readonly nonce: Uint8Array;
   readonly timer: Timer;
   readonly addr: string;
+  readonly ip: string;
 }
 
 /** Live state of one app, as the API shows it. */
@@ -46,16 +48,23 @@ export interface AppView {
   name: string;
   type: string;
   remotePort: number;
+  allowIPs: readonly string[];
+  denyIPs: readonly string[];
+  maxConnections: number;
   online: boolean;
   error: string | null;
   connections: number;
   bytesIn: number;
   bytesOut: number;
+  deniedConnections: number;
+  overLimitConnections: number;
 }
 
 /** Live state of one group, as the API shows it. */
 export interface GroupView {
   name: string;
+  maxApps: number;
+  allowPorts: string | null;
   online: boolean;
   clientAddr: string | null;
   onlineSince: string | null;
@@ -77,6 +86,8 @@ export class Hub implements SessionHost {
   #pending = 0;
   #listener: TCPSocketListener<Endpoint> | null = null;
   #sweep: Timer | null = null;
+  /** Failed logins per source address, shared with the API. */
+  readonly guard: LoginGuard;
 
   constructor(
     config: ServerConfig,
@@ -89,15 +100,17 @@ export class Hub implements SessionHost {
     this.udpIdleTimeoutMs = config.udpIdleTimeout * 1000;
     this.#heartbeatTimeoutMs = config.heartbeatTimeout * 1000;
     this.#handshakeTimeoutMs = config.handshakeTimeout * 1000;
+    this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindow * 1000, config.loginBlockTime * 1000);
   }
 
-  /** Opens the control port; returns the port bound. */
-  listen(port: number): number {
+  /** Opens the control port (TLS only, when `tls` is given); returns the port bound. */
+  listen(port: number, tls?: { cert: string; key: string }): number {
     this.#listener = Bun.listen<Endpoint>({
       hostname: this.bindAddr,
       port,
       exclusive: true,
       allowHalfOpen: true,
+      tls,
       socket: relayHandler((socket) => this.#accept(socket)),
     });
     const interval = Math.min(MAX_SWEEP_INTERVAL_MS, this.#heartbeatTimeoutMs / 4);
@@ -107,7 +120,16 @@ export class Hub implements SessionHost {
 
   #accept(socket: { remoteAddress: string; remotePort: number }): Endpoint {
     const ep = new Endpoint();
-    const addr = `${socket.remoteAddress}:${socket.remotePort}`;
+    const ip = socket.remoteAddress;
+    const addr = `${ip}:${socket.remotePort}`;
+    if (this.guard.blocked(ip)) {
+      // Refused before any work: the block itself was logged once when it began.
+      ep.onOpen = (e) => {
+        e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Blocked, message: "too many failed logins from this address; try again later" })));
+        e.endWhenFlushed();
+      };
+      return ep;
+    }
     if (this.#pending >= MAX_PENDING_HANDSHAKES) {
       log.warn("too many unfinished handshakes; refusing a connection", { from: addr, limit: MAX_PENDING_HANDSHAKES });
       ep.onOpen = (e) => {
@@ -122,6 +144,7 @@ export class Hub implements SessionHost {
       reader: new FrameReader(),
       nonce,
       addr,
+      ip,
       timer: setTimeout(() => this.#refuse(ep, ErrorCode.HandshakeTimeout, "handshake not finished in time"), this.#handshakeTimeoutMs),
     };
     ep.tag = hs;
@@ -161,6 +184,7 @@ export class Hub implements SessionHost {
     const expected = loginProof(group?.token ?? DUMMY_TOKEN, hs.nonce, msg.group);
     if (!group || !proofEquals(expected, msg.proof)) {
       log.warn("login failed", { group: msg.group, from: hs.addr, reason: group ? "wrong proof" : "unknown group" });
+      this.guard.fail(hs.ip, "control port");
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data after login before the server answered");
@@ -206,6 +230,7 @@ export class Hub implements SessionHost {
     const expected = workProof(session?.group.token ?? DUMMY_TOKEN, hs.nonce, msg.sessionId);
     if (!session || session.ended || !proofEquals(expected, msg.proof)) {
       log.warn("work connection refused", { from: hs.addr, reason: session ? "wrong proof" : "unknown session" });
+      this.guard.fail(hs.ip, "control port");
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data on a work connection before start");
@@ -226,7 +251,7 @@ export class Hub implements SessionHost {
   statsFor(group: string, app: string): AppStats {
     const key = `${group}/${app}`;
     let s = this.#stats.get(key);
-    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, streams: new Set() }));
+    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, streams: new Set() }));
     return s;
   }
 
@@ -270,6 +295,8 @@ export class Hub implements SessionHost {
     const s = this.#sessions.get(group.name);
     return {
       name: group.name,
+      maxApps: group.maxApps,
+      allowPorts: group.allowPorts,
       online: !!s,
       clientAddr: s?.clientAddr ?? null,
       onlineSince: s?.onlineSince.toISOString() ?? null,
@@ -280,11 +307,16 @@ export class Hub implements SessionHost {
           name: a.name,
           type: a.type,
           remotePort: a.remotePort,
+          allowIPs: a.allowIPs,
+          denyIPs: a.denyIPs,
+          maxConnections: a.maxConnections,
           online: !!status && !status.error,
           error: status?.error || null,
           connections: st?.connections ?? 0,
           bytesIn: st?.bytesIn ?? 0,
           bytesOut: st?.bytesOut ?? 0,
+          deniedConnections: st?.denied ?? 0,
+          overLimitConnections: st?.overLimit ?? 0,
         };
       }),
     };

@@ -7,7 +7,7 @@ import { Database } from "bun:sqlite";
 import { chmodSync, existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AppType } from "../protocol.ts";
-import type { PortSet } from "./ports.ts";
+import { PortSet } from "./ports.ts";
 
 /** Where a group came from: `config` groups are synced with server.toml at every start. */
 export type GroupSource = "config" | "api" | "client";
@@ -20,6 +20,10 @@ export interface AppRecord {
   readonly remotePort: number;
   /** The port that was asked for; 0 when the registry chose `remotePort`. */
   readonly requestedPort: number;
+  readonly allowIPs: readonly string[];
+  readonly denyIPs: readonly string[];
+  /** Most users at once; 0 means no limit. */
+  readonly maxConnections: number;
 }
 
 /** A group as stored. */
@@ -28,7 +32,17 @@ export interface GroupRecord {
   readonly token: string;
   readonly source: GroupSource;
   readonly createdAt: number;
+  /** Most apps; 0 means no limit. */
+  readonly maxApps: number;
+  /** The group's own port range within the server's, or null. */
+  readonly allowPorts: string | null;
   readonly apps: readonly AppRecord[];
+}
+
+/** Limits of a group, as asked for. */
+export interface GroupLimitsInput {
+  readonly maxApps?: number;
+  readonly allowPorts?: string;
 }
 
 /** An app as asked for by config, API or a client. */
@@ -36,11 +50,14 @@ export interface AppInput {
   readonly name: string;
   readonly type: AppType;
   readonly remotePort: number;
+  readonly allowIPs?: readonly string[];
+  readonly denyIPs?: readonly string[];
+  readonly maxConnections?: number;
 }
 
 /** Why a registry change was refused; `path` names the offending field of the request. */
 export interface RegistryError {
-  readonly code: "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found";
+  readonly code: "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
   readonly message: string;
   readonly path?: string;
 }
@@ -56,7 +73,8 @@ CREATE TABLE IF NOT EXISTS groups (
   name TEXT PRIMARY KEY,
   token TEXT NOT NULL,
   source TEXT NOT NULL,
-  created_at INTEGER NOT NULL
+  created_at INTEGER NOT NULL,
+  limits TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS apps (
   group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
@@ -64,9 +82,14 @@ CREATE TABLE IF NOT EXISTS apps (
   type TEXT NOT NULL,
   remote_port INTEGER NOT NULL,
   requested_port INTEGER NOT NULL,
+  options TEXT NOT NULL DEFAULT '{}',
   PRIMARY KEY (group_name, name),
   UNIQUE (type, remote_port)
 );`;
+
+function limitsJson(g: GroupRecord): string {
+  return JSON.stringify({ maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined });
+}
 
 /** The group registry. */
 export class Registry {
@@ -91,18 +114,40 @@ export class Registry {
     } else this.#db = new Database(path, { strict: true });
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
     this.#db.exec(SCHEMA);
+    this.#migrate();
     this.#load();
   }
 
+  /** Adds columns that a registry written by an older version lacks. */
+  #migrate(): void {
+    const has = (table: string, col: string) => this.#db.query<{ name: string }, []>(`PRAGMA table_info(${table})`).all().some((c) => c.name === col);
+    if (!has("groups", "limits")) this.#db.exec("ALTER TABLE groups ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'");
+    if (!has("apps", "options")) this.#db.exec("ALTER TABLE apps ADD COLUMN options TEXT NOT NULL DEFAULT '{}'");
+  }
+
   #load(): void {
-    const groups = this.#db.query<{ name: string; token: string; source: GroupSource; created_at: number }, []>("SELECT * FROM groups").all();
+    const groups = this.#db.query<{ name: string; token: string; source: GroupSource; created_at: number; limits: string }, []>("SELECT * FROM groups").all();
     const apps = this.#db
-      .query<{ group_name: string; name: string; type: AppType; remote_port: number; requested_port: number }, []>("SELECT * FROM apps ORDER BY rowid")
+      .query<{ group_name: string; name: string; type: AppType; remote_port: number; requested_port: number; options: string }, []>("SELECT * FROM apps ORDER BY rowid")
       .all();
-    for (const g of groups) this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, apps: [] });
+    for (const g of groups) {
+      const limits = JSON.parse(g.limits) as GroupLimitsInput;
+      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, apps: [] });
+    }
     for (const a of apps) {
       const g = this.#groups.get(a.group_name);
-      if (g) (g.apps as AppRecord[]).push({ name: a.name, type: a.type, remotePort: a.remote_port, requestedPort: a.requested_port });
+      const o = JSON.parse(a.options) as Partial<AppRecord>;
+      if (g) {
+        (g.apps as AppRecord[]).push({
+          name: a.name,
+          type: a.type,
+          remotePort: a.remote_port,
+          requestedPort: a.requested_port,
+          allowIPs: o.allowIPs ?? [],
+          denyIPs: o.denyIPs ?? [],
+          maxConnections: o.maxConnections ?? 0,
+        });
+      }
     }
   }
 
@@ -117,28 +162,32 @@ export class Registry {
   }
 
   /** Registers a new group; fails when the name or a port is taken. */
-  create(name: string, token: string, source: GroupSource, apps: readonly AppInput[]): RegistryResult {
+  create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput = {}): RegistryResult {
     if (this.#groups.has(name)) return { ok: false, error: { code: "name_taken", message: `group "${name}" already exists`, path: "name" } };
-    const resolved = this.#resolvePorts(name, apps, []);
+    const maxApps = limits.maxApps ?? 0;
+    const allowPorts = limits.allowPorts ?? null;
+    const resolved = this.#resolvePorts(name, apps, [], maxApps, allowPorts);
     if (!resolved.ok) return resolved;
-    const group: GroupRecord = { name, token, source, createdAt: Date.now(), apps: resolved.apps };
+    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, apps: resolved.apps };
     this.#db.transaction(() => {
-      this.#db.run("INSERT INTO groups (name, token, source, created_at) VALUES (?, ?, ?, ?)", [name, token, source, group.createdAt]);
+      this.#db.run("INSERT INTO groups (name, token, source, created_at, limits) VALUES (?, ?, ?, ?, ?)", [name, token, source, group.createdAt, limitsJson(group)]);
       this.#insertApps(name, group.apps);
     })();
     this.#groups.set(name, group);
     return { ok: true, group };
   }
 
-  /** Replaces a group's apps (and its token, when given); apps that asked for port 0 keep the port they had. */
-  update(name: string, apps: readonly AppInput[], token?: string): RegistryResult {
+  /** Replaces a group's apps (and its token and limits, when given); apps that asked for port 0 keep the port they had. */
+  update(name: string, apps: readonly AppInput[], token?: string, limits?: GroupLimitsInput): RegistryResult {
     const old = this.#groups.get(name);
     if (!old) return { ok: false, error: { code: "not_found", message: `group "${name}" does not exist` } };
-    const resolved = this.#resolvePorts(name, apps, old.apps);
+    const maxApps = limits ? (limits.maxApps ?? 0) : old.maxApps;
+    const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
+    const resolved = this.#resolvePorts(name, apps, old.apps, maxApps, allowPorts);
     if (!resolved.ok) return resolved;
-    const group: GroupRecord = { ...old, token: token ?? old.token, apps: resolved.apps };
+    const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, apps: resolved.apps };
     this.#db.transaction(() => {
-      this.#db.run("UPDATE groups SET token = ? WHERE name = ?", [group.token, name]);
+      this.#db.run("UPDATE groups SET token = ?, limits = ? WHERE name = ?", [group.token, limitsJson(group), name]);
       this.#db.run("DELETE FROM apps WHERE group_name = ?", [name]);
       this.#insertApps(name, group.apps);
     })();
@@ -154,13 +203,14 @@ export class Registry {
   }
 
   /** Makes the `config` groups equal to server.toml's `[[groups]]`; groups from other sources are untouched. Returns one error sentence per group that could not be applied. */
-  syncConfig(groups: readonly { name: string; token: string; apps: readonly AppInput[] }[]): string[] {
+  syncConfig(groups: readonly ({ name: string; token: string; apps: readonly AppInput[] } & GroupLimitsInput)[]): string[] {
     const errors: string[] = [];
     const wanted = new Set(groups.map((g) => g.name));
     for (const g of this.list()) if (g.source === "config" && !wanted.has(g.name)) this.delete(g.name);
     for (const [i, g] of groups.entries()) {
       const existing = this.#groups.get(g.name);
-      const res = existing ? this.update(g.name, g.apps, g.token) : this.create(g.name, g.token, "config", g.apps);
+      const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts };
+      const res = existing ? this.update(g.name, g.apps, g.token, limits) : this.create(g.name, g.token, "config", g.apps, limits);
       if (!res.ok) errors.push(`groups[${i}]${res.error.path ? "." + res.error.path : ""}: ${res.error.message}`);
       else if (existing && existing.source !== "config") this.#setSource(g.name, "config");
     }
@@ -173,8 +223,11 @@ export class Registry {
   }
 
   #insertApps(group: string, apps: readonly AppRecord[]): void {
-    const stmt = this.#db.prepare("INSERT INTO apps (group_name, name, type, remote_port, requested_port) VALUES (?, ?, ?, ?, ?)");
-    for (const a of apps) stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort);
+    const stmt = this.#db.prepare("INSERT INTO apps (group_name, name, type, remote_port, requested_port, options) VALUES (?, ?, ?, ?, ?, ?)");
+    for (const a of apps) {
+      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections });
+      stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
+    }
   }
 
   /** Checks asked-for ports and chooses ports for apps that asked for 0. */
@@ -182,7 +235,16 @@ export class Registry {
     group: string,
     apps: readonly AppInput[],
     previous: readonly AppRecord[],
+    maxApps: number,
+    groupPorts: string | null,
   ): { ok: true; apps: AppRecord[] } | { ok: false; error: RegistryError } {
+    if (maxApps > 0 && apps.length > maxApps) {
+      return { ok: false, error: { code: "too_many_apps", message: `group "${group}" may have at most ${maxApps} apps, not ${apps.length}`, path: "apps" } };
+    }
+    // A group's own range narrows the server's: a port must be in both.
+    const own = groupPorts ? (PortSet.parse(groupPorts) as PortSet) : null;
+    const allowed = (p: number) => this.allow.has(p) && (!own || own.has(p));
+    const range = own ?? this.allow;
     const taken = new Map<string, string>(); // "tcp:port" -> owner, for every other group
     for (const g of this.#groups.values()) {
       if (g.name === group) continue;
@@ -195,7 +257,7 @@ export class Registry {
     for (const [i, a] of apps.entries()) {
       if (a.remotePort === 0) continue;
       const key = `${a.type}:${a.remotePort}`;
-      if (!this.allow.has(a.remotePort)) return fail("port_not_allowed", i, `port ${a.remotePort} is outside allowPorts`);
+      if (!allowed(a.remotePort)) return fail("port_not_allowed", i, `port ${a.remotePort} is outside allowPorts${own ? ` (the server's, narrowed by the group's "${groupPorts}")` : ""}`);
       if (this.reserved.has(a.remotePort) && a.type === "tcp") return fail("port_taken", i, `port ${a.remotePort} is used by the server itself`);
       const owner = taken.get(key);
       if (owner) return fail("port_taken", i, `${a.type} port ${a.remotePort} is taken by ${owner}`);
@@ -203,23 +265,25 @@ export class Registry {
       mine.add(key);
     }
     for (const [i, a] of apps.entries()) {
+      const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0 };
       if (a.remotePort !== 0) {
-        out.push({ name: a.name, type: a.type, remotePort: a.remotePort, requestedPort: a.remotePort });
+        out.push({ name: a.name, type: a.type, remotePort: a.remotePort, requestedPort: a.remotePort, ...options });
         continue;
       }
       const prev = previous.find((p) => p.name === a.name && p.type === a.type);
       let port: number | null = null;
-      if (prev && this.allow.has(prev.remotePort) && !taken.has(`${a.type}:${prev.remotePort}`) && !mine.has(`${a.type}:${prev.remotePort}`)) {
+      if (prev && allowed(prev.remotePort) && !taken.has(`${a.type}:${prev.remotePort}`) && !mine.has(`${a.type}:${prev.remotePort}`)) {
         port = prev.remotePort;
       } else {
-        port = this.allow.pick(
-          (p) => taken.has(`${a.type}:${p}`) || mine.has(`${a.type}:${p}`) || this.reserved.has(p),
-          this.probe,
+        port = range.pick(
+          (p) => !allowed(p) || taken.has(`${a.type}:${p}`) || mine.has(`${a.type}:${p}`) || this.reserved.has(p),
+          // Only TCP ports can be probed synchronously; a busy UDP port shows up as an error at login.
+          (p) => a.type !== "tcp" || this.probe(p),
         );
       }
       if (port === null) return fail("no_free_port", i, "no free port is left in allowPorts");
       mine.add(`${a.type}:${port}`);
-      out.push({ name: a.name, type: a.type, remotePort: port, requestedPort: 0 });
+      out.push({ name: a.name, type: a.type, remotePort: port, requestedPort: 0, ...options });
     }
     return { ok: true, apps: out };
   }

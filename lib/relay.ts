@@ -34,8 +34,10 @@ export class Endpoint {
   onData: ((ep: Endpoint, chunk: Uint8Array) => void) | null = null;
   /** Called once when the socket has closed. */
   onClose: ((ep: Endpoint) => void) | null = null;
-  /** Called once when the socket opens (outgoing connections). */
+  /** Called once when the socket opens (outgoing connections; after a verified handshake with TLS). */
   onOpen: ((ep: Endpoint) => void) | null = null;
+  /** Called when a TLS peer fails verification. */
+  onTlsError: ((ep: Endpoint, message: string) => void) | null = null;
   /** Counts user traffic: bytes read here are `bytesIn`, bytes written here `bytesOut`. */
   stats: Counters | null = null;
   /** Owner's state (session, app, work-connection phase). */
@@ -220,12 +222,17 @@ export class Endpoint {
   };
 }
 
+/** Checks a TLS peer once its handshake is done; returns why it is refused, or null. */
+export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => string | null;
+
 /**
  * A socket handler shared by every socket of one listener or dialer.
  * `create` makes the Endpoint for an accepted socket; dialed sockets carry
- * theirs in `data` already.
+ * theirs in `data` already. With `verify` (TLS dialers), `onOpen` waits for
+ * the handshake and a verified peer: in Bun `open` fires before the TLS
+ * handshake, and nothing may be sent before the server is verified.
  */
-export function relayHandler(create?: (socket: Sock) => Endpoint): SocketHandler<Endpoint> {
+export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVerifier): SocketHandler<Endpoint> {
   return {
     open(socket) {
       const ep = socket.data ?? create!(socket);
@@ -236,8 +243,18 @@ export function relayHandler(create?: (socket: Sock) => Endpoint): SocketHandler
         return;
       }
       ep.attach(socket);
-      ep.onOpen?.(ep);
+      if (!verify) ep.onOpen?.(ep);
     },
+    handshake: verify
+      ? (socket, _success, authorizationError) => {
+          const ep = socket.data;
+          const refused = verify(socket, authorizationError);
+          if (refused) {
+            ep.onTlsError?.(ep, refused);
+            socket.terminate();
+          } else if (!ep.closed) ep.onOpen?.(ep);
+        }
+      : undefined,
     data(socket, chunk) {
       Endpoint.events.data(socket.data, chunk);
     },

@@ -8,6 +8,7 @@ import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
 import { Endpoint, relayHandler, type Counters } from "./relay.ts";
 import { UdpPublic } from "./udp.ts";
+import { AccessList } from "./guard.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
@@ -17,6 +18,10 @@ export const MAX_WORK_REQUEST = 64;
 /** Traffic counters of one app plus its live user streams (so a deleted group's streams can be cut). */
 export interface AppStats extends Counters {
   readonly streams: Set<Endpoint>;
+  /** Users refused by allowIPs/denyIPs. */
+  denied: number;
+  /** Users refused because the app was at maxConnections. */
+  overLimit: number;
 }
 
 /** What a session needs from the server around it. */
@@ -138,7 +143,7 @@ export class Session {
 
   #listenUdp(rec: AppRecord): Promise<UdpPublic | string> {
     const stats = this.host.statsFor(this.group.name, rec.name);
-    return UdpPublic.open(this.host.bindAddr, rec.remotePort, rec.name, stats, this.host.udpIdleTimeoutMs, { group: this.group.name, app: rec.name });
+    return UdpPublic.open(this.host.bindAddr, rec, stats, this.host.udpIdleTimeoutMs, { group: this.group.name, app: rec.name });
   }
 
   /** Queues a UDP app for the next work connection. */
@@ -184,6 +189,7 @@ export class Session {
 
   #listen(rec: AppRecord): TCPSocketListener<Endpoint> | string {
     const stats = this.host.statsFor(this.group.name, rec.name);
+    const access = new AccessList(rec.allowIPs, rec.denyIPs);
     const handler = relayHandler(() => {
       const user = new Endpoint();
       user.stats = stats;
@@ -193,7 +199,20 @@ export class Session {
         stats.connections--;
         stats.streams.delete(user);
       };
-      user.onOpen = () => this.#acceptUser(user, rec.name);
+      user.onOpen = () => {
+        // Checked before any work connection is spent on the user.
+        if (!access.allows(user.socket!.remoteAddress)) {
+          stats.denied++;
+          log.debug("user refused by the access list", { group: this.group.name, app: rec.name, from: user.socket!.remoteAddress });
+          return user.reset();
+        }
+        if (rec.maxConnections > 0 && stats.connections > rec.maxConnections) {
+          stats.overLimit++;
+          log.debug("user refused: app at maxConnections", { group: this.group.name, app: rec.name, limit: rec.maxConnections });
+          return user.reset();
+        }
+        this.#acceptUser(user, rec.name);
+      };
       return user;
     });
     try {

@@ -8,7 +8,23 @@
 import type { udp } from "bun";
 import { DatagramReader, encodeDatagramInto, type ProtocolError } from "../protocol.ts";
 import { log } from "./log.ts";
+import { AccessList } from "./guard.ts";
 import type { Counters, Endpoint } from "./relay.ts";
+
+/** What a UDP app needs of its registry record. */
+interface UdpAppRecord {
+  readonly name: string;
+  readonly remotePort: number;
+  readonly allowIPs: readonly string[];
+  readonly denyIPs: readonly string[];
+  readonly maxConnections: number;
+}
+
+/** Counters of a UDP app on the server (connections = live peers). */
+interface UdpAppStats extends Counters {
+  denied: number;
+  overLimit: number;
+}
 
 /** Default seconds after which a silent peer's state is freed. */
 export const UDP_IDLE_TIMEOUT_S = 60;
@@ -116,7 +132,9 @@ export class UdpPublic {
 
   private constructor(
     readonly name: string,
-    private readonly stats: Counters,
+    private readonly stats: UdpAppStats,
+    private readonly access: AccessList,
+    private readonly maxPeers: number,
     private readonly idleMs: number,
     fields: Record<string, unknown>,
   ) {
@@ -125,8 +143,9 @@ export class UdpPublic {
   }
 
   /** Binds the public port; returns the app, or why the port cannot be bound. */
-  static async open(bindAddr: string, port: number, name: string, stats: Counters, idleMs: number, fields: Record<string, unknown>): Promise<UdpPublic | string> {
-    const app = new UdpPublic(name, stats, idleMs, fields);
+  static async open(bindAddr: string, rec: UdpAppRecord, stats: UdpAppStats, idleMs: number, fields: Record<string, unknown>): Promise<UdpPublic | string> {
+    const port = rec.remotePort;
+    const app = new UdpPublic(rec.name, stats, new AccessList(rec.allowIPs, rec.denyIPs), rec.maxConnections, idleMs, fields);
     try {
       app.#socket = await Bun.udpSocket({
         hostname: bindAddr,
@@ -145,9 +164,14 @@ export class UdpPublic {
   }
 
   #fromPeer(payload: Uint8Array, port: number, address: string): void {
-    this.stats.bytesIn += payload.length;
     const key = `${address}|${port}`;
-    if (!this.#peers.has(key)) this.stats.connections = this.#peers.size + 1;
+    if (!this.#peers.has(key)) {
+      // A new peer: the access list and the peer limit decide before anything is relayed.
+      if (!this.access.allows(address)) return void this.stats.denied++;
+      if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
+      this.stats.connections = this.#peers.size + 1;
+    }
+    this.stats.bytesIn += payload.length;
     this.#peers.set(key, Date.now());
     if (!this.#batcher.add(address, port, payload)) this.#drops.note(this.work ? "work connection backed up" : "no work connection");
   }

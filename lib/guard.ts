@@ -1,0 +1,91 @@
+/** Access control: login lockout per source address, and per-app IP allow and deny lists. */
+import ipaddr from "ipaddr.js";
+import { log } from "./log.ts";
+
+/** Default failed logins from one address within the window that block it. */
+export const LOGIN_FAILURE_LIMIT = 10;
+/** Default window in seconds over which failed logins are counted. */
+export const LOGIN_FAILURE_WINDOW_S = 60;
+/** Default seconds an address stays blocked. */
+export const LOGIN_BLOCK_S = 60;
+/** Addresses tracked at once; the stalest is forgotten beyond it, so a spray of sources cannot exhaust memory. */
+export const MAX_TRACKED_ADDRESSES = 65_536;
+
+interface Record {
+  failures: number[];
+  blockedUntil: number;
+}
+
+/** Counts failed logins per source address and blocks an address that fails too often. */
+export class LoginGuard {
+  #by = new Map<string, Record>();
+
+  constructor(
+    private readonly limit = LOGIN_FAILURE_LIMIT,
+    private readonly windowMs = LOGIN_FAILURE_WINDOW_S * 1000,
+    private readonly blockMs = LOGIN_BLOCK_S * 1000,
+  ) {}
+
+  /** Whether logins from `address` are refused now. */
+  blocked(address: string, now = Date.now()): boolean {
+    const r = this.#by.get(address);
+    return !!r && r.blockedUntil > now;
+  }
+
+  /** Records a failed login; blocks the address at the limit (logged once per block). */
+  fail(address: string, where: string, now = Date.now()): void {
+    let r = this.#by.get(address);
+    if (r) this.#by.delete(address); // re-insert: Map order is recency order
+    else r = { failures: [], blockedUntil: 0 };
+    this.#by.set(address, r);
+    if (this.#by.size > MAX_TRACKED_ADDRESSES) this.#by.delete(this.#by.keys().next().value!);
+    r.failures = r.failures.filter((t) => t > now - this.windowMs);
+    r.failures.push(now);
+    if (r.failures.length >= this.limit && r.blockedUntil <= now) {
+      r.blockedUntil = now + this.blockMs;
+      r.failures = [];
+      log.warn("address blocked after repeated failed logins", { from: address, failures: this.limit, where, blockedForS: this.blockMs / 1000 });
+    }
+  }
+}
+
+/** Parses an address or CIDR ("10.0.0.0/8", "::1", "192.168.1.7"); null when malformed. */
+export function parseCidr(s: string): [ipaddr.IPv4 | ipaddr.IPv6, number] | null {
+  try {
+    if (s.includes("/")) return ipaddr.parseCIDR(s);
+    const a = ipaddr.parse(s);
+    return [a, a.kind() === "ipv4" ? 32 : 128];
+  } catch {
+    return null;
+  }
+}
+
+/** An app's allow and deny lists: deny wins; an empty allow list allows everyone not denied. */
+export class AccessList {
+  readonly #allow: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  readonly #deny: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+
+  constructor(allow: readonly string[] = [], deny: readonly string[] = []) {
+    this.#allow = allow.map((s) => parseCidr(s)!).filter(Boolean);
+    this.#deny = deny.map((s) => parseCidr(s)!).filter(Boolean);
+  }
+
+  /** Whether the list restricts anything. */
+  get empty(): boolean {
+    return this.#allow.length === 0 && this.#deny.length === 0;
+  }
+
+  /** Whether a user from `address` may connect. */
+  allows(address: string): boolean {
+    if (this.empty) return true;
+    let a: ipaddr.IPv4 | ipaddr.IPv6;
+    try {
+      a = ipaddr.process(address); // maps ::ffff:1.2.3.4 to 1.2.3.4
+    } catch {
+      return false;
+    }
+    const hit = (list: [ipaddr.IPv4 | ipaddr.IPv6, number][]) => list.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
+    if (hit(this.#deny)) return false;
+    return this.#allow.length === 0 || hit(this.#allow);
+  }
+}
