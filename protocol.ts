@@ -2,6 +2,8 @@
  * Warren wire protocol, version 1: every byte layout lives here.
  *
  * Every connection to the control port opens with MAGIC from both sides.
+ * MAGIC is eight bytes so that a plain client facing a TLS server sends a
+ * whole TLS record header (5 bytes) and gets an alert back instead of a hang.
  * Then come frames: `type u8 | length u32 BE | body`. Strings are
  * `u16 BE length | UTF-8`. After StartWork (server) and WorkAck (client) a
  * work connection carries raw bytes only.
@@ -10,8 +12,9 @@ import { timingSafeEqual } from "node:crypto";
 
 /** Protocol version carried in the last byte of MAGIC. */
 export const PROTOCOL_VERSION = 1;
-/** "WRN" + version: the first four bytes each side sends on every connection. */
-export const MAGIC = new Uint8Array([0x57, 0x52, 0x4e, PROTOCOL_VERSION]);
+/** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
+export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
+const VERSION_AT = MAGIC.length - 1;
 /** Bytes in a frame header: type (1) + body length (4). */
 export const FRAME_HEADER_BYTES = 5;
 /** Largest frame body: 64 KiB holds a login with hundreds of apps, and bounds what a stranger can make us buffer. */
@@ -321,9 +324,11 @@ export function frameName(type: number): string {
 
 /** Checks the first four bytes of a connection and names what is wrong with them. */
 export function checkMagic(b: Uint8Array): ProtocolError | null {
-  if (b[0] === MAGIC[0] && b[1] === MAGIC[1] && b[2] === MAGIC[2]) {
-    if (b[3] === PROTOCOL_VERSION) return null;
-    return { code: ErrorCode.VersionMismatch, message: `peer speaks Warren protocol v${b[3]}, this side speaks v${PROTOCOL_VERSION}` };
+  let prefix = true;
+  for (let i = 0; i < VERSION_AT && i < b.length; i++) if (b[i] !== MAGIC[i]) prefix = false;
+  if (prefix) {
+    if (b.length <= VERSION_AT || b[VERSION_AT] === PROTOCOL_VERSION) return null;
+    return { code: ErrorCode.VersionMismatch, message: `peer speaks Warren protocol v${b[VERSION_AT]}, this side speaks v${PROTOCOL_VERSION}` };
   }
   // 0x16 opens a TLS handshake record, 0x15 a TLS alert.
   if (b[0] === 0x16 || b[0] === 0x15) return { code: ErrorCode.TlsExpected, message: "the peer speaks TLS: enable TLS on this side" };
@@ -371,8 +376,8 @@ export class FrameReader {
     if (!this.#magicSeen) {
       if (this.#buf.length < MAGIC.length) {
         // Say "TLS" or "bad magic" as soon as the first bytes show it.
-        for (let i = 0; i < this.#buf.length; i++) if (this.#buf[i] !== MAGIC[i]) return this.#fail(checkMagic(this.#buf)!);
-        return null;
+        const early = checkMagic(this.#buf);
+        return early ? this.#fail(early) : null;
       }
       const bad = checkMagic(this.#buf);
       if (bad) return this.#fail(bad);
@@ -483,42 +488,75 @@ export function datagramFrameBytes(address: string, payload: Uint8Array): number
  * complete frame and returns an error (after which the reader is dead) or null.
  */
 export class DatagramReader {
-  #buf: Uint8Array = new Uint8Array(0);
+  // Unparsed bytes live in #store[#start, #end); appends go at the end and the
+  // front is compacted only when needed, so a peer dripping one byte at a time costs O(1) per byte.
+  #store = new Uint8Array(0);
+  #start = 0;
+  #end = 0;
   #failed = false;
   constructor(private readonly onDatagram: (address: string, port: number, payload: Uint8Array) => void) {}
 
-  /** Feeds received bytes; returns a protocol error, or null. */
+  /** Feeds received bytes; returns a protocol error, or null. Payloads are views valid only during the callback. */
   push(chunk: Uint8Array): ProtocolError | null {
     if (this.#failed) return null;
-    let b = chunk;
-    if (this.#buf.length) {
-      b = new Uint8Array(this.#buf.length + chunk.length);
-      b.set(this.#buf);
-      b.set(chunk, this.#buf.length);
+    if (this.#start === this.#end) {
+      const at = this.#parse(chunk, 0, chunk.length);
+      if (typeof at !== "number") return at;
+      this.#keep(chunk.subarray(at));
+      return null;
     }
-    let at = 0;
-    while (b.length - at >= 1) {
+    this.#append(chunk);
+    const at = this.#parse(this.#store, this.#start, this.#end);
+    if (typeof at !== "number") return at;
+    this.#start = at;
+    if (this.#start === this.#end) this.#start = this.#end = 0;
+    return null;
+  }
+
+  #keep(tail: Uint8Array): void {
+    this.#start = this.#end = 0;
+    if (tail.length) this.#append(tail);
+  }
+
+  #append(chunk: Uint8Array): void {
+    const used = this.#end - this.#start;
+    if (this.#end + chunk.length > this.#store.length) {
+      const cap = Math.max(used + chunk.length, Math.min(2 * this.#store.length, used + chunk.length + MAX_DATAGRAM_BYTES + 128));
+      const next = cap > this.#store.length ? new Uint8Array(cap) : this.#store;
+      // set() copies correctly even when source and target share the buffer (compaction in place).
+      next.set(this.#store.subarray(this.#start, this.#end), 0);
+      this.#store = next;
+      this.#start = 0;
+      this.#end = used;
+    }
+    this.#store.set(chunk, this.#end);
+    this.#end += chunk.length;
+  }
+
+  /** Parses whole frames in b[from, to); returns the offset after the last whole frame, or an error. */
+  #parse(b: Uint8Array, from: number, to: number): number | ProtocolError {
+    let at = from;
+    while (to - at >= 1) {
       const alen = b[at]!;
       if (alen === 0 || alen > MAX_PEER_ADDRESS_BYTES) return this.#fail(`datagram peer address of ${alen} bytes`);
       const head = 1 + alen + 4;
-      if (b.length - at < head) break;
+      if (to - at < head) break;
       const len = (b[at + head - 2]! << 8) | b[at + head - 1]!;
       if (len > MAX_DATAGRAM_BYTES) return this.#fail(`datagram of ${len} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
-      if (b.length - at < head + len) break;
+      if (to - at < head + len) break;
       let address = "";
       for (let i = 0; i < alen; i++) address += String.fromCharCode(b[at + 1 + i]!);
       const port = (b[at + 1 + alen]! << 8) | b[at + 2 + alen]!;
       this.onDatagram(address, port, b.subarray(at + head, at + head + len));
       at += head + len;
     }
-    // Keep the partial frame (at most one frame: 64 KiB plus a header).
-    this.#buf = at === b.length ? new Uint8Array(0) : b.slice(at);
-    return null;
+    return at;
   }
 
   #fail(message: string): ProtocolError {
     this.#failed = true;
-    this.#buf = new Uint8Array(0);
+    this.#store = new Uint8Array(0);
+    this.#start = this.#end = 0;
     return { code: ErrorCode.MalformedFrame, message };
   }
 }

@@ -28,6 +28,9 @@ Defaults: control port 7000 on 0.0.0.0, API on 127.0.0.1:7500, data in ./data.
 Without adminToken in the config, one is generated on first start, stored in
 dataDir/${ADMIN_TOKEN_FILE} (mode 0600) and printed once.`;
 
+/** Bun's own body limit sits above the API's, so that the API answers an oversized body with its JSON 413. */
+const BODY_SLACK_BYTES = 64 * 1024;
+
 /** A running server. */
 export interface RunningServer {
   readonly hub: Hub;
@@ -82,7 +85,7 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
   let http: ReturnType<typeof Bun.serve>;
   try {
     const apiTls = config.apiTls && tls ? { cert: tls.cert, key: tls.key } : undefined;
-    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES, tls: apiTls });
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES + BODY_SLACK_BYTES, tls: apiTls });
   } catch (err) {
     hub.stop();
     registry.close();
@@ -93,6 +96,9 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
     print(`warren: TLS on the control port; certificate SHA-256 fingerprint ${tls.fingerprint}`);
   }
   const scheme = config.apiTls && tls ? "https" : "http";
+  // Ports bound as 0 are known only now; apps must not be given them.
+  reserved.add(controlPort);
+  reserved.add(http.port!);
   log.info("warren server ready", {
     control: `${config.bindAddr}:${controlPort}`,
     tls: config.tls.enabled,

@@ -49,8 +49,8 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     return null;
   }
   const unauthorized = (c: Context) => {
-    // A wrong token counts toward the lockout; a missing one is not a login attempt.
-    if (c.req.header("authorization")) hub.guard.fail(clientIp(c), "api");
+    // A wrong token counts toward the lockout; a missing one, or a valid one without the rights, is not a failed login.
+    if (c.req.header("authorization") && role(c) === null) hub.guard.fail(clientIp(c), "api");
     return c.json({ error: "missing or invalid bearer token" }, 401, { "WWW-Authenticate": "Bearer" });
   };
 

@@ -85,6 +85,7 @@ export class Connector extends EventEmitter {
       this.#serverTls = { rejectUnauthorized: !pin, serverName: tls.serverName ?? config.serverAddr, ca };
       this.#serverHandler = relayHandler(undefined, (socket, authError) => {
         const got = normalizeFingerprint(socket.getPeerCertificate()?.fingerprint256 ?? "");
+        if (!got) return `TLS handshake with the server failed: does the server have [tls] enabled?${authError ? ` (${authError.message})` : ""}`;
         if (pin) return got === pin ? null : `server certificate fingerprint mismatch: expected ${pin}, got ${got}`;
         return authError ? `server certificate not trusted (${authError.message}); its fingerprint is ${got}` : null;
       });

@@ -21,7 +21,7 @@ import {
 import type { ServerConfig } from "./config.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
-import { Endpoint, relayHandler } from "./relay.ts";
+import { Endpoint, relayHandler, sockets } from "./relay.ts";
 import { Session, type AppStats, type SessionHost } from "./session.ts";
 import { LoginGuard } from "./guard.ts";
 
@@ -130,7 +130,8 @@ export class Hub implements SessionHost {
       };
       return ep;
     }
-    if (this.#pending >= MAX_PENDING_HANDSHAKES) {
+    // Unfinished handshakes may hold at most half the sockets, so logged-in groups always have room.
+    if (this.#pending >= Math.min(MAX_PENDING_HANDSHAKES, sockets.max / 2)) {
       log.warn("too many unfinished handshakes; refusing a connection", { from: addr, limit: MAX_PENDING_HANDSHAKES });
       ep.onOpen = (e) => {
         e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Overloaded, message: "server busy: too many unfinished handshakes" })));

@@ -4,7 +4,7 @@
  * port from `allowPorts` once, and keeps it.
  */
 import { Database } from "bun:sqlite";
-import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { chmodSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { AppType } from "../protocol.ts";
 import { PortSet } from "./ports.ts";
@@ -95,6 +95,8 @@ function limitsJson(g: GroupRecord): string {
 export class Registry {
   #db: Database;
   #groups = new Map<string, GroupRecord>();
+  /** "type:port" -> owning group, for every app: port checks stay O(1) with thousands of groups. */
+  #owners = new Map<string, string>();
 
   /** Opens (creating) the registry in `dataDir`, or in memory for ":memory:". */
   constructor(
@@ -107,10 +109,9 @@ export class Registry {
     if (dataDir !== ":memory:") {
       mkdirSync(dataDir, { recursive: true, mode: 0o700 });
       path = join(dataDir, REGISTRY_FILE);
-      const fresh = !existsSync(path);
       this.#db = new Database(path, { create: true, strict: true });
       // Tokens live here: only the owner may read the file.
-      if (fresh) chmodSync(path, 0o600);
+      chmodSync(path, 0o600);
     } else this.#db = new Database(path, { strict: true });
     this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
     this.#db.exec(SCHEMA);
@@ -137,6 +138,7 @@ export class Registry {
     for (const a of apps) {
       const g = this.#groups.get(a.group_name);
       const o = JSON.parse(a.options) as Partial<AppRecord>;
+      if (g) this.#owners.set(`${a.type}:${a.remote_port}`, g.name);
       if (g) {
         (g.apps as AppRecord[]).push({
           name: a.name,
@@ -148,6 +150,14 @@ export class Registry {
           maxConnections: o.maxConnections ?? 0,
         });
       }
+    }
+  }
+
+  #index(g: GroupRecord, add: boolean): void {
+    for (const a of g.apps) {
+      const k = `${a.type}:${a.remotePort}`;
+      if (add) this.#owners.set(k, g.name);
+      else if (this.#owners.get(k) === g.name) this.#owners.delete(k);
     }
   }
 
@@ -174,6 +184,7 @@ export class Registry {
       this.#insertApps(name, group.apps);
     })();
     this.#groups.set(name, group);
+    this.#index(group, true);
     return { ok: true, group };
   }
 
@@ -191,13 +202,18 @@ export class Registry {
       this.#db.run("DELETE FROM apps WHERE group_name = ?", [name]);
       this.#insertApps(name, group.apps);
     })();
+    this.#index(old, false);
     this.#groups.set(name, group);
+    this.#index(group, true);
     return { ok: true, group };
   }
 
   /** Removes a group; false when it did not exist. */
   delete(name: string): boolean {
-    if (!this.#groups.delete(name)) return false;
+    const old = this.#groups.get(name);
+    if (!old) return false;
+    this.#index(old, false);
+    this.#groups.delete(name);
     this.#db.run("DELETE FROM groups WHERE name = ?", [name]);
     return true;
   }
@@ -245,11 +261,19 @@ export class Registry {
     const own = groupPorts ? (PortSet.parse(groupPorts) as PortSet) : null;
     const allowed = (p: number) => this.allow.has(p) && (!own || own.has(p));
     const range = own ?? this.allow;
-    const taken = new Map<string, string>(); // "tcp:port" -> owner, for every other group
-    for (const g of this.#groups.values()) {
-      if (g.name === group) continue;
-      for (const a of g.apps) taken.set(`${a.type}:${a.remotePort}`, `${g.name}/${a.name}`);
-    }
+    // "tcp:port" -> owner among the other groups, from the index.
+    const taken = {
+      has: (key: string) => {
+        const g = this.#owners.get(key);
+        return g !== undefined && g !== group;
+      },
+      get: (key: string) => {
+        const g = this.#owners.get(key);
+        if (g === undefined || g === group) return undefined;
+        const app = this.#groups.get(g)?.apps.find((a) => `${a.type}:${a.remotePort}` === key);
+        return `${g}/${app?.name ?? "?"}`;
+      },
+    };
     const out: AppRecord[] = [];
     const mine = new Set<string>();
     const fail = (code: RegistryError["code"], i: number, message: string) => ({ ok: false as const, error: { code, message, path: `apps[${i}].remotePort` } });

@@ -9,11 +9,38 @@
  * No Promise and no timer is created per chunk.
  */
 import type { Socket, SocketHandler } from "bun";
+import { readFileSync } from "node:fs";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
+/** How long a closing side may make no progress flushing its last bytes before it is cut: a user that stopped reading must not hold a dead stream forever. */
+export const LINGER_MS = 30_000;
 /** Queued control bytes toward a peer that does not read before the connection is dropped. */
 export const MAX_CONTROL_QUEUE_BYTES = 1024 * 1024;
+
+/** Descriptors kept free for the registry, the API, UDP sockets and outgoing dials. */
+export const FD_RESERVE = 64;
+/** Least number of sockets allowed whatever the file limit says. */
+const MIN_SOCKETS = 32;
+
+/** The soft limit on open files (Linux /proc), or 1024 where it cannot be read. */
+function fileLimit(): number {
+  try {
+    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m) return m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
+  } catch {
+    // not Linux
+  }
+  return 1024;
+}
+
+/**
+ * Open TCP sockets of this process and the most it accepts. Bun's listener spins at
+ * 100 % CPU when accept() fails with EMFILE (BUN-NOTES.md), so accepted sockets beyond
+ * `max` are closed at once, while descriptors are still left.
+ */
+export const sockets = { open: 0, max: Math.max(MIN_SOCKETS, fileLimit() - FD_RESERVE), refused: 0 };
+let lastRefusalLog = 0;
 
 /** Traffic counters of one app, shared by its streams. */
 export interface Counters {
@@ -43,6 +70,8 @@ export class Endpoint {
   /** Owner's state (session, app, work-connection phase). */
   tag: unknown = null;
   closed = false;
+  /** Counted in `sockets.open`. */
+  counted = false;
   readEnded = false;
   writeEnded = false;
   #queue: Uint8Array[] = [];
@@ -51,6 +80,9 @@ export class Endpoint {
   #paused = false;
   #finPending = false;
   #closePending = false;
+  /** Close with RST rather than FIN once flushed: the other side was reset, and a clean FIN would hide the truncation. */
+  #abortPending = false;
+  #linger: Timer | null = null;
 
   /** Bytes waiting in this endpoint's outgoing queue. */
   get queued(): number {
@@ -123,12 +155,18 @@ export class Endpoint {
     } else this.#finPending = true;
   }
 
-  /** Closes gracefully once the queue is empty. */
-  endWhenFlushed(): void {
+  /** Closes once the queue is empty (with RST when `abort`); a peer that takes no bytes for LINGER_MS is cut. */
+  endWhenFlushed(abort = false): void {
     if (this.closed) return;
-    if (this.#queued === 0 && this.socket) this.socket.end();
-    else if (!this.socket) this.destroy();
-    else this.#closePending = true;
+    if (this.#queued === 0 && this.socket) {
+      if (abort) this.socket.terminate();
+      else this.socket.end();
+      return;
+    }
+    if (!this.socket) return this.destroy();
+    this.#closePending = true;
+    this.#abortPending ||= abort;
+    this.#linger ??= setTimeout(() => this.reset(), LINGER_MS);
   }
 
   /** Closes now, dropping anything queued. */
@@ -156,6 +194,7 @@ export class Endpoint {
       const n = socket.write(chunk);
       if (n < 0) return;
       this.#queued -= n;
+      if (n > 0) this.#linger?.refresh();
       if (n < chunk.length) {
         this.#queue[0] = chunk.subarray(n);
         return;
@@ -167,8 +206,10 @@ export class Endpoint {
       this.#blocked = null;
       blocked.resume();
     }
-    if (this.#closePending) socket.end();
-    else if (this.#finPending) {
+    if (this.#closePending) {
+      if (this.#abortPending) socket.terminate();
+      else socket.end();
+    } else if (this.#finPending) {
       this.#finPending = false;
       this.writeEnded = true;
       socket.shutdown();
@@ -180,16 +221,17 @@ export class Endpoint {
     if (this.readEnded && this.writeEnded) this.socket?.end();
   }
 
-  #closed(): void {
+  #closed(aborted = false): void {
     if (this.closed) return;
     this.closed = true;
+    if (this.#linger) clearTimeout(this.#linger);
     this.#queue = [];
     this.#queued = 0;
     const peer = this.peer;
     if (peer && !peer.closed) {
       // Nothing more can be read from here nor delivered here: flush what we sent and close the other side.
       peer.#blocked = null;
-      peer.endWhenFlushed();
+      peer.endWhenFlushed(aborted);
     }
     const blocked = this.#blocked;
     this.#blocked = null;
@@ -216,8 +258,8 @@ export class Endpoint {
       else ep.destroy(); // a framed connection that stops sending is finished
       ep.#closeIfDone();
     },
-    closed(ep: Endpoint): void {
-      ep.#closed();
+    closed(ep: Endpoint, aborted: boolean): void {
+      ep.#closed(aborted);
     },
   };
 }
@@ -235,8 +277,18 @@ export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => st
 export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVerifier): SocketHandler<Endpoint> {
   return {
     open(socket) {
+      if (!socket.data && sockets.open >= sockets.max) {
+        sockets.refused++;
+        if (Date.now() - lastRefusalLog > 5_000) {
+          lastRefusalLog = Date.now();
+          console.error(`relay: ${sockets.open} sockets open, the most this process may hold (file limit less ${FD_RESERVE}); refusing new connections (${sockets.refused} so far)`);
+        }
+        return socket.terminate();
+      }
       const ep = socket.data ?? create!(socket);
       socket.data = ep;
+      ep.counted = true;
+      sockets.open++;
       if (ep.closed) {
         // Abandoned before it opened (a connect timeout fired).
         socket.end();
@@ -264,8 +316,15 @@ export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVe
     end(socket) {
       Endpoint.events.end(socket.data);
     },
-    close(socket) {
-      if (socket.data) Endpoint.events.closed(socket.data);
+    close(socket, err) {
+      const ep = socket.data;
+      if (!ep) return;
+      if (ep.counted) {
+        ep.counted = false;
+        sockets.open--;
+      }
+      // An error here is a reset (ECONNRESET and the like): pass it on as one.
+      Endpoint.events.closed(ep, !!err);
     },
     error(socket, err) {
       // A handler threw (a bug): never leave the connection half-handled.
@@ -273,7 +332,7 @@ export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVe
       socket.terminate();
     },
     connectError(socket) {
-      if (socket.data) Endpoint.events.closed(socket.data);
+      if (socket.data) Endpoint.events.closed(socket.data, false);
     },
   };
 }

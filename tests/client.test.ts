@@ -123,7 +123,7 @@ describe("self-registration and secrets", () => {
     const lines: string[] = [];
     setLogSink((l) => lines.push(l));
     const REG = "registration-token-abcdefgh";
-    const server = testServer({ registrationToken: REG });
+    const server = testServer({ registrationToken: REG, logLevel: "debug" });
     cleanup.push(() => server.stop());
     try {
       const cfg = clientConfig(server, "newcomer", [{ name: "svc", localAddr: `127.0.0.1:${echo.port}` }], {

@@ -3,20 +3,23 @@ import { createHash } from "node:crypto";
 import net from "node:net";
 import { validate, ClientConfigSchema, ServerConfigSchema, type ClientConfig, type ServerConfig } from "../lib/config.ts";
 import { Connector } from "../lib/connector.ts";
+import { setLogLevel } from "../lib/log.ts";
 import { startServer, type RunningServer } from "../server.ts";
 import type { AppStatus } from "../protocol.ts";
+import type { TlsMaterial } from "../lib/tls.ts";
 
 /** A token long enough for the schemas. */
 export const TOKEN = "test-token-0123456789abcdef";
 
-/** Starts an in-process server on ephemeral ports with an in-memory registry. */
-export function testServer(overrides: Record<string, unknown> = {}): RunningServer {
+/** Starts an in-process server on ephemeral ports with an in-memory registry (`tls`: material from loadServerTls). */
+export function testServer(overrides: Record<string, unknown> = {}, tls?: TlsMaterial): RunningServer {
   const config: ServerConfig = validate(
     ServerConfigSchema,
     { bindAddr: "127.0.0.1", controlPort: 0, apiPort: 0, dataDir: ":memory:", adminToken: "admin-token-0123456789", logLevel: "warn", ...overrides },
     "test",
   );
-  return startServer(config, "test", () => {});
+  setLogLevel(config.logLevel);
+  return startServer(config, "test", () => {}, tls);
 }
 
 /** A client config for an in-process server. */

@@ -1,0 +1,297 @@
+/** Renders bench results (the JSON that bench/run.ts writes) as BENCHMARKS.md. */
+
+type Any = Record<string, any>;
+
+const PATHS = ["direct", "warren", "bun-chain", "socat", "ssh"] as const;
+const LABEL: Record<string, string> = { direct: "direct", warren: "**Warren**", "bun-chain": "bare Bun chain", socat: "socat chain", ssh: "ssh -R" };
+const BASES = ["direct", "bun-chain", "socat", "ssh"] as const;
+const PLAIN: Record<string, string> = { direct: "direct", "bun-chain": "bare Bun chain", socat: "socat chain", ssh: "ssh -R" };
+
+const num = (v: unknown, digits = 0): string => (typeof v === "number" && Number.isFinite(v) ? v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "–");
+const mib = (b: unknown): string => (typeof b === "number" ? num(b / 2 ** 20, 1) : "–");
+const ratio = (a: unknown, b: unknown): string => (typeof a === "number" && typeof b === "number" && b !== 0 && Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : "–");
+
+function table(head: string[], rows: string[][]): string {
+  return [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i === 0 ? "---" : "---:")).join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+/** A "Warren ÷ baseline" table: one row per metric, one column per baseline. */
+function versus(metrics: { name: string; get: (path: string) => unknown; better: "higher" | "lower" }[]): string {
+  const rows = metrics.map((m) => [m.name + (m.better === "higher" ? " (higher is better)" : " (lower is better)"), ...BASES.map((b) => ratio(m.get("warren"), m.get(b)))]);
+  return table(["Warren ÷", ...BASES.map((b) => PLAIN[b]!)], rows);
+}
+
+function bulk(s: Any): string {
+  if (!s) return "";
+  if (s.skipped || s.error) return `## 1. Bulk TCP (iperf3)\n\nNot measured: ${s.skipped ?? s.error}\n`;
+  const rows: Any[] = s.rows;
+  const configs = [...new Map(rows.map((r) => [`${r.streams}/${r.reverse}`, r])).values()].map((r) => ({ streams: r.streams, reverse: r.reverse }));
+  const find = (p: string, c: Any) => rows.find((r) => r.path === p && r.streams === c.streams && r.reverse === c.reverse);
+  const cname = (c: Any) => `${c.streams} stream${c.streams > 1 ? "s" : ""}${c.reverse ? " -R" : ""}`;
+  const present = PATHS.filter((p) => rows.some((r) => r.path === p));
+  const gbps = table(
+    ["path", ...configs.map((c) => `${cname(c)} Gbit/s (× direct)`)],
+    present.map((p) => [LABEL[p]!, ...configs.map((c) => {
+      const r = find(p, c);
+      if (!r) return "–";
+      if (r.error) return `error`;
+      return `${num(r.gbps, 2)} (${ratio(r.gbps, find("direct", c)?.gbps)})`;
+    })]),
+  );
+  const cpu = table(
+    ["path", ...configs.map((c) => `${cname(c)}: CPU s (server + client), CPU s per GB`)],
+    present.filter((p) => p !== "direct").map((p) => [LABEL[p]!, ...configs.map((c) => {
+      const r = find(p, c);
+      if (!r || r.error) return "–";
+      return `${num(r.cpuTotal, 2)} (${num(r.cpuServer, 2)} + ${num(r.cpuClient, 2)}), ${num(r.cpuPerGB, 3)}`;
+    })]),
+  );
+  const vs = versus(
+    configs.flatMap((c) => [
+      { name: `${cname(c)} throughput`, get: (p: string) => find(p, c)?.gbps, better: "higher" as const },
+      { name: `${cname(c)} CPU per GB`, get: (p: string) => find(p, c)?.cpuPerGB, better: "lower" as const },
+    ]),
+  );
+  const errs = rows.filter((r) => r.error).map((r) => `- ${PLAIN[r.path] ?? r.path}, ${cname(r)}: ${String(r.error).slice(0, 300)}`);
+  return [
+    `## 1. Bulk TCP (iperf3, ${s.seconds} s per run)`,
+    "",
+    "Throughput as iperf3's receiver reports it. `-R` sends from the target app toward the user.",
+    "",
+    gbps,
+    "",
+    "CPU seconds used by the tunnel processes during each run (utime + stime, children included, from /proc/PID/stat), and per GB moved:",
+    "",
+    cpu,
+    "",
+    vs,
+    ...(errs.length ? ["", "Errors:", "", ...errs] : []),
+    "",
+  ].join("\n");
+}
+
+function latency(s: Any): string {
+  if (!s) return "";
+  if (s.error) return `## 2. Latency\n\nNot measured: ${s.error}\n`;
+  const rows: Any[] = s.rows;
+  const get = (p: string) => rows.find((r) => r.path === p);
+  const present = PATHS.filter((p) => get(p));
+  const t = table(
+    ["path", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "p50 × direct", "p99 × direct"],
+    present.map((p) => {
+      const r = get(p)!;
+      if (r.error) return [LABEL[p]!, "error", "", "", "", "", ""];
+      return [LABEL[p]!, num(r.us.p50), num(r.us.p99), num(r.us.p999), num(r.us.mean), ratio(r.us.p50, get("direct")?.us?.p50), ratio(r.us.p99, get("direct")?.us?.p99)];
+    }),
+  );
+  const vs = versus([
+    { name: "p50", get: (p) => get(p)?.us?.p50, better: "lower" },
+    { name: "p99", get: (p) => get(p)?.us?.p99, better: "lower" },
+    { name: "p99.9", get: (p) => get(p)?.us?.p999, better: "lower" },
+  ]);
+  return [`## 2. Latency (64-byte ping-pong on one connection, ${num(s.roundTrips)} round trips after ${num(s.warmup)} warm-up)`, "", t, "", vs, ""].join("\n");
+}
+
+function setup(s: Any): string {
+  if (!s) return "";
+  if (s.error) return `## 3. Connection setup\n\nNot measured: ${s.error}\n`;
+  const rows: Any[] = s.rows;
+  const conc = [...new Set(rows.map((r) => r.concurrency))] as number[];
+  const get = (p: string, c: number) => rows.find((r) => r.path === p && r.concurrency === c);
+  const present = PATHS.filter((p) => rows.some((r) => r.path === p));
+  const t = table(
+    ["path", "concurrency", "connections/s", "× direct", "first reply byte p50 µs", "p99 µs", "errors", "tunnel CPU s"],
+    conc.flatMap((c) =>
+      present.map((p) => {
+        const r = get(p, c);
+        if (!r || r.error) return [LABEL[p]!, String(c), "error", "", "", "", "", ""];
+        return [LABEL[p]!, String(c), num(r.perSecond), ratio(r.perSecond, get("direct", c)?.perSecond), num(r.ttfbUs.p50), num(r.ttfbUs.p99), num(r.errors), p === "direct" ? "–" : num(r.cpuTotal, 2)];
+      }),
+    ),
+  );
+  const vs = versus(
+    conc.flatMap((c) => [
+      { name: `c=${c} connections/s`, get: (p: string) => get(p, c)?.perSecond, better: "higher" as const },
+      { name: `c=${c} first byte p50`, get: (p: string) => get(p, c)?.ttfbUs?.p50, better: "lower" as const },
+      { name: `c=${c} first byte p99`, get: (p: string) => get(p, c)?.ttfbUs?.p99, better: "lower" as const },
+    ]),
+  );
+  return [
+    `## 3. Connection setup (new connection per request: connect, send 64 bytes, read the echo, close; ${s.seconds} s per run)`,
+    "",
+    t,
+    "",
+    vs,
+    "",
+  ].join("\n");
+}
+
+function many(s: Any): string {
+  if (!s) return "";
+  if (s.error) return `## 4. Many connections\n\nNot measured: ${s.error}\n`;
+  const rows: Any[] = s.rows;
+  const counts = [...new Set(rows.map((r) => r.count))] as number[];
+  const get = (p: string, n: number) => rows.find((r) => r.path === p && r.count === n);
+  const present = PATHS.filter((p) => rows.some((r) => r.path === p));
+  const t = table(
+    ["path", "connections", "alive at check", "ramp s", "server MiB (idle → held)", "client MiB (idle → held)", "KiB per connection", "CPU % while held (server + client)"],
+    counts.flatMap((n) =>
+      present.map((p) => {
+        const r = get(p, n);
+        if (!r) return [LABEL[p]!, num(n), "–", "", "", "", "", ""];
+        if (r.skipped) return [LABEL[p]!, num(n), `skipped: ${r.skipped}`, "", "", "", "", ""];
+        if (r.error) return [LABEL[p]!, num(n), `error: ${String(r.error).slice(0, 120)}`, "", "", "", "", ""];
+        if (p === "direct") return [LABEL[p]!, num(n), `${num(r.alive)} / ${num(r.opened)}`, num(r.rampSeconds, 1), "–", "–", "–", "–"];
+        const pss = r.memKind.includes("pss") ? " (PSS)" : "";
+        return [
+          LABEL[p]!,
+          num(n),
+          `${num(r.alive)} / ${num(r.opened)}`,
+          num(r.rampSeconds, 1),
+          `${mib(r.serverBytesIdle)} → ${mib(r.serverBytes)}${pss}`,
+          `${mib(r.clientBytesIdle)} → ${mib(r.clientBytes)}${pss}`,
+          num(r.bytesPerConn / 1024, 1),
+          `${num(r.cpuServerPct + r.cpuClientPct, 1)} (${num(r.cpuServerPct, 1)} + ${num(r.cpuClientPct, 1)})`,
+        ];
+      }),
+    ),
+  );
+  const vs = versus(
+    counts.flatMap((n) => [
+      { name: `${num(n)} conns: server + client memory held`, get: (p: string) => (get(p, n)?.serverBytes ?? NaN) + (get(p, n)?.clientBytes ?? NaN), better: "lower" as const },
+      { name: `${num(n)} conns: bytes per connection`, get: (p: string) => get(p, n)?.bytesPerConn, better: "lower" as const },
+      { name: `${num(n)} conns: CPU while held`, get: (p: string) => (get(p, n)?.cpuServerPct ?? NaN) + (get(p, n)?.cpuClientPct ?? NaN), better: "lower" as const },
+    ]),
+  );
+  return [
+    `## 4. Many connections (each echoes 16 bytes every ${s.intervalMs / 1000} s; CPU over a ${s.windowSeconds} s window; all checked alive at the end)`,
+    "",
+    "Memory is VmRSS of the process (for forked socat/sshd trees: the sum of PSS, so shared pages count once). KiB per connection = (held − idle) ÷ connections, server and client together. The direct path has no tunnel processes; its row shows the load generator and echo app cope. socat forks one process per connection and each fork uses less than one clock tick in the window, so its CPU here reads near 0 (the 10 ms granularity of /proc/PID/stat): treat the socat CPU figure in this table as a lower bound.",
+    "",
+    t,
+    "",
+    vs,
+    "",
+  ].join("\n");
+}
+
+function control(s: Any): string {
+  if (!s) return "";
+  if (s.error) return `## 6. Control plane\n\nNot measured: ${String(s.error).split("\n")[0]}\n`;
+  const t = table(
+    ["metric", "value"],
+    [
+      ["groups × apps (from server.toml, ports chosen from allowPorts 20000-29999)", `${num(s.groups)} × ${num(s.appsPerGroup)} = ${num(s.groups * s.appsPerGroup)} public ports`],
+      ["server start until the API answers (registry sync of every group)", `${num(s.serverReadyMs / 1000, 2)} s`],
+      ["all clients online (driver sees LoginOk for every group)", s.allOnlineMs === null ? `not all: ${num(s.driverOnline)} online` : `${num(s.allOnlineMs / 1000, 2)} s`],
+      ["all groups and apps online in GET /api/groups", s.apiAllOnlineMs === null ? `not all: ${num(s.apiOnline)}` : `${num(s.apiAllOnlineMs / 1000, 2)} s`],
+      ["server RSS, registered but offline", `${mib(s.rssRegisteredBytes)} MiB`],
+      ["server RSS, all online (pools filled)", `${mib(s.rssOnlineBytes)} MiB`],
+      ["server CPU while all online and idle (heartbeats)", `${num(s.idleCpuPct, 1)} %`],
+      [`GET /api/groups (${num(s.apiGroups.bytes / 1024)} KiB), ${s.apiGroups.samples} sequential requests`, `p50 ${num(s.apiGroups.p50Ms, 1)} ms, p99 ${num(s.apiGroups.p99Ms, 1)} ms`],
+      ["handshakes refused as overload (MAX_PENDING_HANDSHAKES)", num(s.refusedHandshakes)],
+    ],
+  );
+  return [
+    "## 6. Control plane (Warren only)",
+    "",
+    "One Bun process runs one real `Connector` (lib/connector.ts) per group, all started at once (each logs in, declares 5 apps and fills the default pool of 8 work connections).",
+    "",
+    t,
+    "",
+  ].join("\n");
+}
+
+/** Where Warren is worse than the bare Bun chain by more than 10 %. */
+function shortfalls(r: Any): string[] {
+  const out: string[] = [];
+  const sc = r.scenarios ?? {};
+  const check = (what: string, w: unknown, b: unknown, better: "higher" | "lower") => {
+    if (typeof w !== "number" || typeof b !== "number" || !b) return;
+    const x = w / b;
+    if (better === "higher" && x < 0.9) out.push(`${what}: ${(x * 100).toFixed(0)} % of the bare Bun chain (${(100 - x * 100).toFixed(0)} % lower)`);
+    if (better === "lower" && x > 1.1) out.push(`${what}: ${x.toFixed(2)}× the bare Bun chain`);
+  };
+  for (const row of sc.bulk?.rows ?? []) {
+    if (row.path !== "warren") continue;
+    const b = sc.bulk.rows.find((x: Any) => x.path === "bun-chain" && x.streams === row.streams && x.reverse === row.reverse);
+    const name = `bulk ${row.streams} stream${row.streams > 1 ? "s" : ""}${row.reverse ? " -R" : ""}`;
+    check(`${name} throughput`, row.gbps, b?.gbps, "higher");
+    check(`${name} CPU per GB`, row.cpuPerGB, b?.cpuPerGB, "lower");
+  }
+  const lw = sc.latency?.rows?.find((x: Any) => x.path === "warren");
+  const lb = sc.latency?.rows?.find((x: Any) => x.path === "bun-chain");
+  for (const q of ["p50", "p99", "p999"]) check(`latency ${q.replace("p999", "p99.9")}`, lw?.us?.[q], lb?.us?.[q], "lower");
+  for (const row of sc.setup?.rows ?? []) {
+    if (row.path !== "warren") continue;
+    const b = sc.setup.rows.find((x: Any) => x.path === "bun-chain" && x.concurrency === row.concurrency);
+    check(`setup c=${row.concurrency} connections/s`, row.perSecond, b?.perSecond, "higher");
+    check(`setup c=${row.concurrency} first byte p99`, row.ttfbUs?.p99, b?.ttfbUs?.p99, "lower");
+  }
+  for (const row of sc.many?.rows ?? []) {
+    if (row.path !== "warren" || row.error) continue;
+    const b = sc.many.rows.find((x: Any) => x.path === "bun-chain" && x.count === row.count);
+    check(`${num(row.count)} connections: memory held (server + client)`, row.serverBytes + row.clientBytes, b ? b.serverBytes + b.clientBytes : undefined, "lower");
+    check(`${num(row.count)} connections: bytes per connection`, row.bytesPerConn, b?.bytesPerConn, "lower");
+  }
+  return out;
+}
+
+export function renderMarkdown(r: Any): string {
+  const m = r.machine ?? {};
+  const sc = r.scenarios ?? {};
+  const short = shortfalls(r);
+  const lines = [
+    "# Warren benchmarks",
+    "",
+    "Generated by `bench/run.ts`; do not edit by hand (re-run the command below).",
+    "",
+    table(
+      ["", ""],
+      [
+        ["command", `\`${r.command}\` (mode ${r.mode}, ${num(r.seconds)} s)`],
+        ["date", r.date],
+        ["machine", `${m.cpu}, ${m.cores} cores, ${num(m.memoryGiB, 1)} GiB, Linux ${m.kernel}`],
+        ["Bun", m.bun],
+        ["tools", `iperf3 ${m.iperf3 ?? "–"}, socat ${m.socat ?? "–"}, ${m.openssh ?? "OpenSSH –"}${r.ssh?.cipher ? ` (cipher ${r.ssh.cipher})` : ""}`],
+        ["open files per process", `${num(m.nofile)} (hard limit)`],
+      ],
+    ),
+    "",
+    "Everything runs on loopback on the same 2-core machine: the load generator, the target app and both tunnel processes compete for the two cores, so absolute numbers are far below what separate hosts would show; the ratios are the point. Other work on the machine adds noise; paths are measured in alternation (rotating order) to spread it.",
+    "",
+    "## Paths",
+    "",
+    "- **direct**: load generator straight to the target app.",
+    "- **Warren**: `server.ts` and `client.ts` as separate processes, started from temp config files (controlPort/apiPort on free loopback ports, dataDir in a temp dir, a config-defined group whose apps point at the target); traffic enters at the app's public port.",
+    "- **bare Bun chain**: two minimal Bun relays in series (`bench/relay.ts`: `Bun.listen`/`Bun.connect`, backpressure with pause/resume, half-close, nothing else).",
+    "- **socat chain**: two `socat -b 131072 TCP-LISTEN:…,fork,reuseaddr,backlog=4096 TCP:…` in series (backlog raised from socat's default 5 so that 50 concurrent connects are not dropped).",
+    "- **ssh -R**: `sshd -D -e -f` on a loopback port with a temp sshd_config and throwaway keys; `ssh -N -R` from the \"private\" side; default cipher.",
+    "",
+    "Load: iperf3 for bulk; `bench/loadgen.ts` (Bun, its own process) for latency, setup and held connections; `bench/echo.ts` (Bun) as the target app.",
+    "",
+  ];
+  const busy = Object.entries(r.loadavg ?? {}).filter(([, l]: [string, any]) => Math.max(l.before, l.after) > (m.cores ?? 2) + 1);
+  if (busy.length)
+    lines.push(
+      `> **The machine was busy with other work during: ${busy.map(([k, l]: [string, any]) => `${k} (1-min load average ${l.before.toFixed(1)} → ${l.after.toFixed(1)})`).join(", ")}.** Figures from those scenarios are depressed and noisier than on a quiet machine; compare paths within a table rather than across runs.`,
+      "",
+    );
+  if (short.length) lines.push("## Where Warren falls short of the bare Bun chain (more than 10 %)", "", ...short.map((s) => `- ${s}`), "");
+  lines.push(bulk(sc.bulk), latency(sc.latency), setup(sc.setup), many(sc.many));
+  if (sc.udp) lines.push("## 5. UDP", "", `- Warren: ${sc.udp.warren}.`, `- Others: ${sc.udp.others}.`, "");
+  lines.push(control(sc.control));
+  const notes: string[] = [...(r.notes ?? [])];
+  for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
+  if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");
+  lines.push(
+    "## Method",
+    "",
+    "- CPU: utime + stime + cutime + cstime of every process in each tunnel's process tree, read from `/proc/PID/stat` before and after a run.",
+    "- Memory: `VmRSS` from `/proc/PID/status` (PSS from `smaps_rollup` summed over forked trees).",
+    "- Every child runs in its own session under `bash -c 'ulimit -n …; exec …'` and is stopped (SIGTERM, then SIGKILL to the group and every descendant) when its scenario ends; a watchdog ends the whole run if it overruns.",
+    "- Raw numbers: `bench/results/latest.json`.",
+    "",
+  );
+  return lines.filter((l) => l !== undefined).join("\n");
+}

@@ -1,0 +1,683 @@
+/**
+ * Warren benchmark suite (issue 6): `npm run bench [-- --quick | --smoke]`.
+ *
+ * Measures Warren against direct connections and three baselines (two bare
+ * Bun relays, two socat relays, ssh -R) on loopback: bulk TCP (iperf3),
+ * latency, connection setup, many held connections, UDP (not yet), and the
+ * control plane. Writes bench/results/latest.json and BENCHMARKS.md (full
+ * mode), and stops every process it started.
+ *
+ * Flags: --quick (under 2 minutes), --smoke (seconds, for the test suite;
+ * never installs packages, skips ssh and the 10,000-connection step),
+ * --out FILE (JSON), --md FILE (Markdown), --paths a,b, --scenarios a,b.
+ */
+import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
+import { cpus, release, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { parseArgs } from "node:util";
+import {
+  BENCH,
+  BUN,
+  cpuSeconds,
+  freePort,
+  have,
+  killAllSync,
+  nofileLimit,
+  quantile,
+  removeTempDirs,
+  rssBytes,
+  run,
+  spawnChild,
+  stopAll,
+  stopChild,
+  tail,
+  tempDir,
+  treeMemory,
+  until,
+  waitPort,
+  type Child,
+} from "./common.ts";
+import { ALL_PATHS, PATH_LABEL, sshInfo, startPath, type PathName, type Tunnel } from "./paths.ts";
+import { renderMarkdown } from "./report.ts";
+
+type Mode = "full" | "quick" | "smoke";
+
+interface Plan {
+  bulkSeconds: number;
+  bulkConfigs: { streams: number; reverse: boolean }[];
+  latencyCount: number;
+  latencyWarmup: number;
+  setupSeconds: number;
+  setupConcurrency: number[];
+  holdCounts: number[];
+  holdWindowSeconds: number;
+  holdIntervalMs: number;
+  controlGroups: number;
+  controlApps: number;
+  apiSamples: number;
+}
+
+const PLANS: Record<Mode, Plan> = {
+  full: {
+    bulkSeconds: 10,
+    bulkConfigs: [
+      { streams: 1, reverse: false },
+      { streams: 1, reverse: true },
+      { streams: 8, reverse: false },
+      { streams: 8, reverse: true },
+    ],
+    latencyCount: 10_000,
+    latencyWarmup: 1_000,
+    setupSeconds: 5,
+    setupConcurrency: [1, 50],
+    holdCounts: [1_000, 10_000],
+    holdWindowSeconds: 5,
+    holdIntervalMs: 5_000,
+    controlGroups: 1_000,
+    controlApps: 5,
+    apiSamples: 30,
+  },
+  quick: {
+    bulkSeconds: 2,
+    bulkConfigs: [
+      { streams: 1, reverse: false },
+      { streams: 1, reverse: true },
+      { streams: 8, reverse: false },
+      { streams: 8, reverse: true },
+    ],
+    latencyCount: 5_000,
+    latencyWarmup: 500,
+    setupSeconds: 1,
+    setupConcurrency: [1, 50],
+    holdCounts: [1_000],
+    holdWindowSeconds: 2,
+    holdIntervalMs: 2_000,
+    controlGroups: 1_000,
+    controlApps: 5,
+    apiSamples: 10,
+  },
+  smoke: {
+    bulkSeconds: 1,
+    bulkConfigs: [{ streams: 1, reverse: false }],
+    latencyCount: 500,
+    latencyWarmup: 50,
+    setupSeconds: 0.4,
+    setupConcurrency: [1, 8],
+    holdCounts: [50],
+    holdWindowSeconds: 0.5,
+    holdIntervalMs: 500,
+    controlGroups: 10,
+    controlApps: 5,
+    apiSamples: 3,
+  },
+};
+
+const SCENARIOS = ["bulk", "latency", "setup", "many", "udp", "control"] as const;
+type Scenario = (typeof SCENARIOS)[number];
+
+const { values: flags } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: {
+    quick: { type: "boolean" },
+    smoke: { type: "boolean" },
+    out: { type: "string" },
+    md: { type: "string" },
+    paths: { type: "string" },
+    scenarios: { type: "string" },
+    help: { type: "boolean", short: "h" },
+  },
+  strict: true,
+});
+if (flags.help) {
+  console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
+  process.exit(0);
+}
+const mode: Mode = flags.smoke ? "smoke" : flags.quick ? "quick" : "full";
+const plan = PLANS[mode];
+const t0 = Date.now();
+const say = (msg: string) => console.log(`[bench ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
+
+/** Hard stop: the whole run must end within its budget whatever happens. */
+const BUDGET_MS = { full: 15 * 60_000, quick: 4 * 60_000, smoke: 90_000 }[mode];
+const watchdog = setTimeout(() => {
+  console.error(`bench: over the ${BUDGET_MS / 1000} s budget; stopping everything`);
+  killAllSync();
+  process.exit(3);
+}, BUDGET_MS);
+watchdog.unref();
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(sig, () => {
+    killAllSync();
+    process.exit(130);
+  });
+}
+process.on("exit", () => killAllSync());
+
+// ---------------------------------------------------------------- setup
+
+const notes: string[] = [];
+const skipped: Record<string, string> = {};
+
+/** Installs the Debian packages the full and quick modes need, when missing (root only). */
+async function ensureTools(): Promise<void> {
+  const want: Record<string, string> = { iperf3: "iperf3", socat: "socat", "/usr/sbin/sshd": "openssh-server", ssh: "openssh-client", "ssh-keygen": "openssh-client" };
+  const missing = [...new Set(Object.entries(want).filter(([bin]) => !have(bin)).map(([, pkg]) => pkg))];
+  if (!missing.length) return;
+  if (mode === "smoke") {
+    notes.push(`smoke mode does not install packages; missing: ${missing.join(", ")}`);
+    return;
+  }
+  if (process.getuid?.() !== 0 || !have("apt-get")) {
+    notes.push(`cannot install ${missing.join(", ")} (needs root and apt-get); their paths are skipped`);
+    return;
+  }
+  say(`installing ${missing.join(", ")} with apt-get`);
+  const env = ["env", "DEBIAN_FRONTEND=noninteractive"];
+  let res = await run([...env, "apt-get", "install", "-y", "--no-install-recommends", ...missing], { timeoutMs: 300_000, allowFail: true });
+  if (res.code !== 0) {
+    await run([...env, "apt-get", "update"], { timeoutMs: 300_000, allowFail: true });
+    res = await run([...env, "apt-get", "install", "-y", "--no-install-recommends", ...missing], { timeoutMs: 300_000, allowFail: true });
+  }
+  if (res.code !== 0) notes.push(`apt-get install ${missing.join(" ")} failed: ${res.stderr.trim().split("\n").slice(-2).join(" ")}`);
+}
+
+function choosePaths(): PathName[] {
+  let paths = [...ALL_PATHS];
+  if (flags.paths) paths = flags.paths.split(",").map((p) => p.trim()) as PathName[];
+  for (const p of paths) if (!ALL_PATHS.includes(p)) throw new Error(`unknown path "${p}" (known: ${ALL_PATHS.join(", ")})`);
+  if (mode === "smoke" && paths.includes("ssh")) {
+    paths = paths.filter((p) => p !== "ssh");
+    skipped.ssh = "smoke mode skips ssh";
+  }
+  if (paths.includes("socat") && !have("socat")) {
+    paths = paths.filter((p) => p !== "socat");
+    skipped.socat = "socat is not installed";
+  }
+  if (paths.includes("ssh") && (!have("/usr/sbin/sshd") || !have("ssh"))) {
+    paths = paths.filter((p) => p !== "ssh");
+    skipped.ssh = "openssh-server/openssh-client are not installed";
+  }
+  return paths;
+}
+
+/** Starts every path; a path that cannot start is recorded and left out. */
+async function startPaths(paths: PathName[], targets: Record<string, number>, where: string): Promise<Map<PathName, Tunnel>> {
+  const out = new Map<PathName, Tunnel>();
+  for (const p of paths) {
+    try {
+      out.set(p, await startPath(p, targets));
+    } catch (err) {
+      const msg = (err as Error).message;
+      skipped[p] = msg.split("\n")[0]!;
+      notes.push(`${PATH_LABEL[p]} could not start for ${where}: ${msg.split("\n").slice(0, 6).join(" / ")}`);
+      say(`${p}: cannot start (${msg.split("\n")[0]})`);
+    }
+  }
+  return out;
+}
+
+async function stopTunnels(tunnels: Map<PathName, Tunnel>): Promise<void> {
+  await Promise.all([...tunnels.values()].map((t) => t.stop()));
+}
+
+/** The paths in an order that rotates from one round to the next, so no path always runs first (drift, warm caches). */
+function rotated<T>(items: T[], round: number): T[] {
+  const k = round % Math.max(1, items.length);
+  return [...items.slice(k), ...items.slice(0, k)];
+}
+
+function startEcho(dir: string, port: number): Child {
+  return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port)], { logFile: join(dir, "echo.log") });
+}
+
+async function loadgen(mode: "latency" | "setup", args: Record<string, number>, timeoutMs: number): Promise<Record<string, unknown>> {
+  const script = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
+  const res = await run(["bash", "-c", script, "bash", BUN, join(BENCH, "loadgen.ts"), mode, JSON.stringify(args)], { timeoutMs });
+  return JSON.parse(res.stdout.trim().split("\n").pop()!);
+}
+
+// ---------------------------------------------------------------- scenarios
+
+type Row = Record<string, unknown> & { path: PathName };
+
+async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>> {
+  if (!have("iperf3")) return { skipped: "iperf3 is not installed" };
+  const dir = tempDir();
+  const port = await freePort();
+  const iperf = spawnChild("iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
+  await waitPort(port, 10_000, "iperf3 server");
+  const tunnels = await startPaths(paths, { iperf: port }, "bulk");
+  const rows: (Row & { streams: number; reverse: boolean })[] = [];
+  try {
+    let round = 0;
+    for (const cfg of plan.bulkConfigs) {
+      for (const p of rotated([...tunnels.keys()], round++)) {
+        const t = tunnels.get(p)!;
+        const args = ["iperf3", "-c", "127.0.0.1", "-p", String(t.entry.iperf), "-t", String(plan.bulkSeconds), "-J", "-P", String(cfg.streams)];
+        if (cfg.reverse) args.push("-R");
+        const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+        const w0 = performance.now();
+        // The iperf3 server takes a moment to accept the next test after one ends.
+        await Bun.sleep(300);
+        let res = await run(args, { timeoutMs: plan.bulkSeconds * 1000 + 30_000, allowFail: true });
+        if (res.code !== 0 && /busy/.test(res.stdout + res.stderr)) {
+          await Bun.sleep(1500);
+          res = await run(args, { timeoutMs: plan.bulkSeconds * 1000 + 30_000, allowFail: true });
+        }
+        const wall = (performance.now() - w0) / 1000;
+        const [s1, c1] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+        let out: { end?: { sum_received?: { bytes: number; bits_per_second: number; seconds: number } }; error?: string } = {};
+        try {
+          out = JSON.parse(res.stdout);
+        } catch {}
+        const sum = out.end?.sum_received;
+        const row = { path: p, streams: cfg.streams, reverse: cfg.reverse } as Row & { streams: number; reverse: boolean };
+        if (!sum || res.code !== 0) row.error = out.error ?? (res.stderr.trim() || `iperf3 exited ${res.code}`);
+        else {
+          const cpuServer = s1 - s0;
+          const cpuClient = c1 - c0;
+          Object.assign(row, {
+            gbps: sum.bits_per_second / 1e9,
+            bytes: sum.bytes,
+            seconds: sum.seconds,
+            wallSeconds: wall,
+            cpuServer,
+            cpuClient,
+            cpuTotal: cpuServer + cpuClient,
+            cpuPerGB: p === "direct" ? null : (cpuServer + cpuClient) / (sum.bytes / 1e9),
+          });
+        }
+        rows.push(row);
+        say(`bulk P${cfg.streams}${cfg.reverse ? " -R" : "   "} ${p.padEnd(9)} ${row.error ? `error: ${String(row.error).slice(0, 120)}` : `${(row.gbps as number).toFixed(2)} Gbit/s, tunnel CPU ${(row.cpuTotal as number).toFixed(2)} s`}`);
+        if (row.error) {
+          // An aborted test can leave the iperf3 server busy: give it a moment.
+          await Bun.sleep(1000);
+        }
+      }
+    }
+  } finally {
+    await stopTunnels(tunnels);
+    await stopChild(iperf);
+  }
+  return { seconds: plan.bulkSeconds, rows };
+}
+
+async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ latency?: unknown; setup?: unknown }> {
+  const dir = tempDir();
+  const port = await freePort();
+  const echo = startEcho(dir, port);
+  await waitPort(port, 10_000, "echo target");
+  const tunnels = await startPaths(paths, { echo: port }, "latency/setup");
+  const out: { latency?: unknown; setup?: unknown } = {};
+  try {
+    if (which.has("latency")) {
+      const rows: Row[] = [];
+      for (const p of rotated([...tunnels.keys()], 1)) {
+        const t = tunnels.get(p)!;
+        try {
+          const r = await loadgen("latency", { port: t.entry.echo!, count: plan.latencyCount, warmup: plan.latencyWarmup, size: 64 }, 120_000);
+          rows.push({ path: p, ...r });
+          const us = r.us as Record<string, number>;
+          say(`latency ${p.padEnd(9)} p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, p99.9 ${us.p999!.toFixed(0)} us`);
+        } catch (err) {
+          rows.push({ path: p, error: (err as Error).message });
+          say(`latency ${p}: ${(err as Error).message}`);
+        }
+      }
+      out.latency = { roundTrips: plan.latencyCount, warmup: plan.latencyWarmup, size: 64, rows };
+    }
+    if (which.has("setup")) {
+      const rows: (Row & { concurrency: number })[] = [];
+      let round = 0;
+      for (const c of plan.setupConcurrency) {
+        for (const p of rotated([...tunnels.keys()], round++)) {
+          const t = tunnels.get(p)!;
+          const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+          try {
+            const r = await loadgen("setup", { port: t.entry.echo!, concurrency: c, durationMs: plan.setupSeconds * 1000, size: 64 }, plan.setupSeconds * 1000 + 60_000);
+            const cpu = cpuSeconds(t.server) - s0 + (cpuSeconds(t.client) - c0);
+            rows.push({ path: p, ...r, concurrency: c, cpuTotal: cpu });
+            const us = r.ttfbUs as Record<string, number>;
+            say(`setup c=${String(c).padEnd(3)} ${p.padEnd(9)} ${(r.perSecond as number).toFixed(0)} conn/s, first byte p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, errors ${r.errors}`);
+          } catch (err) {
+            rows.push({ path: p, concurrency: c, error: (err as Error).message });
+            say(`setup ${p}: ${(err as Error).message}`);
+          }
+          // Let TIME_WAIT sockets of the previous run settle a little.
+          await Bun.sleep(mode === "smoke" ? 50 : 500);
+        }
+      }
+      out.setup = { seconds: plan.setupSeconds, size: 64, rows };
+    }
+  } finally {
+    await stopTunnels(tunnels);
+    await stopChild(echo);
+  }
+  return out;
+}
+
+function memOf(pids: number[]): { bytes: number; processes: number; kind: string } {
+  let bytes = 0;
+  let processes = 0;
+  const kinds = new Set<string>();
+  for (const pid of pids) {
+    const m = treeMemory(pid);
+    bytes += m.bytes;
+    processes += m.processes;
+    kinds.add(m.kind);
+  }
+  return { bytes, processes, kind: [...kinds].join("+") || "none" };
+}
+
+async function waitLine(file: string, re: RegExp, ms: number, what: string): Promise<RegExpExecArray> {
+  let m: RegExpExecArray | null = null;
+  await until(() => !!(m = re.exec(readFileSync(file, "utf8"))), ms, what, 100);
+  return m!;
+}
+
+async function scenarioMany(paths: PathName[]): Promise<Record<string, unknown>> {
+  const dir = tempDir();
+  const port = await freePort();
+  const echo = startEcho(dir, port);
+  await waitPort(port, 10_000, "echo target");
+  const nofile = nofileLimit();
+  // A relay hop holds two sockets per connection, plus listeners, pools and stdio.
+  const maxConns = Math.floor((nofile - 400) / 2);
+  const rows: Row[] = [];
+  let round = 0;
+  try {
+    for (const wanted of plan.holdCounts) {
+      const count = Math.min(wanted, maxConns);
+      if (count < wanted) notes.push(`many connections: ${wanted.toLocaleString("en")} asked, ${count.toLocaleString("en")} held: the open-files hard limit here is ${nofile.toLocaleString("en")} and cannot be raised (no CAP_SYS_RESOURCE), and a relay hop needs two descriptors per connection`);
+      for (const p of rotated(paths, round++)) {
+        if (p === "socat" && count > 2000) {
+          rows.push({ path: p, wanted, count, skipped: "socat forks one process per connection: two hops would need 2 x this many processes (pid_max here is " + readFileSync("/proc/sys/kernel/pid_max", "utf8").trim() + ")" });
+          continue;
+        }
+        const tunnels = await startPaths([p], { echo: port }, `many connections (${count})`);
+        const t = tunnels.get(p);
+        if (!t) {
+          rows.push({ path: p, wanted, count, error: skipped[p] ?? "could not start" });
+          continue;
+        }
+        const log = join(dir, `hold-${p}-${count}.log`);
+        let gen: Child | null = null;
+        try {
+          await Bun.sleep(mode === "full" ? 1000 : mode === "quick" ? 500 : 100);
+          const before = { server: memOf(t.server), client: memOf(t.client) };
+          gen = spawnChild("loadgen-hold", [BUN, join(BENCH, "loadgen.ts"), "hold", JSON.stringify({ port: t.entry.echo, count, openConcurrency: 200, intervalMs: plan.holdIntervalMs })], { logFile: log, stdin: "pipe" });
+          const ready = JSON.parse((await waitLine(log, /READY (\{.*\})/, 180_000, `${count} connections through ${p}`))[1]!) as { opened: number; failed: number; rampMs: number };
+          await Bun.sleep(mode === "full" ? 1000 : mode === "quick" ? 500 : 100);
+          const held = { server: memOf(t.server), client: memOf(t.client) };
+          const [s0, c0, w0] = [cpuSeconds(t.server), cpuSeconds(t.client), performance.now()];
+          await Bun.sleep(plan.holdWindowSeconds * 1000);
+          const win = (performance.now() - w0) / 1000;
+          const cpuServerPct = ((cpuSeconds(t.server) - s0) / win) * 100;
+          const cpuClientPct = ((cpuSeconds(t.client) - c0) / win) * 100;
+          const stdin = gen.proc.stdin as import("bun").FileSink;
+          stdin.write("check\n");
+          stdin.flush();
+          const check = JSON.parse((await waitLine(log, /CHECK (\{.*\})/, 60_000, "the liveness check"))[1]!) as { alive: number; dead: number; misses: number; echoes: number };
+          const after = { server: memOf(t.server), client: memOf(t.client) };
+          const deltaServer = held.server.bytes - before.server.bytes;
+          const deltaClient = held.client.bytes - before.client.bytes;
+          const row: Row = {
+            path: p,
+            wanted,
+            count,
+            opened: ready.opened,
+            failed: ready.failed,
+            rampSeconds: ready.rampMs / 1000,
+            alive: check.alive,
+            dead: check.dead,
+            misses: check.misses,
+            echoes: check.echoes,
+            serverBytesIdle: before.server.bytes,
+            clientBytesIdle: before.client.bytes,
+            serverBytes: held.server.bytes,
+            clientBytes: held.client.bytes,
+            serverBytesAfterCheck: after.server.bytes,
+            clientBytesAfterCheck: after.client.bytes,
+            memKind: held.server.kind,
+            processes: held.server.processes + held.client.processes,
+            bytesPerConn: p === "direct" ? null : (deltaServer + deltaClient) / Math.max(1, ready.opened),
+            cpuServerPct,
+            cpuClientPct,
+            windowSeconds: win,
+          };
+          rows.push(row);
+          say(
+            `many ${String(count).padStart(5)} ${p.padEnd(9)} alive ${check.alive}/${count}, server ${(held.server.bytes / 2 ** 20).toFixed(1)} MiB, client ${(held.client.bytes / 2 ** 20).toFixed(1)} MiB, ${p === "direct" ? "-" : ((row.bytesPerConn as number) / 1024).toFixed(1) + " KiB/conn"}, CPU ${(cpuServerPct + cpuClientPct).toFixed(1)} %`,
+          );
+        } catch (err) {
+          rows.push({ path: p, wanted, count, error: (err as Error).message.split("\n")[0] });
+          say(`many ${count} ${p}: ${(err as Error).message.split("\n")[0]}\n${tail(log, 5)}`);
+        } finally {
+          if (gen) {
+            const stdin = gen.proc.stdin as import("bun").FileSink;
+            try {
+              stdin.write("close\n");
+              stdin.flush();
+            } catch {}
+            await Promise.race([gen.proc.exited, Bun.sleep(3000)]);
+            await stopChild(gen);
+          }
+          await stopTunnels(tunnels);
+          await Bun.sleep(mode === "smoke" ? 50 : 500);
+        }
+      }
+    }
+  } finally {
+    await stopChild(echo);
+  }
+  return { intervalMs: plan.holdIntervalMs, windowSeconds: plan.holdWindowSeconds, nofile, rows };
+}
+
+async function scenarioControl(): Promise<Record<string, unknown>> {
+  const dir = tempDir();
+  const [controlPort, apiPort, echoPort] = [await freePort(), await freePort(), await freePort()];
+  const echo = startEcho(dir, echoPort);
+  const adminToken = "bench-admin-token-0123456789";
+  const tokenPrefix = "bench-group-token-";
+  const { controlGroups: G, controlApps: A } = plan;
+  const lines = [
+    `bindAddr = "127.0.0.1"`,
+    `controlPort = ${controlPort}`,
+    `apiHost = "127.0.0.1"`,
+    `apiPort = ${apiPort}`,
+    `adminToken = "${adminToken}"`,
+    `dataDir = "${join(dir, "data")}"`,
+    // Below the ephemeral range (32768-60999), so no outgoing connection can sit on an app port.
+    `allowPorts = "20000-29999"`,
+    `logLevel = "info"`,
+  ];
+  for (let i = 0; i < G; i++) {
+    lines.push(``, `[[groups]]`, `name = "g${String(i).padStart(5, "0")}"`, `token = "${tokenPrefix}${i}"`);
+    for (let k = 0; k < A; k++) lines.push(`[[groups.apps]]`, `name = "app${k}"`);
+  }
+  writeFileSync(join(dir, "server.toml"), lines.join("\n") + "\n");
+  const tStart = performance.now();
+  const server = spawnChild("warren-server-control", [BUN, join(BENCH, "..", "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log") });
+  let driver: Child | null = null;
+  const auth = { authorization: `Bearer ${adminToken}` };
+  const api = async () => {
+    const t = performance.now();
+    const res = await fetch(`http://127.0.0.1:${apiPort}/api/groups`, { headers: auth });
+    const text = await res.text();
+    return { ms: performance.now() - t, bytes: text.length, body: text, status: res.status };
+  };
+  try {
+    await waitPort(apiPort, 120_000, "warren server (control plane)");
+    const serverReadyMs = performance.now() - tStart;
+    await waitPort(echoPort, 10_000, "echo target");
+    await Bun.sleep(500);
+    const rssRegistered = rssBytes(server.pid);
+    const driverLog = join(dir, "driver.log");
+    const tDriver = performance.now();
+    driver = spawnChild("control-driver", [BUN, join(BENCH, "control-driver.ts"), JSON.stringify({ port: controlPort, groups: G, apps: A, tokenPrefix, localPort: echoPort, deadlineMs: 90_000 })], { logFile: driverLog });
+    const online = JSON.parse((await waitLine(driverLog, /ONLINE (\{.*\})/, 120_000, "the control driver"))[1]!) as { online: number; ms: number; partial: boolean };
+    let apiOnline = 0;
+    let apiAllOnlineMs: number | null = null;
+    await until(
+      async () => {
+        const r = await api();
+        const groups = (JSON.parse(r.body) as { groups: { online: boolean; apps: { online: boolean }[] }[] }).groups;
+        apiOnline = groups.filter((g) => g.online && g.apps.every((a) => a.online)).length;
+        return apiOnline >= G;
+      },
+      60_000,
+      "every group online in the API",
+      250,
+    ).then(
+      () => (apiAllOnlineMs = performance.now() - tDriver),
+      () => {},
+    );
+    // Let the clients fill their pools of work connections, then measure.
+    await Bun.sleep(mode === "smoke" ? 300 : 3000);
+    const rssOnline = rssBytes(server.pid);
+    const [cpu0, w0] = [cpuSeconds([server.pid]), performance.now()];
+    await Bun.sleep(mode === "smoke" ? 300 : 5000);
+    const idleCpuPct = ((cpuSeconds([server.pid]) - cpu0) / ((performance.now() - w0) / 1000)) * 100;
+    const samples: number[] = [];
+    let bytes = 0;
+    await api(); // warm-up
+    for (let i = 0; i < plan.apiSamples; i++) {
+      const r = await api();
+      if (r.status !== 200) throw new Error(`GET /api/groups answered ${r.status}`);
+      samples.push(r.ms);
+      bytes = r.bytes;
+    }
+    samples.sort((a, b) => a - b);
+    const serverLog = readFileSync(join(dir, "server.log"), "utf8");
+    const overloaded = (serverLog.match(/too many unfinished handshakes/g) ?? []).length;
+    const res = {
+      groups: G,
+      appsPerGroup: A,
+      serverReadyMs,
+      driverOnline: online.online,
+      allOnlineMs: online.partial ? null : online.ms,
+      apiAllOnlineMs,
+      apiOnline,
+      rssRegisteredBytes: rssRegistered,
+      rssOnlineBytes: rssOnline,
+      idleCpuPct,
+      apiGroups: { samples: samples.length, bytes, p50Ms: quantile(samples, 0.5), p99Ms: quantile(samples, 0.99), maxMs: samples[samples.length - 1] },
+      refusedHandshakes: overloaded,
+    };
+    say(
+      `control ${G}x${A}: server ready ${(serverReadyMs / 1000).toFixed(2)} s, all online ${online.partial ? `NO (${online.online})` : (online.ms / 1000).toFixed(2) + " s"}, RSS ${(rssOnline / 2 ** 20).toFixed(0)} MiB, GET /api/groups p50 ${res.apiGroups.p50Ms.toFixed(1)} ms (${(bytes / 1024).toFixed(0)} KiB)`,
+    );
+    return res;
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\nserver log:\n${tail(join(dir, "server.log"))}`);
+  } finally {
+    if (driver) await stopChild(driver, 3000);
+    await stopChild(server);
+    await stopChild(echo);
+  }
+}
+
+// ---------------------------------------------------------------- main
+
+async function machine(): Promise<Record<string, unknown>> {
+  const version = async (cmd: string[], re: RegExp) => {
+    try {
+      const r = await run(cmd, { timeoutMs: 5000, allowFail: true });
+      return re.exec(r.stdout + r.stderr)?.[1] ?? null;
+    } catch {
+      return null;
+    }
+  };
+  let cpuModel = cpus()[0]?.model ?? "unknown";
+  try {
+    cpuModel = /model name\s*:\s*(.*)/.exec(readFileSync("/proc/cpuinfo", "utf8"))?.[1] ?? cpuModel;
+  } catch {}
+  return {
+    cpu: cpuModel,
+    cores: cpus().length,
+    memoryGiB: Math.round((Number(/MemTotal:\s+(\d+)/.exec(readFileSync("/proc/meminfo", "utf8"))?.[1]) / 2 ** 20) * 10) / 10,
+    kernel: release(),
+    bun: Bun.version,
+    nofile: nofileLimit(),
+    iperf3: await version(["iperf3", "--version"], /iperf (\S+)/),
+    socat: await version(["socat", "-V"], /socat version (\S+)/),
+    openssh: await version(["ssh", "-V"], /(OpenSSH_[^ ,]+)/),
+  };
+}
+
+async function main(): Promise<void> {
+  const which = new Set<Scenario>(flags.scenarios ? (flags.scenarios.split(",").map((s) => s.trim()) as Scenario[]) : SCENARIOS);
+  for (const s of which) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario "${s}" (known: ${SCENARIOS.join(", ")})`);
+  say(`mode ${mode}`);
+  await ensureTools();
+  const paths = choosePaths();
+  say(`paths: ${paths.join(", ")}${Object.keys(skipped).length ? ` (skipped: ${Object.entries(skipped).map(([k, v]) => `${k}: ${v}`).join("; ")})` : ""}`);
+  const results: Record<string, unknown> = {
+    date: new Date().toISOString(),
+    command: mode === "full" ? "npm run bench" : `npm run bench -- --${mode}`,
+    mode,
+    machine: await machine(),
+  };
+  const scenarios: Record<string, unknown> = {};
+  results.scenarios = scenarios;
+  // Other work on the machine skews every figure: record the load around each scenario.
+  const load: Record<string, { before: number; after: number }> = {};
+  results.loadavg = load;
+  const loadavg = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  const guard = async (name: string, fn: () => Promise<unknown>) => {
+    const before = loadavg();
+    try {
+      return await fn();
+    } catch (err) {
+      say(`${name} failed: ${(err as Error).message}`);
+      return { error: (err as Error).message };
+    } finally {
+      load[name] = { before, after: loadavg() };
+    }
+  };
+  if (which.has("bulk")) scenarios.bulk = await guard("bulk", () => scenarioBulk(paths));
+  if (which.has("latency") || which.has("setup")) {
+    const r = (await guard("latency/setup", () => scenarioEcho(paths, which))) as Record<string, unknown>;
+    if (r.error) {
+      if (which.has("latency")) scenarios.latency = r;
+      if (which.has("setup")) scenarios.setup = r;
+    } else Object.assign(scenarios, r);
+  }
+  if (which.has("many")) scenarios.many = await guard("many", () => scenarioMany(paths));
+  if (which.has("udp"))
+    scenarios.udp = {
+      warren: "not available yet: Warren has no UDP apps (the config schema accepts only type = \"tcp\")",
+      others: "not measured: with no Warren UDP path there is nothing to compare them with",
+    };
+  if (which.has("control")) scenarios.control = await guard("control", () => scenarioControl());
+  results.ssh = { ...sshInfo };
+  results.skipped = skipped;
+  results.notes = notes;
+  results.seconds = (Date.now() - t0) / 1000;
+
+  const outFile = flags.out ?? (mode === "full" ? join(BENCH, "results", "latest.json") : mode === "quick" ? join(BENCH, "results", "quick.json") : join(tmpdir(), `warren-bench-smoke-${process.pid}.json`));
+  mkdirSync(dirname(outFile), { recursive: true });
+  writeFileSync(outFile, JSON.stringify(results, null, 2) + "\n");
+  say(`wrote ${outFile}`);
+  const mdFile = flags.md ?? (mode === "full" ? join(BENCH, "..", "BENCHMARKS.md") : null);
+  if (mdFile) {
+    writeFileSync(mdFile, renderMarkdown(results));
+    say(`wrote ${mdFile}`);
+  } else if (mode !== "smoke") say(`(BENCHMARKS.md is written by the full run only; pass --md FILE to render this one)`);
+  // The smoke test reads this line.
+  console.log(`BENCH-RESULT ${outFile}`);
+}
+
+let code = 0;
+try {
+  await main();
+} catch (err) {
+  console.error(`bench: ${(err as Error).stack ?? err}`);
+  code = 1;
+} finally {
+  await stopAll();
+  removeTempDirs();
+  clearTimeout(watchdog);
+}
+say(`done in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+process.exit(code);
