@@ -12,7 +12,7 @@ import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
 import { Registry } from "./lib/registry.ts";
-import { loadServerTls, type TlsMaterial } from "./lib/tls.ts";
+import type { TlsMaterial } from "./lib/tls.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -147,6 +147,8 @@ async function main(): Promise<void> {
     let material: TlsMaterial | undefined;
     if (t.enabled || apiTls) {
       try {
+        // Loaded only when needed: the certificate library is most of the server's start-up memory.
+        const { loadServerTls } = await import("./lib/tls.ts");
         material = await loadServerTls(loaded.config.dataDir, t.certFile, t.keyFile);
       } catch (err) {
         throw new ConfigError(loaded.file, t.certFile ? "tls.certFile" : "dataDir", `cannot load the TLS certificate and key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);

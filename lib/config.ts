@@ -90,7 +90,7 @@ export const ClientTlsSchema = v.strictObject({
   serverFingerprint: v.optional(
     v.pipe(
       v.string(),
-      v.transform((s) => s.replace(/:/g, "").trim().toLowerCase()),
+      v.transform(normalizeFingerprint),
       v.regex(/^[0-9a-f]{64}$/, "must be the server certificate's SHA-256 fingerprint: 64 hex digits, colons allowed"),
     ),
   ),
@@ -270,6 +270,11 @@ function locateTomlError(text: string): { line: number; key: string } | null {
     }
   }
   return null;
+}
+
+/** Lowercase hex without separators: "AB:CD:…" and "abcd…" compare equal. */
+export function normalizeFingerprint(s: string): string {
+  return s.replace(/:/g, "").trim().toLowerCase();
 }
 
 /** Parses "host:port" or "[v6]:port"; null when malformed. */

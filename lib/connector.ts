@@ -16,10 +16,9 @@ import {
   type AppStatus,
   type Message,
 } from "../protocol.ts";
-import { parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
+import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
 import { Endpoint, relayHandler } from "./relay.ts";
-import { normalizeFingerprint } from "./tls.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
 
 /** A login that gets no answer within this time is abandoned. */

@@ -25,11 +25,6 @@ export interface TlsMaterial {
   readonly generated: boolean;
 }
 
-/** Lowercase hex without separators: "AB:CD:…" and "abcd…" compare equal. */
-export function normalizeFingerprint(s: string): string {
-  return s.replace(/:/g, "").trim().toLowerCase();
-}
-
 /** SHA-256 fingerprint of the first certificate in a PEM text. */
 export async function fingerprintOf(certPem: string): Promise<string> {
   const cert = new x509.X509Certificate(certPem);
