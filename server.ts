@@ -2,7 +2,6 @@
  * Warren server: the control port, one public port per app, and the HTTP API.
  * Usage: bun run server.ts [--config server.toml]
  */
-import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -13,6 +12,7 @@ import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
 import { Registry } from "./lib/registry.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
+import { randomBytes } from "./protocol.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -49,7 +49,7 @@ function adminToken(config: ServerConfig, print: (line: string) => void): string
     if (stored.length < 16) throw new Error(`${file} holds no usable admin token (fewer than 16 characters): delete it to generate a new one, or set adminToken`);
     return stored;
   }
-  const token = randomBytes(24).toString("base64url");
+  const token = Buffer.from(randomBytes(24)).toString("base64url");
   if (config.dataDir !== ":memory:") {
     mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
     writeFileSync(file, token + "\n", { mode: 0o600 });

@@ -3,10 +3,10 @@
  * Bodies are valibot schemas; every client mistake gets a 4xx that names it.
  */
 import { Hono, type Context } from "hono";
-import { randomBytes, timingSafeEqual } from "node:crypto";
 import * as v from "valibot";
 import { getConnInfo } from "hono/bun";
 import { GroupLimits, issueKey, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import { proofEquals, randomBytes } from "../protocol.ts";
 import type { Hub } from "./hub.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, GroupSource, RegistryError } from "./registry.ts";
@@ -29,9 +29,7 @@ export const UpdateGroupBody = v.strictObject({
 
 function sameSecret(given: string, expected: string | undefined): boolean {
   if (!expected) return false;
-  const a = Buffer.from(given);
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
+  return proofEquals(Buffer.from(given), Buffer.from(expected));
 }
 
 /** Builds the API app over a hub. */
@@ -97,7 +95,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!who) return unauthorized(c);
     const b = await body(c, CreateGroupBody);
     if (!b.ok) return b.res;
-    const token = b.value.token ?? randomBytes(24).toString("base64url");
+    const token = b.value.token ?? Buffer.from(randomBytes(24)).toString("base64url");
     const source: GroupSource = who === "admin" ? "api" : "client";
     const res = registry.create(b.value.name, token, source, b.value.apps, { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts });
     if (!res.ok) return registryError(c, res.error);

@@ -4,7 +4,6 @@
  * per-app traffic counters.
  */
 import type { TCPSocketListener } from "bun";
-import { randomBytes } from "node:crypto";
 import {
   encode,
   ErrorCode,
@@ -13,6 +12,7 @@ import {
   loginProof,
   NONCE_BYTES,
   proofEquals,
+  randomBytes,
   SESSION_ID_BYTES,
   withMagic,
   workProof,
@@ -33,7 +33,7 @@ export const MAX_SWEEP_INTERVAL_MS = 1000;
 /** The same sentence for a wrong token and an unknown group, so a stranger learns nothing. */
 const AUTH_FAILED = "authentication failed";
 /** Token used to compute a proof for unknown groups, so that both failures take the same time. */
-const DUMMY_TOKEN = randomBytes(32).toString("hex");
+const DUMMY_TOKEN = Buffer.from(randomBytes(32)).toString("hex");
 
 interface Handshake {
   readonly reader: FrameReader;
@@ -140,7 +140,7 @@ export class Hub implements SessionHost {
       return ep;
     }
     this.#pending++;
-    const nonce = new Uint8Array(randomBytes(NONCE_BYTES));
+    const nonce = randomBytes(NONCE_BYTES);
     const hs: Handshake = {
       reader: new FrameReader(),
       nonce,
@@ -192,7 +192,7 @@ export class Hub implements SessionHost {
     const old = this.#sessions.get(group.name);
     // The new login is authenticated: it takes over, and the old session's ports pass to it.
     if (old) old.end(ErrorCode.SessionReplaced, `session replaced by a new login from ${hs.addr}`);
-    const session = new Session(this, new Uint8Array(randomBytes(SESSION_ID_BYTES)), group, ep, msg.apps, hs.addr);
+    const session = new Session(this, randomBytes(SESSION_ID_BYTES), group, ep, msg.apps, hs.addr);
     this.#sessions.set(group.name, session);
     this.#byId.set(session.idHex, session);
     const reader = hs.reader;
