@@ -104,6 +104,8 @@ export interface ProtocolError {
 export type DecodeResult = { readonly ok: true; readonly msg: Message } | { readonly ok: false; readonly error: ProtocolError };
 
 const utf8 = new TextEncoder();
+/** The one empty buffer readers hold when they hold nothing. */
+const EMPTY = new Uint8Array(0);
 // ignoreBOM: a string that starts with U+FEFF must keep it, or decoding would not invert encoding.
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
@@ -341,7 +343,7 @@ export function checkMagic(b: Uint8Array): ProtocolError | null {
  */
 export class FrameReader {
   /** Unparsed bytes: a received chunk itself, or the tail of `#store`. */
-  #buf: Uint8Array = new Uint8Array(0);
+  #buf: Uint8Array = EMPTY;
   /** Our own buffer with room to append, so a frame that trickles in byte by byte is copied once, not once per byte. */
   #store: Uint8Array | null = null;
   #magicSeen = false;
@@ -381,7 +383,7 @@ export class FrameReader {
       const bad = checkMagic(this.#buf);
       if (bad) return this.#fail(bad);
       this.#magicSeen = true;
-      this.#buf = this.#buf.subarray(MAGIC.length);
+      this.#buf = this.#buf.length === MAGIC.length ? EMPTY : this.#buf.subarray(MAGIC.length);
     }
     if (this.#buf.length < FRAME_HEADER_BYTES) return null;
     const type = this.#buf[0]!;
@@ -391,7 +393,8 @@ export class FrameReader {
     }
     if (this.#buf.length < FRAME_HEADER_BYTES + len) return null;
     const body = this.#buf.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + len);
-    this.#buf = this.#buf.subarray(FRAME_HEADER_BYTES + len);
+    // An empty view would keep the whole received chunk alive for as long as the connection lives.
+    this.#buf = this.#buf.length === FRAME_HEADER_BYTES + len ? EMPTY : this.#buf.subarray(FRAME_HEADER_BYTES + len);
     const res = decodeBody(type, body);
     if (!res.ok) this.#failed = true;
     return res;
@@ -400,7 +403,7 @@ export class FrameReader {
   /** Bytes received but not parsed (possibly empty); the reader is spent afterwards. */
   rest(): Uint8Array {
     const b = this.#buf;
-    this.#buf = new Uint8Array(0);
+    this.#buf = EMPTY;
     this.#failed = true;
     return b;
   }
@@ -412,7 +415,7 @@ export class FrameReader {
 
   #fail(error: ProtocolError): DecodeResult {
     this.#failed = true;
-    this.#buf = new Uint8Array(0);
+    this.#buf = EMPTY;
     return { ok: false, error };
   }
 }

@@ -354,6 +354,7 @@ export class Connector extends EventEmitter {
       opened = true;
       clearTimeout(timer);
       work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
+      l.onOpen = l.onClose = null; // joined: from here the relay closes each side with the other
       l.pipe(work);
       log.debug("stream open", { app: appName, user: userAddr });
     };

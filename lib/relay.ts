@@ -74,7 +74,8 @@ export class Endpoint {
   counted = false;
   readEnded = false;
   writeEnded = false;
-  #queue: Uint8Array[] = [];
+  /** Bytes not yet taken by the kernel; null while empty, so that an idle connection carries no array. */
+  #queue: Uint8Array[] | null = null;
   #queued = 0;
   #blocked: Endpoint | null = null;
   #paused = false;
@@ -105,7 +106,7 @@ export class Endpoint {
       if (n === chunk.length || n < 0) return; // n < 0: closed, and `close` will follow.
       chunk = chunk.subarray(n);
     }
-    this.#queue.push(chunk);
+    (this.#queue ??= []).push(chunk);
     this.#queued += chunk.length;
     if (source && this.#queued > HIGH_WATER_BYTES && !this.#blocked) {
       this.#blocked = source;
@@ -172,7 +173,7 @@ export class Endpoint {
   /** Closes now, dropping anything queued. */
   destroy(): void {
     if (this.closed) return;
-    this.#queue = [];
+    this.#queue = null;
     this.#queued = 0;
     if (this.socket) this.socket.end();
     else this.#closed();
@@ -181,7 +182,7 @@ export class Endpoint {
   /** Resets the connection (RST), for streams that are cut rather than finished. */
   reset(): void {
     if (this.closed) return;
-    this.#queue = [];
+    this.#queue = null;
     this.#queued = 0;
     if (this.socket) this.socket.terminate();
     else this.#closed();
@@ -189,18 +190,20 @@ export class Endpoint {
 
   #flush(): void {
     const socket = this.socket!;
-    while (this.#queue.length) {
-      const chunk = this.#queue[0]!;
+    const queue = this.#queue;
+    while (queue && queue.length) {
+      const chunk = queue[0]!;
       const n = socket.write(chunk);
       if (n < 0) return;
       this.#queued -= n;
       if (n > 0) this.#linger?.refresh();
       if (n < chunk.length) {
-        this.#queue[0] = chunk.subarray(n);
+        queue[0] = chunk.subarray(n);
         return;
       }
-      this.#queue.shift();
+      queue.shift();
     }
+    this.#queue = null;
     const blocked = this.#blocked;
     if (blocked) {
       this.#blocked = null;
@@ -225,7 +228,7 @@ export class Endpoint {
     if (this.closed) return;
     this.closed = true;
     if (this.#linger) clearTimeout(this.#linger);
-    this.#queue = [];
+    this.#queue = null;
     this.#queued = 0;
     const peer = this.peer;
     if (peer && !peer.closed) {

@@ -112,7 +112,7 @@ export class Session {
         continue;
       }
       const current = this.#apps.get(d.name);
-      if (current && current.record.remotePort === rec.remotePort && current.record.type === rec.type) {
+      if (current && sameServing(current.record, rec)) {
         keep.add(d.name);
         statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
         continue;
@@ -190,29 +190,32 @@ export class Session {
   #listen(rec: AppRecord): TCPSocketListener<Endpoint> | string {
     const stats = this.host.statsFor(this.group.name, rec.name);
     const access = new AccessList(rec.allowIPs, rec.denyIPs);
+    // One set of functions per listener, not per user: memory per held connection stays low.
+    const onUserClose = (user: Endpoint) => {
+      stats.connections--;
+      stats.streams.delete(user);
+    };
+    const onUserOpen = (user: Endpoint) => {
+      // Checked before any work connection is spent on the user.
+      if (!access.allows(user.socket!.remoteAddress)) {
+        stats.denied++;
+        log.debug("user refused by the access list", { group: this.group.name, app: rec.name, from: user.socket!.remoteAddress });
+        return user.reset();
+      }
+      if (rec.maxConnections > 0 && stats.connections > rec.maxConnections) {
+        stats.overLimit++;
+        log.debug("user refused: app at maxConnections", { group: this.group.name, app: rec.name, limit: rec.maxConnections });
+        return user.reset();
+      }
+      this.#acceptUser(user, rec.name);
+    };
     const handler = relayHandler(() => {
       const user = new Endpoint();
       user.stats = stats;
       stats.connections++;
       stats.streams.add(user);
-      user.onClose = () => {
-        stats.connections--;
-        stats.streams.delete(user);
-      };
-      user.onOpen = () => {
-        // Checked before any work connection is spent on the user.
-        if (!access.allows(user.socket!.remoteAddress)) {
-          stats.denied++;
-          log.debug("user refused by the access list", { group: this.group.name, app: rec.name, from: user.socket!.remoteAddress });
-          return user.reset();
-        }
-        if (rec.maxConnections > 0 && stats.connections > rec.maxConnections) {
-          stats.overLimit++;
-          log.debug("user refused: app at maxConnections", { group: this.group.name, app: rec.name, limit: rec.maxConnections });
-          return user.reset();
-        }
-        this.#acceptUser(user, rec.name);
-      };
+      user.onClose = onUserClose;
+      user.onOpen = onUserOpen;
       return user;
     });
     try {
@@ -299,6 +302,8 @@ export class Session {
         user.destroy();
         return ep.destroy();
       }
+      ep.tag = null; // the reader is done with
+      ep.onClose = null; // joined: the relay closes the user with it
       ep.pipe(user, reader.rest());
     };
   }
@@ -372,6 +377,12 @@ export class Session {
     log.info("session ended", { group: this.group.name, client: this.clientAddr, reason });
     this.host.ended(this);
   }
+}
+
+/** Whether a listener opened for `a` serves `b` unchanged (same port and type, same access rules and limit). */
+function sameServing(a: AppRecord, b: AppRecord): boolean {
+  const same = (x: readonly string[], y: readonly string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
+  return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }
 
 /** Runs `a` then `b`. */

@@ -260,6 +260,24 @@ describe("access lists and limits", async () => {
     expect((await view("only1")).allowIPs).toEqual(["127.0.0.1/32"]);
   });
 
+  test("a PUT that changes an online app's access list applies at once, at the same port", async () => {
+    const live = apps.find((a) => a.name === "not3")!;
+    expect(await userFrom(live.remotePort, "127.0.0.1")).toBe("ping");
+    const res = await api(server, "/api/groups/acl", {
+      method: "PUT",
+      body: JSON.stringify({
+        apps: [
+          { name: "only1", allowIPs: ["127.0.0.1/32"], remotePort: port("only1") },
+          { name: "not3", denyIPs: ["127.0.0.0/8"], remotePort: live.remotePort },
+          { name: "two", maxConnections: 2, remotePort: port("two") },
+        ],
+      }),
+    });
+    expect(res.status).toBe(200);
+    expect(await userFrom(live.remotePort, "127.0.0.1")).toBe("");
+    expect(await userFrom(port("only1"), "127.0.0.1")).toBe("ping");
+  });
+
   test("maxConnections: users over it are closed at once and counted", async () => {
     const held: net.Socket[] = [];
     for (let i = 0; i < 2; i++) {
