@@ -2,13 +2,23 @@
  * TLS material: the server's certificate (given, or self-signed on first
  * start and kept in dataDir) and SHA-256 fingerprints for pinning.
  */
-// @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-x509.cryptoProvider.set(crypto);
+let x509Module: Promise<typeof import("@peculiar/x509")> | null = null;
+
+/** The certificate library, loaded on first use. */
+function x509lib(): Promise<typeof import("@peculiar/x509")> {
+  x509Module ??= (async () => {
+    // @peculiar/x509 resolves its services through tsyringe, which needs the Reflect metadata API
+    // installed first; static imports may be reordered by `bun build`, so load them in sequence.
+    await import("reflect-metadata");
+    const x509 = await import("@peculiar/x509");
+    x509.cryptoProvider.set(crypto);
+    return x509;
+  })();
+  return x509Module;
+}
 
 /** File names of the generated certificate and key in dataDir. */
 export const GENERATED_CERT_FILE = "tls-cert.pem";
@@ -27,6 +37,7 @@ export interface TlsMaterial {
 
 /** SHA-256 fingerprint of the first certificate in a PEM text. */
 export async function fingerprintOf(certPem: string): Promise<string> {
+  const x509 = await x509lib();
   const cert = new x509.X509Certificate(certPem);
   return Buffer.from(await cert.getThumbprint("SHA-256")).toString("hex");
 }
@@ -55,6 +66,7 @@ export async function loadServerTls(dataDir: string, certFile?: string, keyFile?
 
 /** A fresh ECDSA P-256 self-signed certificate for "warren", valid for localhost and loopback too. */
 export async function selfSigned(commonName = "warren"): Promise<{ cert: string; key: string }> {
+  const x509 = await x509lib();
   const alg = { name: "ECDSA", namedCurve: "P-256", hash: "SHA-256" };
   const keys = await crypto.subtle.generateKey(alg, true, ["sign", "verify"]);
   const serial = Buffer.from(crypto.getRandomValues(new Uint8Array(16))).toString("hex").replace(/^[89a-f]/, "1");

@@ -177,6 +177,25 @@ describe("compiled executables (npm run build)", () => {
     expect(out.code).toBe(0);
     expect(out.stdout).toContain(token);
   });
+
+  test("the compiled server with [tls] generates its certificate and prints the fingerprint", async () => {
+    const apiPort = await deadPort();
+    const dataDir = join(tmp, "compiled-tls-data");
+    const cfg = writeConfig(
+      "compiled-tls.toml",
+      `bindAddr = "127.0.0.1"\ncontrolPort = 0\napiPort = ${apiPort}\nadminToken = "admin-token-0123456789"\ndataDir = ${JSON.stringify(dataDir)}\n[tls]\nenabled = true\n`,
+    );
+    const p = start([server, "--config", cfg], tmp);
+    let out;
+    try {
+      await ready(p, apiPort);
+    } finally {
+      out = await stop(p);
+    }
+    expect(out.code).toBe(0);
+    expect(out.stdout).toMatch(/SHA-256 fingerprint [0-9a-f]{64}\n/);
+    expect(existsSync(join(dataDir, "tls-key.pem"))).toBe(true);
+  });
 });
 
 describe("server.ts", () => {
