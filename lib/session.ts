@@ -340,6 +340,10 @@ export class Session {
     if (this.#ended || !this.#started) return;
     const now = Date.now();
     if (this.#requested > 0 && now - this.#requestedAt > WORK_REQUEST_TIMEOUT_MS) this.#requested = 0;
+    // Refill in batches once the pool is half spent (sooner when someone waits): the client's dials
+    // and our hellos then stay off the path of most new streams.
+    const waiting = this.#waiting.length + this.#udpWaiting.length;
+    if (waiting === 0 && this.#pool.length + this.#requested > this.host.poolSize / 2) return;
     const want = this.host.poolSize + this.#waiting.length + this.#udpWaiting.length - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
     if (count <= 0) return;
