@@ -150,7 +150,10 @@ export class Session {
   #wantUdpWork(app: UdpPublic): void {
     if (this.#ended || this.#udpWaiting.includes(app)) return;
     const work = this.#pool.pop();
-    if (work) return this.#startUdp(work, app);
+    if (work) {
+      this.#startUdp(work, app);
+      return this.#refill();
+    }
     this.#udpWaiting.push(app);
     this.#refill();
   }
