@@ -1,7 +1,8 @@
 /**
  * The target app for latency, setup and many-connection scenarios: a TCP
  * echo server on 127.0.0.1 with backpressure.
- * Usage: bun bench/echo.ts PORT
+ * Usage: bun bench/echo.ts PORT [udp]
+ * With "udp", it also echoes UDP datagrams on the same port number.
  */
 import type { Socket } from "bun";
 
@@ -55,4 +56,16 @@ Bun.listen<S>({
     },
   },
 });
-console.log(`echo ready ${port}`);
+if (Bun.argv[3] === "udp") {
+  await Bun.udpSocket({
+    hostname: "127.0.0.1",
+    port,
+    binaryType: "uint8array",
+    socket: {
+      data(sock, payload, peerPort, peerAddr) {
+        sock.send(payload, peerPort, peerAddr);
+      },
+    },
+  });
+}
+console.log(`echo ready ${port}${Bun.argv[3] === "udp" ? " (tcp+udp)" : ""}`);

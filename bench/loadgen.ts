@@ -5,6 +5,7 @@
  *   bun bench/loadgen.ts latency '{"port":1,"count":10000,"warmup":1000,"size":64}'
  *   bun bench/loadgen.ts setup   '{"port":1,"concurrency":50,"durationMs":3000,"maxConns":100000,"size":64}'
  *   bun bench/loadgen.ts hold    '{"port":1,"count":1000,"openConcurrency":200,"intervalMs":5000}'
+ *   bun bench/loadgen.ts udplatency '{"port":1,"count":5000,"warmup":500,"size":64,"lossTimeoutMs":200}'
  *
  * `hold` prints `READY {...}` once every connection is open and answered,
  * then pings each connection every intervalMs; on the stdin line `check` it
@@ -66,6 +67,61 @@ async function latency(): Promise<unknown> {
         },
       },
     }).catch(reject);
+  });
+}
+
+/**
+ * UDP ping-pong on one connected socket: one datagram in flight, numbered, so
+ * a late reply is not taken for the current one. A datagram not answered within
+ * lossTimeoutMs counts as lost and the next one is sent.
+ */
+async function udpLatency(): Promise<unknown> {
+  const { port, count = 5000, warmup = 500, size = 64, lossTimeoutMs = 200, timeoutMs = 120_000 } = opts;
+  const payload = new Uint8Array(Math.max(8, size)).fill(0x75);
+  const view = new DataView(payload.buffer);
+  const samples: number[] = [];
+  let seq = 0;
+  let lost = 0;
+  let late = 0;
+  let t0 = 0;
+  let timer: Timer | null = null;
+  const total = count + warmup;
+  return new Promise((resolve, reject) => {
+    const deadline = setTimeout(() => reject(new Error(`udplatency: only ${seq} of ${total} datagrams within ${timeoutMs} ms`)), timeoutMs);
+    const finish = (sock: { close(): void }) => {
+      clearTimeout(deadline);
+      if (timer) clearTimeout(timer);
+      sock.close();
+      resolve({ roundTrips: samples.length, sent: seq, warmup, size: payload.length, lost, late, us: percentiles(Float64Array.from(samples)) });
+    };
+    let conn: import("bun").udp.ConnectedSocket<"uint8array"> | null = null;
+    const send = (sock: import("bun").udp.ConnectedSocket<"uint8array">) => {
+      if (seq >= total) return finish(sock);
+      seq++;
+      view.setUint32(0, seq);
+      t0 = now();
+      sock.send(payload);
+      if (timer) clearTimeout(timer);
+      timer = setTimeout(() => {
+        if (seq > warmup) lost++;
+        send(sock);
+      }, lossTimeoutMs);
+    };
+    Bun.udpSocket({
+      binaryType: "uint8array",
+      connect: { hostname: HOST, port },
+      socket: {
+        data(_s, reply) {
+          if (!conn || reply.length < 4 || new DataView(reply.buffer, reply.byteOffset, reply.byteLength).getUint32(0) !== seq) return void late++;
+          if (seq > warmup) samples.push(now() - t0);
+          send(conn);
+        },
+        error(_s, err) {
+          clearTimeout(deadline);
+          reject(err ?? new Error("udp socket error"));
+        },
+      },
+    }).then((sock) => send((conn = sock)), reject);
   });
 }
 
@@ -250,6 +306,7 @@ async function hold(): Promise<void> {
 async function main(): Promise<void> {
   if (mode === "latency") console.log(JSON.stringify(await latency()));
   else if (mode === "setup") console.log(JSON.stringify(await setup()));
+  else if (mode === "udplatency") console.log(JSON.stringify(await udpLatency()));
   else if (mode === "hold") return hold();
   else throw new Error(`unknown mode ${mode}`);
   process.exit(0);

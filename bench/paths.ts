@@ -8,13 +8,21 @@
  *   bun-chain  -> bench/relay.ts -> bench/relay.ts -> target
  *   socat      -> socat -b 131072 -> socat -b 131072 -> target
  *   ssh        -> sshd (ssh -R listener) -> ssh client -> target
+ *   warren-tls -> Warren as above, with [tls] enabled (generated self-signed
+ *                 certificate, client pins its fingerprint); not in ALL_PATHS,
+ *                 used by the TLS-cost scenario only
+ *
+ * `opts.udp` names targets that are forwarded over UDP too, on the same
+ * public port number as their TCP forward (iperf3 -u needs both: a TCP
+ * control connection and UDP datagrams to the same port). Only direct,
+ * warren and socat support it.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, writeFileSync, existsSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import { BENCH, BUN, freePort, have, ROOT, run, spawnChild, stopChild, tail, tempDir, until, waitPort, type Child } from "./common.ts";
 
-export type PathName = "direct" | "warren" | "bun-chain" | "socat" | "ssh";
+export type PathName = "direct" | "warren" | "bun-chain" | "socat" | "ssh" | "warren-tls";
 export const ALL_PATHS: readonly PathName[] = ["direct", "warren", "bun-chain", "socat", "ssh"];
 export const PATH_LABEL: Record<PathName, string> = {
   direct: "direct",
@@ -22,7 +30,13 @@ export const PATH_LABEL: Record<PathName, string> = {
   "bun-chain": "bare Bun chain",
   socat: "socat chain",
   ssh: "ssh -R",
+  "warren-tls": "Warren + TLS",
 };
+
+/** Options of a path: which targets to forward over UDP as well (same port number). */
+export interface PathOptions {
+  udp?: string[];
+}
 
 /** A running path. */
 export interface Tunnel {
@@ -49,8 +63,9 @@ async function stopAllOf(children: Child[]): Promise<void> {
   await Promise.all(children.map((c) => stopChild(c)));
 }
 
-async function warren(targets: Targets): Promise<Tunnel> {
+async function warren(targets: Targets, opts: PathOptions & { tls?: boolean } = {}): Promise<Tunnel> {
   const dir = tempDir("warren-bench-w-");
+  const udp = opts.udp ?? [];
   const [controlPort, apiPort] = [await freePort(), await freePort()];
   const adminToken = randomBytes(18).toString("hex");
   const token = randomBytes(18).toString("hex");
@@ -65,26 +80,38 @@ async function warren(targets: Targets): Promise<Tunnel> {
     `adminToken = "${adminToken}"`,
     `dataDir = "${join(dir, "data")}"`,
     `logLevel = "info"`,
+    ...(opts.tls ? [``, `[tls]`, `enabled = true`] : []),
     ``,
     `[[groups]]`,
     `name = "bench"`,
     `token = "${token}"`,
     ...names.flatMap((n) => [``, `[[groups.apps]]`, `name = "${n}"`, `remotePort = ${publicPorts[n]}`]),
+    // TCP and UDP ports are separate namespaces: the UDP app takes the same port number as the TCP one.
+    ...udp.flatMap((n) => [``, `[[groups.apps]]`, `name = "${n}-udp"`, `type = "udp"`, `remotePort = ${publicPorts[n]}`]),
   ].join("\n");
-  const clientToml = [
-    `serverAddr = "127.0.0.1"`,
-    `serverPort = ${controlPort}`,
-    `group = "bench"`,
-    `token = "${token}"`,
-    `logLevel = "info"`,
-    ...names.flatMap((n) => [``, `[[apps]]`, `name = "${n}"`, `localAddr = "127.0.0.1:${targets[n]}"`]),
-  ].join("\n");
+  const clientToml = (fingerprint?: string) =>
+    [
+      `serverAddr = "127.0.0.1"`,
+      `serverPort = ${controlPort}`,
+      `group = "bench"`,
+      `token = "${token}"`,
+      `logLevel = "info"`,
+      ...(fingerprint ? [``, `[tls]`, `enabled = true`, `serverFingerprint = "${fingerprint}"`] : []),
+      ...names.flatMap((n) => [``, `[[apps]]`, `name = "${n}"`, `localAddr = "127.0.0.1:${targets[n]}"`]),
+      ...udp.flatMap((n) => [``, `[[apps]]`, `name = "${n}-udp"`, `type = "udp"`, `localAddr = "127.0.0.1:${targets[n]}"`]),
+    ].join("\n");
   writeFileSync(join(dir, "server.toml"), serverToml + "\n");
-  writeFileSync(join(dir, "client.toml"), clientToml + "\n");
-  const server = spawnChild("warren-server", [BUN, join(ROOT, "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log") });
+  const serverLog = join(dir, "server.log");
+  const server = spawnChild(opts.tls ? "warren-server-tls" : "warren-server", [BUN, join(ROOT, "server.ts"), "--config", join(dir, "server.toml")], { logFile: serverLog });
   const children = [server];
+  let fingerprint: string | undefined;
   try {
     await waitPort(apiPort, 15_000, "warren server API");
+    if (opts.tls) {
+      // The server prints the fingerprint of its generated certificate at start; the client pins it.
+      await until(() => !!(fingerprint = /SHA-256 fingerprint ([0-9a-f]{64})/.exec(readFileSync(serverLog, "utf8"))?.[1]), 10_000, "the TLS fingerprint line of the warren server");
+    }
+    writeFileSync(join(dir, "client.toml"), clientToml(fingerprint) + "\n");
     const client = spawnChild("warren-client", [BUN, join(ROOT, "client.ts"), "--config", join(dir, "client.toml")], { logFile: join(dir, "client.log") });
     children.push(client);
     await until(
@@ -104,7 +131,7 @@ async function warren(targets: Targets): Promise<Tunnel> {
     await stopAllOf(children);
     throw new Error(`${(err as Error).message}\nserver log:\n${tail(join(dir, "server.log"))}\nclient log:\n${tail(join(dir, "client.log"))}`);
   }
-  return { path: "warren", entry: publicPorts, server: [server.pid], client: [children[1]!.pid], stop: () => stopAllOf(children) };
+  return { path: opts.tls ? "warren-tls" : "warren", entry: publicPorts, server: [server.pid], client: [children[1]!.pid], stop: () => stopAllOf(children) };
 }
 
 async function bunChain(targets: Targets): Promise<Tunnel> {
@@ -127,7 +154,7 @@ async function bunChain(targets: Targets): Promise<Tunnel> {
   return { path: "bun-chain", entry, server: [server.pid], client: [client.pid], stop: () => stopAllOf(children) };
 }
 
-async function socat(targets: Targets): Promise<Tunnel> {
+async function socat(targets: Targets, opts: PathOptions = {}): Promise<Tunnel> {
   if (!have("socat")) throw new Error("socat is not installed");
   const dir = tempDir("warren-bench-s-");
   const entry: Record<string, number> = {};
@@ -139,6 +166,12 @@ async function socat(targets: Targets): Promise<Tunnel> {
     entry[n] = pub;
     clients.push(spawnChild(`socat-2-${n}`, ["socat", "-b", String(SOCAT_BUF), listen(mid), `TCP:127.0.0.1:${target}`], { logFile: join(dir, `socat2-${n}.log`) }));
     servers.push(spawnChild(`socat-1-${n}`, ["socat", "-b", String(SOCAT_BUF), listen(pub), `TCP:127.0.0.1:${mid}`], { logFile: join(dir, `socat1-${n}.log`) }));
+    if (opts.udp?.includes(n)) {
+      // One forked child per peer, which exits after 60 s without traffic (-T 60).
+      const udpListen = (port: number) => `UDP-LISTEN:${port},bind=127.0.0.1,fork,reuseaddr`;
+      clients.push(spawnChild(`socat-2u-${n}`, ["socat", "-T", "60", udpListen(mid), `UDP:127.0.0.1:${target}`], { logFile: join(dir, `socat2u-${n}.log`) }));
+      servers.push(spawnChild(`socat-1u-${n}`, ["socat", "-T", "60", udpListen(pub), `UDP:127.0.0.1:${mid}`], { logFile: join(dir, `socat1u-${n}.log`) }));
+    }
     try {
       await waitPort(mid, 10_000, "socat hop 2");
       await waitPort(pub, 10_000, "socat hop 1");
@@ -224,17 +257,23 @@ async function ssh(targets: Targets): Promise<Tunnel> {
   return { path: "ssh", entry, server: [server.pid], client: [children[1]!.pid], stop: () => stopAllOf(children) };
 }
 
+/** Paths that can forward UDP (`opts.udp`). */
+export const UDP_PATHS: readonly PathName[] = ["direct", "warren", "warren-tls", "socat"];
+
 /** Starts one path forwarding `targets`. */
-export function startPath(path: PathName, targets: Targets): Promise<Tunnel> {
+export function startPath(path: PathName, targets: Targets, opts: PathOptions = {}): Promise<Tunnel> {
+  if (opts.udp?.length && !UDP_PATHS.includes(path)) throw new Error(`${path} cannot forward UDP`);
   switch (path) {
     case "direct":
       return direct(targets);
     case "warren":
-      return warren(targets);
+      return warren(targets, opts);
+    case "warren-tls":
+      return warren(targets, { ...opts, tls: true });
     case "bun-chain":
       return bunChain(targets);
     case "socat":
-      return socat(targets);
+      return socat(targets, opts);
     case "ssh":
       return ssh(targets);
   }

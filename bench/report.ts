@@ -6,6 +6,7 @@ const PATHS = ["direct", "warren", "bun-chain", "socat", "ssh"] as const;
 const LABEL: Record<string, string> = { direct: "direct", warren: "**Warren**", "bun-chain": "bare Bun chain", socat: "socat chain", ssh: "ssh -R" };
 const BASES = ["direct", "bun-chain", "socat", "ssh"] as const;
 const PLAIN: Record<string, string> = { direct: "direct", "bun-chain": "bare Bun chain", socat: "socat chain", ssh: "ssh -R" };
+const PATH_TEXT: Record<string, string> = { ...PLAIN, warren: "Warren", "warren-tls": "Warren + TLS" };
 
 const num = (v: unknown, digits = 0): string => (typeof v === "number" && Number.isFinite(v) ? v.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits }) : "–");
 const mib = (b: unknown): string => (typeof b === "number" ? num(b / 2 ** 20, 1) : "–");
@@ -175,9 +176,127 @@ function many(s: Any): string {
   ].join("\n");
 }
 
+function udp(s: Any): string {
+  if (!s) return "";
+  const head = "## 5. UDP";
+  if (s.error) return `${head}\n\nNot measured: ${String(s.error).split("\n")[0]}\n`;
+  if (s.warren && !s.iperf) return `${head}\n\n- Warren: ${s.warren}.\n- Others: ${s.others}.\n`;
+  const out: string[] = [
+    `${head} (iperf3 -u, ${num(s.datagramBytes)}-byte datagrams, ${s.seconds} s per run; Bun UDP ping-pong)`,
+    "",
+    `Warren forwards a UDP app on the same public port number as a TCP app of the same group (TCP and UDP ports are separate namespaces), both pointing at \`iperf3 -s\`: iperf3 needs its TCP control connection and its UDP datagrams to reach the same port. Every run passes \`-b\` (a fixed offered rate) and \`-w ${s.window}\` (so iperf3's own receive socket is not the first thing to overflow; the OS default is 208 KiB, and with it even the direct path loses datagrams above a few hundred Mbit/s: see the "default buffers" rows). Warren's sockets keep the OS defaults. Loss and jitter are iperf3's receiver figures; datagrams/s = delivered datagrams ÷ receiver seconds; "kernel rcvbuf drops" is the rise of RcvbufErrors in /proc/net/snmp during the run (datagrams the kernel dropped because a socket's receive buffer was full, any socket of the run), and in brackets the part dropped at Warren's public UDP socket on the server (its \`drops\` column in /proc/net/udp; not shown for socat, whose per-peer forked sockets may close before they are read). The socat chain is two \`socat -T 60 UDP-LISTEN:…,fork,reuseaddr UDP:…\` in series, beside the TCP pair for iperf3's control connection.`,
+    "",
+  ];
+  const skippedOthers = Object.entries(s.others ?? {}).map(([p, why]) => `${PLAIN[p] ?? p}: not measured (${why})`);
+  const ip = s.iperf;
+  if (ip?.skipped) out.push(`iperf3 runs not measured: ${ip.skipped}`, "");
+  else if (ip) {
+    const rows: Any[] = ip.rows;
+    const order = [...PATHS, "warren-tls"];
+    const key = (r: Any) => order.indexOf(r.path) * 2 + (r.window === "default" ? 1 : 0);
+    const label = (r: Any) => `${LABEL[r.path] ?? r.path}${r.window === "default" ? " (iperf3 default buffers)" : ""}`;
+    const direct = (rate: number) => rows.find((r) => r.path === "direct" && r.window !== "default" && r.offeredMbps === rate);
+    out.push(
+      "Fixed offered rates:",
+      "",
+      table(
+        ["path", "offered Mbit/s", "sent Mbit/s", "delivered Mbit/s (× direct)", "loss %", "kernel rcvbuf drops (at Warren's public socket)", "jitter ms", "datagrams/s delivered", "tunnel CPU s (server + client)", "CPU s per GB"],
+        (ip.rates as number[]).flatMap((rate) =>
+          rows
+            .filter((r) => r.offeredMbps === rate)
+            .sort((a, b) => key(a) - key(b))
+            .map((r) => {
+              if (r.error) return [label(r), num(rate), `error: ${String(r.error).slice(0, 100)}`, "", "", "", "", "", "", ""];
+              const tunnel = r.path !== "direct";
+              return [label(r), num(rate), num(r.sentMbps), `${num(r.deliveredMbps)} (${ratio(r.deliveredMbps, direct(rate)?.deliveredMbps)})`, num(r.lossPct, 3), `${num(r.rcvbufErrors)}${typeof r.entryDrops === "number" ? ` (${num(r.entryDrops)})` : ""}`, num(r.jitterMs, 3), num(r.datagramsPerSecond), tunnel ? `${num(r.cpuTotal, 2)} (${num(r.cpuServer, 2)} + ${num(r.cpuClient, 2)})` : "–", tunnel ? num(r.cpuPerGB, 2) : "–"];
+            }),
+        ),
+      ),
+      "",
+    );
+    const max: Any[] = ip.max ?? [];
+    if (max.length) {
+      const d = max.find((m) => m.path === "direct");
+      const probes = (p: string) =>
+        (ip.probes as Any[])
+          .filter((r) => r.path === p)
+          .map((r) => (r.error ? `${num(r.offeredMbps)} (error)` : `${num(r.offeredMbps)} (${num(r.lossPct, 3)} %)`))
+          .join(", ");
+      out.push(
+        `Highest offered rate with loss under ${s.lossThresholdPct} %: a bisection between the best passing and the first failing rate above, one run per probe, paths in alternation (a single run per probe: treat the result as ±1 step):`,
+        "",
+        table(
+          ["path", "max rate Mbit/s", "datagrams/s (rate ÷ 9,600 bit)", "datagrams/s counted by the receiver", "loss % at that rate", "first rate that lost more", "max rate × direct", "probes Mbit/s (loss)"],
+          max.map((m) => [
+            LABEL[m.path] ?? m.path,
+            m.maxRateMbps === null ? "none" : m.senderLimited ? `≥ ${num(m.achievedMbps)} (iperf3's sender limit at -b ${num(m.maxRateMbps)}M)` : num(m.achievedMbps ?? m.maxRateMbps),
+            num(m.datagramsPerSecondNominal),
+            num(m.datagramsPerSecond),
+            num(m.lossPct, 3),
+            m.firstFailingMbps === null ? "none found" : num(m.firstFailingMbps),
+            ratio(m.achievedMbps ?? m.maxRateMbps, d?.achievedMbps ?? d?.maxRateMbps),
+            probes(m.path) || "–",
+          ]),
+        ),
+        "",
+      );
+    }
+  }
+  const ping = s.ping;
+  if (ping) {
+    const rows: Any[] = ping.rows;
+    const d = rows.find((r) => r.path === "direct");
+    out.push(
+      `UDP ping-pong (\`bench/loadgen.ts udplatency\`: one ${ping.size}-byte datagram in flight on a connected Bun socket, ${num(ping.roundTrips)} round trips after ${num(ping.warmup)} warm-up, a datagram unanswered after ${ping.lossTimeoutMs} ms counts as lost; \`bench/echo.ts\` echoes UDP on the same port):`,
+      "",
+      table(
+        ["path", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "lost", "p50 × direct", "p99 × direct"],
+        PATHS.flatMap((p) => rows.filter((r) => r.path === p))
+          .map((r) => (r.error ? [LABEL[r.path]!, `error: ${String(r.error).slice(0, 100)}`, "", "", "", "", "", ""] : [LABEL[r.path]!, num(r.us.p50), num(r.us.p99), num(r.us.p999), num(r.us.mean), num(r.lost), ratio(r.us.p50, d?.us?.p50), ratio(r.us.p99, d?.us?.p99)])),
+      ),
+      "",
+    );
+  }
+  if (skippedOthers.length) out.push(...skippedOthers.map((x) => `- ${x}`), "");
+  return out.join("\n");
+}
+
+function tls(s: Any): string {
+  if (!s) return "";
+  const head = "## 6. Cost of TLS (Warren plain vs Warren with `[tls] enabled = true`, same run)";
+  if (s.error) return `${head}\n\nNot measured: ${String(s.error).split("\n")[0]}\n`;
+  const b = (p: string, n: number) => (s.bulk as Any[]).find((r) => r.path === p && r.streams === n);
+  const l = (p: string) => (s.latency as Any[]).find((r) => r.path === p);
+  const streams: number[] = s.bulkSkipped ? [] : s.streams;
+  const sname = (n: number) => `${n} stream${n > 1 ? "s" : ""}`;
+  const head2 = ["path", ...streams.flatMap((n) => [`${sname(n)} Gbit/s`, `${sname(n)} CPU s per GiB (server + client)`]), "latency p50 µs", "p99 µs", "p99.9 µs"];
+  const row = (p: string) => [
+    p === "warren" ? "**Warren** (plain TCP)" : "**Warren + TLS**",
+    ...streams.flatMap((n) => {
+      const r = b(p, n);
+      return r ? [num(r.gbps, 2), `${num(r.cpuPerGiB, 2)} (${num(r.cpuServer, 1)} + ${num(r.cpuClient, 1)} s for ${num(r.bytes / 2 ** 30, 1)} GiB)`] : ["–", "–"];
+    }),
+    num(l(p)?.us?.p50),
+    num(l(p)?.us?.p99),
+    num(l(p)?.us?.p999),
+  ];
+  const ratios = ["TLS ÷ plain", ...streams.flatMap((n) => [ratio(b("warren-tls", n)?.gbps, b("warren", n)?.gbps), ratio(b("warren-tls", n)?.cpuPerGiB, b("warren", n)?.cpuPerGiB)]), ratio(l("warren-tls")?.us?.p50, l("warren")?.us?.p50), ratio(l("warren-tls")?.us?.p99, l("warren")?.us?.p99), ratio(l("warren-tls")?.us?.p999, l("warren")?.us?.p999)];
+  const errs = [...(s.bulkRuns ?? []), ...(s.latencyRuns ?? [])].filter((r: Any) => r.error).map((r: Any) => `- ${PATH_TEXT[r.path] ?? r.path}, round ${r.round + 1}${r.streams ? `, ${sname(r.streams)}` : ", latency"}: ${String(r.error).slice(0, 300)}`);
+  return [
+    head,
+    "",
+    `Two Warren instances forward the same iperf3 server and echo app; the TLS one has \`[tls] enabled = true\` in server.toml (a self-signed certificate generated in dataDir; the harness reads the SHA-256 fingerprint the server prints at start) and \`[tls] enabled = true\`, \`serverFingerprint = …\` in client.toml, so the control and every work connection between server and client are TLS. The user's side and the app's side stay plain TCP. ${s.rounds} round${s.rounds > 1 ? "s" : ""} of: iperf3 ${streams.map(sname).join(" and ")} for ${s.seconds} s, then ${num(s.latencyRoundTrips)} 64-byte round trips (10 % more as warm-up), plain and TLS in alternation (order swapped each round). Gbit/s and CPU s per GiB are totals over the rounds; latency quantiles are the mean of the rounds'. CPU: the server and client processes (GiB = 2^30 bytes).`,
+    "",
+    table(head2, [row("warren"), row("warren-tls"), ratios]),
+    ...(s.bulkSkipped ? ["", `Bulk not measured: ${s.bulkSkipped}`] : []),
+    ...(errs.length ? ["", "Errors:", "", ...errs] : []),
+    "",
+  ].join("\n");
+}
+
 function control(s: Any): string {
   if (!s) return "";
-  if (s.error) return `## 6. Control plane\n\nNot measured: ${String(s.error).split("\n")[0]}\n`;
+  if (s.error) return `## 7. Control plane\n\nNot measured: ${String(s.error).split("\n")[0]}\n`;
   const t = table(
     ["metric", "value"],
     [
@@ -193,7 +312,7 @@ function control(s: Any): string {
     ],
   );
   return [
-    "## 6. Control plane (Warren only)",
+    "## 7. Control plane (Warren only)",
     "",
     "One Bun process runs one real `Connector` (lib/connector.ts) per group, all started at once (each logs in, declares 5 apps and fills the default pool of 8 work connections).",
     "",
@@ -251,6 +370,7 @@ export function renderMarkdown(r: Any): string {
       [
         ["command", `\`${r.command}\` (mode ${r.mode}, ${num(r.seconds)} s)`],
         ["date", r.date],
+        ...(r.updates ?? []).map((u: Any) => [`updated: ${u.scenarios.join(", ")}`, `\`${u.command}\` (${num(u.seconds)} s), ${u.date}`]),
         ["machine", `${m.cpu}, ${m.cores} cores, ${num(m.memoryGiB, 1)} GiB, Linux ${m.kernel}`],
         ["Bun", m.bun],
         ["tools", `iperf3 ${m.iperf3 ?? "–"}, socat ${m.socat ?? "–"}, ${m.openssh ?? "OpenSSH –"}${r.ssh?.cipher ? ` (cipher ${r.ssh.cipher})` : ""}`],
@@ -267,8 +387,9 @@ export function renderMarkdown(r: Any): string {
     "- **bare Bun chain**: two minimal Bun relays in series (`bench/relay.ts`: `Bun.listen`/`Bun.connect`, backpressure with pause/resume, half-close, nothing else).",
     "- **socat chain**: two `socat -b 131072 TCP-LISTEN:…,fork,reuseaddr,backlog=4096 TCP:…` in series (backlog raised from socat's default 5 so that 50 concurrent connects are not dropped).",
     "- **ssh -R**: `sshd -D -e -f` on a loopback port with a temp sshd_config and throwaway keys; `ssh -N -R` from the \"private\" side; default cipher.",
+    "- **Warren + TLS** (section 6 only): Warren as above with `[tls]` enabled on both sides (self-signed certificate, pinned fingerprint).",
     "",
-    "Load: iperf3 for bulk; `bench/loadgen.ts` (Bun, its own process) for latency, setup and held connections; `bench/echo.ts` (Bun) as the target app.",
+    "Load: iperf3 for bulk and UDP; `bench/loadgen.ts` (Bun, its own process) for latency, setup, held connections and UDP ping-pong; `bench/echo.ts` (Bun) as the target app. Run a subset with `npm run bench -- --scenarios udp,tls` (in full mode it replaces just those sections of the last full results and re-renders this file).",
     "",
   ];
   const busy = Object.entries(r.loadavg ?? {}).filter(([, l]: [string, any]) => Math.max(l.before, l.after) > (m.cores ?? 2) + 1);
@@ -279,8 +400,7 @@ export function renderMarkdown(r: Any): string {
     );
   if (short.length) lines.push("## Where Warren falls short of the bare Bun chain (more than 10 %)", "", ...short.map((s) => `- ${s}`), "");
   lines.push(bulk(sc.bulk), latency(sc.latency), setup(sc.setup), many(sc.many));
-  if (sc.udp) lines.push("## 5. UDP", "", `- Warren: ${sc.udp.warren}.`, `- Others: ${sc.udp.others}.`, "");
-  lines.push(control(sc.control));
+  lines.push(udp(sc.udp), tls(sc.tls), control(sc.control));
   const notes: string[] = [...(r.notes ?? [])];
   for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
   if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");

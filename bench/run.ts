@@ -3,13 +3,19 @@
  *
  * Measures Warren against direct connections and three baselines (two bare
  * Bun relays, two socat relays, ssh -R) on loopback: bulk TCP (iperf3),
- * latency, connection setup, many held connections, UDP (not yet), and the
- * control plane. Writes bench/results/latest.json and BENCHMARKS.md (full
- * mode), and stops every process it started.
+ * latency, connection setup, many held connections, UDP (iperf3 -u at fixed
+ * rates, the highest rate with < 0.1 % loss, UDP ping-pong), the cost of
+ * TLS (plain vs TLS Warren, in alternation) and the control plane. Writes
+ * bench/results/latest.json and BENCHMARKS.md (full mode), and stops every
+ * process it started.
  *
- * Flags: --quick (under 2 minutes), --smoke (seconds, for the test suite;
+ * Flags: --quick (about 3 minutes), --smoke (seconds, for the test suite;
  * never installs packages, skips ssh and the 10,000-connection step),
- * --out FILE (JSON), --md FILE (Markdown), --paths a,b, --scenarios a,b.
+ * --out FILE (JSON), --md FILE (Markdown), --paths a,b,
+ * --scenarios a,b (a subset of bulk, latency, setup, many, udp, tls, control;
+ * in full mode with the default output files, the scenarios run replace
+ * theirs in bench/results/latest.json and the others are kept, so
+ * `npm run bench -- --scenarios udp,tls` refreshes just those two tables).
  */
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
@@ -37,7 +43,7 @@ import {
   waitPort,
   type Child,
 } from "./common.ts";
-import { ALL_PATHS, PATH_LABEL, sshInfo, startPath, type PathName, type Tunnel } from "./paths.ts";
+import { ALL_PATHS, PATH_LABEL, sshInfo, startPath, UDP_PATHS, type PathName, type PathOptions, type Tunnel } from "./paths.ts";
 import { renderMarkdown } from "./report.ts";
 
 type Mode = "full" | "quick" | "smoke";
@@ -55,6 +61,17 @@ interface Plan {
   controlGroups: number;
   controlApps: number;
   apiSamples: number;
+  /** UDP: seconds per iperf3 -u run, offered rates (Mbit/s), bisection steps and which paths are bisected. */
+  udpSeconds: number;
+  udpRates: number[];
+  udpBisectSteps: number;
+  udpBisectPaths: PathName[];
+  udpPingCount: number;
+  /** TLS cost: seconds per iperf3 run, stream counts, alternation rounds, latency round trips. */
+  tlsSeconds: number;
+  tlsStreams: number[];
+  tlsRounds: number;
+  tlsLatencyCount: number;
 }
 
 const PLANS: Record<Mode, Plan> = {
@@ -76,6 +93,15 @@ const PLANS: Record<Mode, Plan> = {
     controlGroups: 1_000,
     controlApps: 5,
     apiSamples: 30,
+    udpSeconds: 5,
+    udpRates: [100, 250, 500, 1000],
+    udpBisectSteps: 6,
+    udpBisectPaths: ["direct", "warren", "socat"],
+    udpPingCount: 5_000,
+    tlsSeconds: 10,
+    tlsStreams: [1, 8],
+    tlsRounds: 2,
+    tlsLatencyCount: 10_000,
   },
   quick: {
     bulkSeconds: 2,
@@ -95,6 +121,15 @@ const PLANS: Record<Mode, Plan> = {
     controlGroups: 1_000,
     controlApps: 5,
     apiSamples: 10,
+    udpSeconds: 2,
+    udpRates: [100, 500],
+    udpBisectSteps: 3,
+    udpBisectPaths: ["direct", "warren"],
+    udpPingCount: 2_000,
+    tlsSeconds: 2,
+    tlsStreams: [1, 8],
+    tlsRounds: 1,
+    tlsLatencyCount: 3_000,
   },
   smoke: {
     bulkSeconds: 1,
@@ -109,10 +144,19 @@ const PLANS: Record<Mode, Plan> = {
     controlGroups: 10,
     controlApps: 5,
     apiSamples: 3,
+    udpSeconds: 1,
+    udpRates: [50],
+    udpBisectSteps: 0,
+    udpBisectPaths: [],
+    udpPingCount: 200,
+    tlsSeconds: 1,
+    tlsStreams: [1],
+    tlsRounds: 1,
+    tlsLatencyCount: 300,
   },
 };
 
-const SCENARIOS = ["bulk", "latency", "setup", "many", "udp", "control"] as const;
+const SCENARIOS = ["bulk", "latency", "setup", "many", "udp", "tls", "control"] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 const { values: flags } = parseArgs({
@@ -138,7 +182,7 @@ const t0 = Date.now();
 const say = (msg: string) => console.log(`[bench ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
 
 /** Hard stop: the whole run must end within its budget whatever happens. */
-const BUDGET_MS = { full: 15 * 60_000, quick: 4 * 60_000, smoke: 90_000 }[mode];
+const BUDGET_MS = { full: 25 * 60_000, quick: 6 * 60_000, smoke: 90_000 }[mode];
 const watchdog = setTimeout(() => {
   console.error(`bench: over the ${BUDGET_MS / 1000} s budget; stopping everything`);
   killAllSync();
@@ -201,11 +245,11 @@ function choosePaths(): PathName[] {
 }
 
 /** Starts every path; a path that cannot start is recorded and left out. */
-async function startPaths(paths: PathName[], targets: Record<string, number>, where: string): Promise<Map<PathName, Tunnel>> {
+async function startPaths(paths: PathName[], targets: Record<string, number>, where: string, opts: PathOptions = {}): Promise<Map<PathName, Tunnel>> {
   const out = new Map<PathName, Tunnel>();
   for (const p of paths) {
     try {
-      out.set(p, await startPath(p, targets));
+      out.set(p, await startPath(p, targets, opts));
     } catch (err) {
       const msg = (err as Error).message;
       skipped[p] = msg.split("\n")[0]!;
@@ -226,11 +270,11 @@ function rotated<T>(items: T[], round: number): T[] {
   return [...items.slice(k), ...items.slice(0, k)];
 }
 
-function startEcho(dir: string, port: number): Child {
-  return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port)], { logFile: join(dir, "echo.log") });
+function startEcho(dir: string, port: number, udp = false): Child {
+  return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port), ...(udp ? ["udp"] : [])], { logFile: join(dir, "echo.log") });
 }
 
-async function loadgen(mode: "latency" | "setup", args: Record<string, number>, timeoutMs: number): Promise<Record<string, unknown>> {
+async function loadgen(mode: "latency" | "setup" | "udplatency", args: Record<string, number>, timeoutMs: number): Promise<Record<string, unknown>> {
   const script = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
   const res = await run(["bash", "-c", script, "bash", BUN, join(BENCH, "loadgen.ts"), mode, JSON.stringify(args)], { timeoutMs });
   return JSON.parse(res.stdout.trim().split("\n").pop()!);
@@ -577,6 +621,274 @@ async function scenarioControl(): Promise<Record<string, unknown>> {
   }
 }
 
+/** Runs iperf3 (JSON output), retrying once when the server is still busy with the previous test. */
+async function iperf(args: string[], seconds: number): Promise<{ out: any; error?: string }> {
+  // The iperf3 server takes a moment to accept the next test after one ends.
+  await Bun.sleep(300);
+  let res = await run(args, { timeoutMs: seconds * 1000 + 30_000, allowFail: true });
+  if (res.code !== 0 && /busy/.test(res.stdout + res.stderr)) {
+    await Bun.sleep(1500);
+    res = await run(args, { timeoutMs: seconds * 1000 + 30_000, allowFail: true });
+  }
+  let out: any = {};
+  try {
+    out = JSON.parse(res.stdout);
+  } catch {}
+  if (res.code !== 0 || !out.end) {
+    // An aborted test can leave the iperf3 server busy: give it a moment.
+    await Bun.sleep(1000);
+    return { out, error: String(out.error ?? (res.stderr.trim() || `iperf3 exited ${res.code}`)) };
+  }
+  return { out };
+}
+
+/** Datagram payload of the UDP runs (iperf3 -l). */
+const UDP_LEN = 1200;
+/** Socket buffers iperf3 asks for (-w) so its own receiver is not the bottleneck; the OS default is 208 KiB. */
+const UDP_WINDOW = "2M";
+/** Loss below which a rate counts as relayed. */
+const UDP_LOSS_OK = 0.1;
+/** Highest rate the bisection tries (Mbit/s). */
+const UDP_MAX_RATE = 4000;
+
+/** The kernel's UDP counters of this network namespace (/proc/net/snmp): where datagrams were dropped. */
+function udpSnmp(): Record<string, number> {
+  try {
+    const lines = readFileSync("/proc/net/snmp", "utf8").split("\n").filter((l) => l.startsWith("Udp:"));
+    const [keys, vals] = [lines[0]!.split(/\s+/).slice(1), lines[1]!.split(/\s+/).slice(1).map(Number)];
+    return Object.fromEntries(keys.map((k, i) => [k, vals[i]!]));
+  } catch {
+    return {};
+  }
+}
+
+/** Receive-buffer drops of the open UDP sockets bound to `port` (/proc/net/udp, last column). */
+function udpPortDrops(port: number): number {
+  let drops = 0;
+  try {
+    for (const line of readFileSync("/proc/net/udp", "utf8").split("\n").slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 13 || parseInt(f[1]!.split(":")[1]!, 16) !== port) continue;
+      drops += Number(f[f.length - 1]);
+    }
+  } catch {}
+  return drops;
+}
+
+async function udpRun(t: Tunnel, rateMbps: number, window: string | null): Promise<Row> {
+  // prettier-ignore
+  const args = ["iperf3", "-c", "127.0.0.1", "-p", String(t.entry.iperf), "-u", "-b", `${rateMbps}M`, "-l", String(UDP_LEN), "-t", String(plan.udpSeconds), "-J", ...(window ? ["-w", window] : [])];
+  const [s0, c0, n0, e0] = [cpuSeconds(t.server), cpuSeconds(t.client), udpSnmp(), udpPortDrops(t.entry.iperf!)];
+  const r = await iperf(args, plan.udpSeconds);
+  const [cpuServer, cpuClient, n1, e1] = [cpuSeconds(t.server) - s0, cpuSeconds(t.client) - c0, udpSnmp(), udpPortDrops(t.entry.iperf!)];
+  const row: Row = { path: t.path, window: window ?? "default", offeredMbps: rateMbps };
+  if (r.error) row.error = r.error;
+  else {
+    const sent = r.out.end.sum_sent ?? r.out.end.sum;
+    const recv = r.out.end.sum_received ?? r.out.end.sum;
+    const delivered = recv.packets - recv.lost_packets;
+    Object.assign(row, {
+      sentMbps: sent.bits_per_second / 1e6,
+      deliveredMbps: (delivered * UDP_LEN * 8) / recv.seconds / 1e6,
+      packets: recv.packets,
+      lostPackets: recv.lost_packets,
+      lossPct: recv.lost_percent,
+      jitterMs: recv.jitter_ms,
+      datagramsPerSecond: delivered / recv.seconds,
+      seconds: recv.seconds,
+      cpuServer,
+      cpuClient,
+      cpuTotal: cpuServer + cpuClient,
+      cpuPerGB: t.path === "direct" ? null : (cpuServer + cpuClient) / ((delivered * UDP_LEN) / 1e9),
+      // iperf3 could not send at the offered rate (its sender is CPU-bound): the rate is the sender's limit, not the path's.
+      senderLimited: sent.bits_per_second < rateMbps * 1e6 * 0.95,
+      // Datagrams the kernel dropped for a full socket receive/send buffer during the run (whole network namespace).
+      rcvbufErrors: (n1.RcvbufErrors ?? 0) - (n0.RcvbufErrors ?? 0),
+      sndbufErrors: (n1.SndbufErrors ?? 0) - (n0.SndbufErrors ?? 0),
+      // Of those, drops at Warren's public UDP socket (open for the whole scenario). Not for the others: the direct path's
+      // entry is iperf3's own socket and socat's are per-peer forks, both may be closed by the time this is read.
+      entryDrops: t.path === "warren" || t.path === "warren-tls" ? e1 - e0 : null,
+    });
+  }
+  const desc = row.error
+    ? `error: ${String(row.error).slice(0, 120)}`
+    : `sent ${(row.sentMbps as number).toFixed(0)}, delivered ${(row.deliveredMbps as number).toFixed(0)} Mbit/s, loss ${(row.lossPct as number).toFixed(3)} % (${row.lostPackets} lost, kernel rcvbuf drops ${row.rcvbufErrors}${row.entryDrops === null ? "" : `, at Warren's public socket ${row.entryDrops}`}), jitter ${(row.jitterMs as number).toFixed(3)} ms${t.path === "direct" ? "" : `, tunnel CPU ${(row.cpuTotal as number).toFixed(2)} s`}`;
+  say(`udp ${String(rateMbps).padStart(4)}M ${t.path.padEnd(9)}${window ? "" : " (default buffers)"} ${desc}`);
+  return row;
+}
+
+const udpOk = (r: Row) => !r.error && typeof r.lossPct === "number" && r.lossPct < UDP_LOSS_OK;
+
+async function scenarioUdp(paths: PathName[]): Promise<Record<string, unknown>> {
+  const others: Record<string, string> = {};
+  for (const p of paths) if (!UDP_PATHS.includes(p)) others[p] = p === "ssh" ? "ssh -R forwards TCP only" : p === "bun-chain" ? "bench/relay.ts relays TCP only" : "cannot forward UDP";
+  const udpPaths = paths.filter((p) => UDP_PATHS.includes(p));
+  const dir = tempDir();
+  const echoPort = await freePort();
+  const echo = startEcho(dir, echoPort, true);
+  const targets: Record<string, number> = { echo: echoPort };
+  let iperfChild: Child | null = null;
+  const out: Record<string, unknown> = { datagramBytes: UDP_LEN, window: UDP_WINDOW, lossThresholdPct: UDP_LOSS_OK, seconds: plan.udpSeconds, others };
+  try {
+    await waitPort(echoPort, 10_000, "echo target");
+    if (have("iperf3")) {
+      const port = await freePort();
+      // iperf3 -s listens on TCP (control) and UDP (data) of the same port.
+      iperfChild = spawnChild("iperf3-server-udp", ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
+      await waitPort(port, 10_000, "iperf3 server");
+      targets.iperf = port;
+    } else out.iperf = { skipped: "iperf3 is not installed" };
+    const tunnels = await startPaths(udpPaths, targets, "udp", { udp: Object.keys(targets) });
+    try {
+      if (targets.iperf) {
+        // Sweep: fixed offered rates, every path in rotating order (plus direct with iperf3's default buffers, for reference).
+        const variants: { path: PathName; window: string | null }[] = [...tunnels.keys()].map((p) => ({ path: p, window: UDP_WINDOW }));
+        if (mode !== "smoke" && tunnels.has("direct")) variants.push({ path: "direct", window: null });
+        const sweep: Row[] = [];
+        let round = 0;
+        for (const rate of plan.udpRates) for (const v of rotated(variants, round++)) sweep.push(await udpRun(tunnels.get(v.path)!, rate, v.window));
+        // Bisection for the highest rate with loss under the threshold, one probe per path per step, in alternation.
+        const state = new Map<PathName, { lo: number; hi: number; best: Row | null; probes: Row[]; done: boolean }>();
+        for (const p of plan.udpBisectPaths.filter((p) => tunnels.has(p))) {
+          const mine = sweep.filter((r) => r.path === p && r.window === UDP_WINDOW);
+          const good = mine.filter(udpOk).sort((a, b) => (b.offeredMbps as number) - (a.offeredMbps as number));
+          const lo = (good[0]?.offeredMbps as number) ?? 0;
+          const capped = !!good[0]?.senderLimited;
+          const bad = mine.filter((r) => !udpOk(r) && (r.offeredMbps as number) > lo).map((r) => r.offeredMbps as number);
+          state.set(p, { lo, hi: bad.length ? Math.min(...bad) : Infinity, best: good[0] ?? null, probes: [], done: capped });
+        }
+        for (let step = 0; step < plan.udpBisectSteps; step++) {
+          let any = false;
+          for (const p of rotated([...state.keys()], step)) {
+            const s = state.get(p)!;
+            if (s.done) continue;
+            const next = s.hi === Infinity ? Math.min(UDP_MAX_RATE, Math.max(100, s.lo * 2)) : Math.round((s.lo + s.hi) / 20) * 10;
+            if ((s.hi !== Infinity && s.hi - s.lo <= Math.max(10, s.lo * 0.05)) || next <= s.lo || next >= s.hi) {
+              s.done = true;
+              continue;
+            }
+            any = true;
+            const r = await udpRun(tunnels.get(p)!, next, UDP_WINDOW);
+            r.bisection = true;
+            s.probes.push(r);
+            if (udpOk(r)) {
+              [s.lo, s.best] = [next, r];
+              // Offering more than iperf3 can send measures iperf3, not the path.
+              if (r.senderLimited) s.done = true;
+            } else s.hi = next;
+          }
+          if (!any) break;
+        }
+        const max = [...state].map(([p, s]) => ({
+          path: p,
+          maxRateMbps: s.best ? s.lo : null,
+          // When iperf3 could not send that fast, the rate it did send is the figure (a lower bound for the path).
+          senderLimited: !!s.best?.senderLimited,
+          achievedMbps: s.best ? Math.min(s.lo, s.best.sentMbps as number) : null,
+          // Nominal datagrams/s at that rate (rate ÷ 9,600 bits), and what the receiver counted.
+          datagramsPerSecondNominal: s.best ? (Math.min(s.lo, s.best.sentMbps as number) * 1e6) / (UDP_LEN * 8) : null,
+          datagramsPerSecond: s.best?.datagramsPerSecond ?? null,
+          lossPct: s.best?.lossPct ?? null,
+          firstFailingMbps: Number.isFinite(s.hi) ? s.hi : null,
+          probes: s.probes.length,
+        }));
+        for (const m of max) say(`udp max ${m.path.padEnd(9)} ${m.maxRateMbps === null ? "no rate with loss < 0.1 %" : `${m.achievedMbps!.toFixed(0)} Mbit/s = ${Math.round(m.datagramsPerSecondNominal!).toLocaleString("en")} datagrams/s (loss ${(m.lossPct as number).toFixed(3)} %)${m.senderLimited ? ", iperf3's sender limit" : ""}`}${m.firstFailingMbps ? `; ${m.firstFailingMbps} Mbit/s lost more` : ""}`);
+        out.iperf = { rates: plan.udpRates, rows: sweep, probes: [...state.values()].flatMap((s) => s.probes), max };
+      }
+      const ping: Row[] = [];
+      for (const p of rotated([...tunnels.keys()], 1)) {
+        try {
+          const r = await loadgen("udplatency", { port: tunnels.get(p)!.entry.echo!, count: plan.udpPingCount, warmup: Math.ceil(plan.udpPingCount / 10), size: 64, lossTimeoutMs: 200 }, 120_000);
+          ping.push({ path: p, ...r });
+          const us = r.us as Record<string, number>;
+          say(`udp ping ${p.padEnd(9)} p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, lost ${r.lost}`);
+        } catch (err) {
+          ping.push({ path: p, error: (err as Error).message });
+          say(`udp ping ${p}: ${(err as Error).message}`);
+        }
+      }
+      out.ping = { roundTrips: plan.udpPingCount, warmup: Math.ceil(plan.udpPingCount / 10), size: 64, lossTimeoutMs: 200, rows: ping };
+    } finally {
+      await stopTunnels(tunnels);
+    }
+  } finally {
+    if (iperfChild) await stopChild(iperfChild);
+    await stopChild(echo);
+  }
+  return out;
+}
+
+async function scenarioTls(): Promise<Record<string, unknown>> {
+  const dir = tempDir();
+  const echoPort = await freePort();
+  const echo = startEcho(dir, echoPort);
+  const targets: Record<string, number> = { echo: echoPort };
+  let iperfChild: Child | null = null;
+  const bulkRuns: Row[] = [];
+  const latRuns: Row[] = [];
+  const out: Record<string, unknown> = { seconds: plan.tlsSeconds, rounds: plan.tlsRounds, streams: plan.tlsStreams, latencyRoundTrips: plan.tlsLatencyCount, size: 64 };
+  try {
+    await waitPort(echoPort, 10_000, "echo target");
+    if (have("iperf3")) {
+      const port = await freePort();
+      iperfChild = spawnChild("iperf3-server-tls", ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
+      await waitPort(port, 10_000, "iperf3 server");
+      targets.iperf = port;
+    } else out.bulkSkipped = "iperf3 is not installed";
+    const tunnels = await startPaths(["warren", "warren-tls"], targets, "tls");
+    try {
+      for (let round = 0; round < plan.tlsRounds; round++) {
+        for (const p of rotated([...tunnels.keys()], round)) {
+          const t = tunnels.get(p)!;
+          if (targets.iperf)
+            for (const streams of plan.tlsStreams) {
+              const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+              const r = await iperf(["iperf3", "-c", "127.0.0.1", "-p", String(t.entry.iperf), "-t", String(plan.tlsSeconds), "-J", "-P", String(streams)], plan.tlsSeconds);
+              const [cpuServer, cpuClient] = [cpuSeconds(t.server) - s0, cpuSeconds(t.client) - c0];
+              const row: Row = { path: p, round, streams };
+              const sum = r.out.end?.sum_received;
+              if (r.error || !sum) row.error = r.error ?? "no sum_received";
+              else Object.assign(row, { gbps: sum.bits_per_second / 1e9, bytes: sum.bytes, seconds: sum.seconds, cpuServer, cpuClient, cpuPerGiB: (cpuServer + cpuClient) / (sum.bytes / 2 ** 30) });
+              bulkRuns.push(row);
+              say(`tls P${streams} ${p.padEnd(10)} ${row.error ? `error: ${String(row.error).slice(0, 120)}` : `${(row.gbps as number).toFixed(2)} Gbit/s, ${(row.cpuPerGiB as number).toFixed(2)} CPU s/GiB`}`);
+            }
+          try {
+            const r = await loadgen("latency", { port: t.entry.echo!, count: plan.tlsLatencyCount, warmup: Math.ceil(plan.tlsLatencyCount / 10), size: 64 }, 120_000);
+            latRuns.push({ path: p, round, ...r });
+            const us = r.us as Record<string, number>;
+            say(`tls latency ${p.padEnd(10)} p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us`);
+          } catch (err) {
+            latRuns.push({ path: p, round, error: (err as Error).message });
+            say(`tls latency ${p}: ${(err as Error).message}`);
+          }
+        }
+      }
+    } finally {
+      await stopTunnels(tunnels);
+    }
+  } finally {
+    if (iperfChild) await stopChild(iperfChild);
+    await stopChild(echo);
+  }
+  // Totals over the rounds: bytes and CPU add up, so Gbit/s and CPU s/GiB are over every run of a path.
+  const bulk: Row[] = [];
+  for (const p of ["warren", "warren-tls"] as PathName[])
+    for (const streams of plan.tlsStreams) {
+      const runs = bulkRuns.filter((r) => r.path === p && r.streams === streams && !r.error);
+      if (!runs.length) continue;
+      const total = (k: string) => runs.reduce((n, r) => n + (r[k] as number), 0);
+      bulk.push({ path: p, streams, runs: runs.length, gbps: (total("bytes") * 8) / total("seconds") / 1e9, bytes: total("bytes"), cpuServer: total("cpuServer"), cpuClient: total("cpuClient"), cpuPerGiB: (total("cpuServer") + total("cpuClient")) / (total("bytes") / 2 ** 30) });
+    }
+  const latency: Row[] = [];
+  for (const p of ["warren", "warren-tls"] as PathName[]) {
+    const runs = latRuns.filter((r) => r.path === p && !r.error);
+    if (!runs.length) continue;
+    const mean = (k: string) => runs.reduce((n, r) => n + (r.us as Record<string, number>)[k]!, 0) / runs.length;
+    latency.push({ path: p, runs: runs.length, us: { p50: mean("p50"), p99: mean("p99"), p999: mean("p999"), mean: mean("mean") } });
+  }
+  return { ...out, bulk, latency, bulkRuns, latencyRuns: latRuns };
+}
+
 // ---------------------------------------------------------------- main
 
 async function machine(): Promise<Record<string, unknown>> {
@@ -614,7 +926,7 @@ async function main(): Promise<void> {
   say(`paths: ${paths.join(", ")}${Object.keys(skipped).length ? ` (skipped: ${Object.entries(skipped).map(([k, v]) => `${k}: ${v}`).join("; ")})` : ""}`);
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
-    command: mode === "full" ? "npm run bench" : `npm run bench -- --${mode}`,
+    command: ["npm run bench", ...[mode === "full" ? "" : `--${mode}`, flags.paths ? `--paths ${flags.paths}` : "", flags.scenarios ? `--scenarios ${flags.scenarios}` : ""].filter(Boolean)].join(" ").replace("bench -", "bench -- -"),
     mode,
     machine: await machine(),
   };
@@ -644,11 +956,8 @@ async function main(): Promise<void> {
     } else Object.assign(scenarios, r);
   }
   if (which.has("many")) scenarios.many = await guard("many", () => scenarioMany(paths));
-  if (which.has("udp"))
-    scenarios.udp = {
-      warren: "not available yet: Warren has no UDP apps (the config schema accepts only type = \"tcp\")",
-      others: "not measured: with no Warren UDP path there is nothing to compare them with",
-    };
+  if (which.has("udp")) scenarios.udp = await guard("udp", () => scenarioUdp(paths));
+  if (which.has("tls")) scenarios.tls = await guard("tls", () => scenarioTls());
   if (which.has("control")) scenarios.control = await guard("control", () => scenarioControl());
   results.ssh = { ...sshInfo };
   results.skipped = skipped;
@@ -657,11 +966,26 @@ async function main(): Promise<void> {
 
   const outFile = flags.out ?? (mode === "full" ? join(BENCH, "results", "latest.json") : mode === "quick" ? join(BENCH, "results", "quick.json") : join(tmpdir(), `warren-bench-smoke-${process.pid}.json`));
   mkdirSync(dirname(outFile), { recursive: true });
-  writeFileSync(outFile, JSON.stringify(results, null, 2) + "\n");
+  let written = results;
+  if (mode === "full" && flags.scenarios && !flags.out && existsSync(outFile)) {
+    // A subset of a full run: replace those scenarios in the last full results, keep the rest.
+    const prev = JSON.parse(readFileSync(outFile, "utf8")) as Record<string, any>;
+    written = {
+      ...prev,
+      machine: results.machine,
+      scenarios: { ...prev.scenarios, ...scenarios },
+      loadavg: { ...prev.loadavg, ...load },
+      skipped: { ...prev.skipped, ...skipped },
+      notes: [...new Set([...(prev.notes ?? []), ...notes])],
+      updates: [...(prev.updates ?? []).filter((u: any) => !u.scenarios.every((s: string) => which.has(s as Scenario))), { date: results.date, command: results.command, scenarios: [...which], seconds: results.seconds }],
+    };
+    say(`merged ${[...which].join(", ")} into the full results of ${prev.date}`);
+  }
+  writeFileSync(outFile, JSON.stringify(written, null, 2) + "\n");
   say(`wrote ${outFile}`);
   const mdFile = flags.md ?? (mode === "full" ? join(BENCH, "..", "BENCHMARKS.md") : null);
   if (mdFile) {
-    writeFileSync(mdFile, renderMarkdown(results));
+    writeFileSync(mdFile, renderMarkdown(written));
     say(`wrote ${mdFile}`);
   } else if (mode !== "smoke") say(`(BENCHMARKS.md is written by the full run only; pass --md FILE to render this one)`);
   // The smoke test reads this line.

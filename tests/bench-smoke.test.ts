@@ -63,7 +63,27 @@ test(
       expect(held?.error).toBeUndefined();
       expect(held.alive).toBe(held.count);
     }
-    expect(s.udp.warren).toContain("not available yet");
+    // UDP: iperf3 -u through Warren (when iperf3 is there) and a Bun UDP ping-pong through every UDP-capable path.
+    expect(s.udp.error).toBeUndefined();
+    if (s.udp.iperf.skipped) expect(String(s.udp.iperf.skipped)).toContain("iperf3");
+    else {
+      const u = s.udp.iperf.rows.find((x: any) => x.path === "warren");
+      expect(u?.error).toBeUndefined();
+      expect(u.deliveredMbps).toBeGreaterThan(0);
+      expect(typeof u.lossPct).toBe("number");
+    }
+    for (const path of ["direct", "warren"]) {
+      const ping = s.udp.ping.rows.find((x: any) => x.path === path);
+      expect(ping?.error).toBeUndefined();
+      expect(ping.us.n).toBe(ping.roundTrips);
+      expect(ping.roundTrips).toBeGreaterThan(0);
+    }
+    // TLS cost: plain and TLS Warren both carried the latency run (and bulk, when iperf3 is there).
+    expect(s.tls.error).toBeUndefined();
+    for (const path of ["warren", "warren-tls"]) {
+      expect(s.tls.latency.find((x: any) => x.path === path)?.us.p50).toBeGreaterThan(0);
+      if (!s.tls.bulkSkipped) expect(s.tls.bulk.find((x: any) => x.path === path)?.gbps).toBeGreaterThan(0);
+    }
     expect(s.control.error).toBeUndefined();
     expect(s.control.driverOnline).toBe(s.control.groups);
     expect(s.control.apiOnline).toBe(s.control.groups);
