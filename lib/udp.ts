@@ -65,7 +65,7 @@ class DropLog {
   }
 }
 
-/** Gathers datagram frames and writes them to a work connection once per event-loop turn (or when the batch is full). */
+/** Writes datagram frames to a work connection: the first of an event-loop turn at once, the rest of the turn in one batch. */
 export class DatagramBatcher {
   #buf = new Uint8Array(UDP_BATCH_BYTES);
   #at = 0;
@@ -92,8 +92,10 @@ export class DatagramBatcher {
     }
     this.#at = next;
     if (!this.#scheduled) {
+      // The first datagram of an event-loop turn goes out at once (latency); the rest of the turn is batched (throughput).
       this.#scheduled = true;
       setImmediate(this.#onImmediate);
+      if (ep.queued === 0) this.flush();
     }
     return true;
   }
