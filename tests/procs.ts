@@ -77,7 +77,9 @@ export class Proc {
 export function spawnWarren(role: "server" | "client", dir: string, toml: string, name = role): Proc {
   const file = join(dir, `${name}.toml`);
   writeFileSync(file, toml);
-  const child = Bun.spawn([process.execPath, join(ROOT, `${role}.ts`), "--config", file], {
+  // WARREN_PROF_DIR=dir writes a CPU profile (markdown) of each process to dir on exit, for profiling the hot paths.
+  const prof = process.env.WARREN_PROF_DIR ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.WARREN_PROF_DIR}`] : [];
+  const child = Bun.spawn([process.execPath, ...prof, join(ROOT, `${role}.ts`), "--config", file], {
     cwd: dir,
     stdin: "ignore",
     stdout: "pipe",
