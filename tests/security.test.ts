@@ -314,6 +314,19 @@ describe("access lists and limits", async () => {
   });
 });
 
+describe("limits in server.toml", () => {
+  test("maxApps and a group's allowPorts from the config are applied, and a violation names the key", () => {
+    const ok = testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 2, allowPorts: "22000-22005", apps: [{ name: "a" }, { name: "b", allowIPs: ["127.0.0.1"], maxConnections: 3 }] }] });
+    cleanup.push(() => ok.stop());
+    const g = ok.hub.registry.get("cfg")!;
+    expect(g.maxApps).toBe(2);
+    for (const a of g.apps) expect(a.remotePort).toBeWithin(22000, 22006);
+    expect(g.apps[1]).toMatchObject({ allowIPs: ["127.0.0.1"], maxConnections: 3 });
+    expect(() => testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }] })).toThrow("groups[0].apps: group \"cfg\" may have at most 1 apps");
+    expect(() => testServer({ groups: [{ name: "cfg", token: TOKEN, allowPorts: "22000-22005", apps: [{ name: "a", remotePort: 23000 }] }] })).toThrow("groups[0].apps[0].remotePort");
+  });
+});
+
 describe("secrets", () => {
   test("no token appears in any log line or API response of this file (except the one creation response)", async () => {
     await until(() => logs.length > 10, 1000, "logs");
