@@ -31,6 +31,10 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 30_000;
 /** Work connections being dialed or waiting for their challenge at once; the server asks in batches, this caps a runaway. */
 export const MAX_WORK_DIALS = 256;
+/** Most undialed work connections remembered; the server re-asks for lost ones after its request timeout. */
+export const MAX_WANTED_WORK = 4096;
+/** Idle time before TCP keepalive probes on control and work connections. */
+export const KEEPALIVE_MS = 30_000;
 /** Time allowed for the self-registration request. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 
@@ -57,6 +61,8 @@ export class Connector extends EventEmitter {
   #lastSeen = 0;
   #seq = 0;
   #dials = 0;
+  /** Work connections the server asked for that are not dialed yet. */
+  #wantedWork = 0;
   #idleWork = new Set<Endpoint>();
   #streams = new Set<Endpoint>();
   #udp = new Map<string, UdpLocal>();
@@ -121,7 +127,11 @@ export class Connector extends EventEmitter {
       const body = (await res.json().catch(() => ({}))) as { error?: string };
       if (res.status === 201) log.info("group registered with the server", { group });
       else if (res.status === 409 && /already exists/.test(body.error ?? "")) log.debug("group already registered", { group });
-      else log.error("self-registration refused", { group, status: res.status, error: body.error });
+      else if (res.status >= 500 || res.status === 429) {
+        log.warn("self-registration failed; will retry", { group, status: res.status, error: body.error });
+        return false;
+      } else log.error("self-registration refused; logging in anyway", { group, status: res.status, error: body.error });
+      // Registered, known, or refused for good (a wrong registrationToken, a bad app): do not ask again.
       this.#registered = true;
       return true;
     } catch (err) {
@@ -133,6 +143,7 @@ export class Connector extends EventEmitter {
   async #connect(): Promise<void> {
     if (this.#stopped) return;
     if (!(await this.#register())) return this.#retry("registration failed");
+    if (this.#stopped) return;
     const ep = new Endpoint();
     const reader = new FrameReader();
     this.#control = ep;
@@ -162,6 +173,7 @@ export class Connector extends EventEmitter {
     let verified = false;
     ep.onOpen = (e) => {
       verified = true;
+      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
       e.send(MAGIC);
     };
     ep.onTlsError = (_e, message) => this.#tlsError(message);
@@ -221,7 +233,9 @@ export class Connector extends EventEmitter {
         this.emit("apps", msg.apps);
         return true;
       case FrameType.OpenWork:
-        for (let i = 0; i < msg.count && this.#dials < MAX_WORK_DIALS; i++) this.#openWork();
+        // Dials beyond MAX_WORK_DIALS wait their turn rather than being dropped (the server counts on them).
+        this.#wantedWork = Math.min(this.#wantedWork + msg.count, MAX_WANTED_WORK);
+        this.#pumpWork();
         return true;
       case FrameType.Pong:
         return true;
@@ -275,6 +289,7 @@ export class Connector extends EventEmitter {
     this.#heartbeat = null;
     this.#control = null;
     this.#sessionId = null;
+    this.#wantedWork = 0;
     for (const w of this.#idleWork) w.destroy();
     this.#idleWork.clear();
     if (this.online) {
@@ -292,6 +307,13 @@ export class Connector extends EventEmitter {
     this.#later(delay, () => void this.#connect());
   }
 
+  #pumpWork(): void {
+    while (this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && this.#sessionId) {
+      this.#wantedWork--;
+      this.#openWork();
+    }
+  }
+
   #openWork(): void {
     const sessionId = this.#sessionId;
     if (!sessionId) return;
@@ -300,11 +322,17 @@ export class Connector extends EventEmitter {
     const reader = new FrameReader();
     let counted = true;
     const uncount = () => {
-      if (counted) this.#dials--;
-      counted = false;
+      if (counted) {
+        this.#dials--;
+        counted = false;
+        this.#pumpWork();
+      }
     };
     this.#idleWork.add(work);
-    work.onOpen = (e) => e.send(MAGIC);
+    work.onOpen = (e) => {
+      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+      e.send(MAGIC);
+    };
     work.onClose = (e) => {
       uncount();
       this.#idleWork.delete(e);

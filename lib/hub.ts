@@ -14,6 +14,7 @@ import {
   proofEquals,
   randomBytes,
   SESSION_ID_BYTES,
+  MAX_FRAME_BYTES,
   withMagic,
   workProof,
   type Message,
@@ -32,6 +33,13 @@ export const MAX_SWEEP_INTERVAL_MS = 1000;
 
 /** The same sentence for a wrong token and an unknown group, so a stranger learns nothing. */
 const AUTH_FAILED = "authentication failed";
+const BLOCKED = "too many failed logins from this address; try again later";
+/** Most apps one login may declare: their statuses must fit in one LoginOk frame (64 KiB). */
+export const MAX_DECLARED_APPS = 256;
+/** Names as config.ts's NameSchema allows them; also keeps every status line short. */
+const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+/** Idle time before TCP keepalive probes on control and work connections: a pooled connection whose path died is found. */
+export const KEEPALIVE_MS = 30_000;
 /** Token used to compute a proof for unknown groups, so that both failures take the same time. */
 const DUMMY_TOKEN = Buffer.from(randomBytes(32)).toString("hex");
 
@@ -125,7 +133,7 @@ export class Hub implements SessionHost {
     if (this.guard.blocked(ip)) {
       // Refused before any work: the block itself was logged once when it began.
       ep.onOpen = (e) => {
-        e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Blocked, message: "too many failed logins from this address; try again later" })));
+        e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Blocked, message: BLOCKED })));
         e.endWhenFlushed();
       };
       return ep;
@@ -149,7 +157,10 @@ export class Hub implements SessionHost {
       timer: setTimeout(() => this.#refuse(ep, ErrorCode.HandshakeTimeout, "handshake not finished in time"), this.#handshakeTimeoutMs),
     };
     ep.tag = hs;
-    ep.onOpen = (e) => e.send(withMagic(encode({ type: FrameType.Challenge, nonce })));
+    ep.onOpen = (e) => {
+      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+      e.send(withMagic(encode({ type: FrameType.Challenge, nonce })));
+    };
     ep.onData = (e, chunk) => this.#handshake(e, hs, chunk);
     ep.onClose = () => {
       clearTimeout(hs.timer);
@@ -181,6 +192,8 @@ export class Hub implements SessionHost {
   }
 
   #login(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.Login }>): void {
+    // Checked again here: connections opened before the block must not keep guessing.
+    if (this.guard.blocked(hs.ip)) return this.#refuse(ep, ErrorCode.Blocked, BLOCKED);
     const group = this.registry.get(msg.group);
     const expected = loginProof(group?.token ?? DUMMY_TOKEN, hs.nonce, msg.group);
     if (!group || !proofEquals(expected, msg.proof)) {
@@ -189,6 +202,10 @@ export class Hub implements SessionHost {
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data after login before the server answered");
+    // Bounded so that the answer (one status per declared app) always fits in a frame.
+    if (msg.apps.length > MAX_DECLARED_APPS) return this.#refuse(ep, ErrorCode.MalformedFrame, `a login may declare at most ${MAX_DECLARED_APPS} apps`);
+    const badName = msg.apps.find((a) => !APP_NAME.test(a.name));
+    if (badName) return this.#refuse(ep, ErrorCode.MalformedFrame, "app names must be 1-64 letters, digits, '_', '.' or '-'");
     const old = this.#sessions.get(group.name);
     // The new login is authenticated: it takes over, and the old session's ports pass to it.
     if (old) old.end(ErrorCode.SessionReplaced, `session replaced by a new login from ${hs.addr}`);
@@ -199,18 +216,25 @@ export class Hub implements SessionHost {
     let ready = false;
     ep.onData = (_e, chunk) => {
       reader.push(chunk);
-      // Frames that arrive while the apps are being bound wait in the reader, in order.
+      // Frames that arrive while the apps are being bound wait in the reader, in order (and bounded).
       if (ready) this.#control(session, reader);
+      else if (reader.buffered > MAX_FRAME_BYTES) session.end(ErrorCode.UnexpectedMessage, "too much data before the login was answered");
     };
     ep.onClose = () => session.end(null, "control connection closed");
-    session.reconcile(group).then(() => {
-      if (session.ended) return;
-      ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
-      log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
-      ready = true;
-      session.start();
-      this.#control(session, reader);
-    });
+    session
+      .reconcile(group)
+      .then(() => {
+        if (session.ended) return;
+        ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
+        log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
+        ready = true;
+        session.start();
+        this.#control(session, reader);
+      })
+      .catch((err: Error) => {
+        log.error("login could not be completed", { group: group.name, error: err.message });
+        session.end(ErrorCode.Overloaded, "the server could not complete the login");
+      });
   }
 
   #control(session: Session, reader: FrameReader): void {
@@ -229,6 +253,7 @@ export class Hub implements SessionHost {
   #workHello(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.WorkHello }>): void {
     const session = this.#byId.get(Buffer.from(msg.sessionId).toString("hex"));
     const expected = workProof(session?.group.token ?? DUMMY_TOKEN, hs.nonce, msg.sessionId);
+    if (this.guard.blocked(hs.ip)) return this.#refuse(ep, ErrorCode.Blocked, BLOCKED);
     if (!session || session.ended || !proofEquals(expected, msg.proof)) {
       log.warn("work connection refused", { from: hs.addr, reason: session ? "wrong proof" : "unknown session" });
       this.guard.fail(hs.ip, "control port");
@@ -269,6 +294,7 @@ export class Hub implements SessionHost {
 
   /** Applies a changed app list to the group's online session at once. */
   async groupChanged(group: GroupRecord): Promise<void> {
+    // Reconcile errors are logged by the session; the API still answers with the stored group.
     for (const key of this.#stats.keys()) {
       const [g, app] = key.split("/") as [string, string];
       if (g === group.name && !group.apps.some((a) => a.name === app)) this.#cut(key);

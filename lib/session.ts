@@ -64,6 +64,7 @@ export class Session {
   #requestedAt = 0;
   #ended = false;
   #started = false;
+  #retryTimer: Timer | null = null;
 
   constructor(
     readonly host: SessionHost,
@@ -93,8 +94,10 @@ export class Session {
 
   /** Opens listeners for the declared apps that the group has, and records why the others are not served. Calls run one after another. */
   reconcile(group: GroupRecord): Promise<void> {
-    this.#reconciling = this.#reconciling.then(() => this.#reconcile(group));
-    return this.#reconciling;
+    const run = this.#reconciling.then(() => this.#reconcile(group));
+    // One failure must not stop every later reconcile of this session.
+    this.#reconciling = run.catch((err: Error) => log.error("applying apps failed", { group: this.group.name, error: err.message }));
+    return run;
   }
 
   async #reconcile(group: GroupRecord): Promise<void> {
@@ -287,14 +290,22 @@ export class Session {
     work.send(encode({ type: FrameType.StartWork, app, userAddr }));
     // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the user.
     work.onClose = (ep) => {
+      clearTimeout(ackTimer);
       if (!ep.peer) user.destroy();
     };
     user.peer = work;
     user.resume();
+    // A pooled connection whose path died silently would never answer: bound the wait.
+    const ackTimer = setTimeout(() => {
+      log.warn("no answer on a work connection in time; closing the user", { group: this.group.name, app });
+      user.reset();
+      work.reset();
+    }, this.host.userConnTimeoutMs);
     work.onData = (ep, chunk) => {
       reader.push(chunk);
       const res = reader.next();
       if (!res) return;
+      clearTimeout(ackTimer);
       if (!res.ok || res.msg.type !== FrameType.WorkAck) {
         log.warn("bad answer on a work connection", { group: this.group.name, app, error: res.ok ? "unexpected frame" : res.error.message });
         user.destroy();
@@ -347,6 +358,13 @@ export class Session {
     // and our hellos then stay off the path of most new streams.
     const waiting = this.#waiting.length + this.#udpWaiting.length;
     if (waiting === 0 && this.#pool.length + this.#requested > this.host.poolSize / 2) return;
+    // While someone waits, look again after the request timeout even if no frame arrives meanwhile.
+    if (waiting > 0 && !this.#retryTimer) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = null;
+        this.#refill();
+      }, WORK_REQUEST_TIMEOUT_MS + 1);
+    }
     const want = this.host.poolSize + this.#waiting.length + this.#udpWaiting.length - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
     if (count <= 0) return;
@@ -371,6 +389,7 @@ export class Session {
   end(code: ErrorCode | null, reason: string): void {
     if (this.#ended) return;
     this.#ended = true;
+    if (this.#retryTimer) clearTimeout(this.#retryTimer);
     for (const name of [...this.#apps.keys()]) this.#closeApp(name);
     for (const w of [...this.#waiting]) this.#dropWaiting(w, "session ended");
     for (const work of this.#pool.splice(0)) {

@@ -6,7 +6,7 @@
  * app sees distinct peers; idle peers expire and the oldest is evicted at the cap.
  */
 import type { udp } from "bun";
-import { DatagramReader, encodeDatagramInto, type ProtocolError } from "../protocol.ts";
+import { DatagramReader, encodeDatagramInto, MAX_DATAGRAM_BYTES, type ProtocolError } from "../protocol.ts";
 import { log } from "./log.ts";
 import { AccessList } from "./guard.ts";
 import type { Counters, Endpoint } from "./relay.ts";
@@ -166,6 +166,8 @@ export class UdpPublic {
   }
 
   #fromPeer(payload: Uint8Array, port: number, address: string): void {
+    // IPv6 allows up to 65,527 bytes; the protocol carries at most MAX_DATAGRAM_BYTES.
+    if (payload.length > MAX_DATAGRAM_BYTES) return this.#drops.note("datagram larger than 65,507 bytes");
     const key = `${address}|${port}`;
     if (!this.#peers.has(key)) {
       // A new peer: the access list and the peer limit decide before anything is relayed.
@@ -178,11 +180,19 @@ export class UdpPublic {
     if (!this.#batcher.add(address, port, payload)) this.#drops.note(this.work ? "work connection backed up" : "no work connection");
   }
 
+  /** The bound public port. */
+  get port(): number {
+    return this.#socket?.port ?? 0;
+  }
+
   /** Binds a new work connection; datagram frames it carries back are fed to `fromClient`. */
   attach(work: Endpoint): void {
     this.work = work;
     this.#batcher.flush();
     this.#reader = new DatagramReader((address, port, payload) => {
+      // Replies go only to peers that sent to this app (and so passed its access list): a client
+      // must not make the server send datagrams to anyone it likes.
+      if (!this.#peers.has(`${address}|${port}`)) return this.#drops.note("reply to an unknown peer");
       this.stats.bytesOut += payload.length;
       this.#replies.push(payload, port, address);
     });
@@ -292,6 +302,7 @@ export class UdpLocal {
       socket: {
         data: (_s, reply) => {
           peer.lastSeen = Date.now();
+          if (reply.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
           if (!this.#batcher.add(address, port, reply)) this.#drop("work connection backed up");
         },
         error: (a: unknown, b?: unknown) => {

@@ -1,0 +1,178 @@
+/** Defects found in code review, each pinned by a test: oversized logins, late guesses, silent work connections, bursts, UDP reply spoofing, oversized IPv6 datagrams. */
+import { afterAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { Endpoint } from "../lib/relay.ts";
+import { UdpPublic } from "../lib/udp.ts";
+import { encode, encodeDatagramInto, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, workProof, type DecodeResult } from "../protocol.ts";
+import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
+
+const cleanup: (() => void)[] = [];
+const echo = await echoApp();
+afterAll(() => {
+  for (const f of cleanup.reverse()) f();
+  echo.close();
+});
+
+/** A raw protocol connection to a control port: `next()` yields the server's frames in order. */
+async function raw(port: number, from = "127.0.0.1") {
+  const reader = new FrameReader();
+  const frames: DecodeResult[] = [];
+  let wake = () => {};
+  let closed = false;
+  const sock = net.connect({ host: "127.0.0.1", port, localAddress: from });
+  sock.on("data", (d: Buffer) => {
+    reader.push(d);
+    for (let r = reader.next(); r; r = reader.next()) frames.push(r);
+    wake();
+  });
+  sock.on("close", () => {
+    closed = true;
+    wake();
+  });
+  sock.on("error", () => {});
+  sock.write(MAGIC);
+  const next = async (): Promise<DecodeResult | null> => {
+    while (!frames.length && !closed) await new Promise<void>((r) => (wake = r));
+    return frames.shift() ?? null;
+  };
+  const ch = await next();
+  if (!ch?.ok || ch.msg.type !== FrameType.Challenge) throw new Error("no challenge");
+  return { sock, nonce: ch.msg.nonce, next };
+}
+
+const errorCode = (r: DecodeResult | null) => (r?.ok && r.msg.type === FrameType.Error ? r.msg.code : r?.ok ? FrameType[r.msg.type] : "closed");
+
+describe("logins", () => {
+  test("a login declaring too many or badly named apps is refused, and the server keeps serving", async () => {
+    const server = testServer();
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "big", token: TOKEN, apps: [{ name: "a" }] }),
+    });
+    const many = await raw(server.controlPort);
+    const apps = Array.from({ length: 600 }, (_, i) => ({ name: `app-${i}-${"x".repeat(40)}`, type: "tcp" as const }));
+    many.sock.write(encode({ type: FrameType.Login, group: "big", proof: loginProof(TOKEN, many.nonce, "big"), apps }));
+    expect(errorCode(await many.next())).toBe(ErrorCode.MalformedFrame);
+    const long = await raw(server.controlPort);
+    long.sock.write(encode({ type: FrameType.Login, group: "big", proof: loginProof(TOKEN, long.nonce, "big"), apps: [{ name: "y".repeat(30_000), type: "tcp" }] }));
+    expect(errorCode(await long.next())).toBe(ErrorCode.MalformedFrame);
+    // Still alive and serving.
+    const { connector, apps: ok } = await onlineClient(clientConfig(server, "big", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }]));
+    cleanup.push(() => connector.stop());
+    const data = randomData(10_000, 1);
+    expect((await roundTrip(ok[0]!.remotePort, data)).hash).toBe(sha256(data));
+  });
+
+  test("connections opened before a block cannot go on guessing after it", async () => {
+    const server = testServer({ loginFailureLimit: 3 });
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "g", token: TOKEN, apps: [] }),
+    });
+    const conns = await Promise.all(Array.from({ length: 6 }, () => raw(server.controlPort, "127.0.0.5")));
+    const answers = [];
+    for (const c of conns.slice(0, 5)) {
+      c.sock.write(encode({ type: FrameType.Login, group: "g", proof: loginProof("wrong-token-wrong-token", c.nonce, "g"), apps: [] }));
+      answers.push(errorCode(await c.next()));
+    }
+    expect(answers).toEqual([ErrorCode.AuthFailed, ErrorCode.AuthFailed, ErrorCode.AuthFailed, ErrorCode.Blocked, ErrorCode.Blocked]);
+    const last = conns[5]!;
+    last.sock.write(encode({ type: FrameType.Login, group: "g", proof: loginProof(TOKEN, last.nonce, "g"), apps: [] }));
+    expect(errorCode(await last.next())).toBe(ErrorCode.Blocked);
+  });
+});
+
+describe("work connections", () => {
+  test("a work connection that never answers StartWork closes its user within userConnTimeout", async () => {
+    const server = testServer({ userConnTimeout: 0.5, poolSize: 1 });
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "mute", token: TOKEN, apps: [{ name: "m" }] }),
+    });
+    const control = await raw(server.controlPort);
+    control.sock.write(encode({ type: FrameType.Login, group: "mute", proof: loginProof(TOKEN, control.nonce, "mute"), apps: [{ name: "m", type: "tcp" }] }));
+    const ok = await control.next();
+    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
+    const { sessionId } = ok.msg;
+    const port = ok.msg.apps[0]!.remotePort;
+    // One work connection, authenticated, that will never answer.
+    const work = await raw(server.controlPort);
+    work.sock.write(encode({ type: FrameType.WorkHello, sessionId, proof: workProof(TOKEN, work.nonce, sessionId) }));
+    await until(() => server.hub.session("mute")!.pooled === 1, 3000, "pooled");
+    const t0 = performance.now();
+    await new Promise<void>((resolve) => {
+      const u = net.connect({ host: "127.0.0.1", port }, () => u.write("hello"));
+      u.on("error", () => {});
+      u.on("close", () => resolve());
+    });
+    const ms = performance.now() - t0;
+    expect(ms).toBeGreaterThanOrEqual(400);
+    expect(ms).toBeLessThan(3000);
+    const start = await work.next();
+    expect(start?.ok && start.msg.type).toBe(FrameType.StartWork);
+  });
+
+  test("400 users at once, more than the client dials at a time: every one is served", async () => {
+    const server = testServer();
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "burst", token: TOKEN, apps: [{ name: "e" }] }),
+    });
+    const { connector, apps } = await onlineClient(clientConfig(server, "burst", [{ name: "e", localAddr: `127.0.0.1:${echo.port}` }]));
+    cleanup.push(() => connector.stop());
+    const results = await Promise.all(Array.from({ length: 400 }, (_, i) => roundTrip(apps[0]!.remotePort, randomData(1000, i + 1))));
+    for (const [i, r] of results.entries()) expect(r.hash).toBe(sha256(randomData(1000, i + 1)));
+  }, 30_000);
+});
+
+describe("udp", () => {
+  const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0 });
+  const record = { name: "u", remotePort: 0, allowIPs: [], denyIPs: [], maxConnections: 0 };
+
+  test("the server sends replies only to peers that sent to the app", async () => {
+    const st = stats();
+    const app = await UdpPublic.open("127.0.0.1", record, st, 60_000, {});
+    if (typeof app === "string") throw new Error(app);
+    cleanup.push(() => app.close());
+    const got: string[] = [];
+    const victim = await Bun.udpSocket({ hostname: "127.0.0.1", socket: { data: (_s, b) => void got.push(Buffer.from(b).toString()), error() {} } });
+    cleanup.push(() => victim.close());
+    const work = new Endpoint(); // no socket: what the server forwards stays queued here
+    app.attach(work);
+    const frame = (text: string) => {
+      const buf = new Uint8Array(200);
+      return buf.subarray(0, encodeDatagramInto(buf, 0, "127.0.0.1", victim.port, new TextEncoder().encode(text)));
+    };
+    expect(app.fromClient(frame("unasked"))).toBeNull();
+    victim.send("request", app.port, "127.0.0.1");
+    await until(() => st.bytesIn === 7, 2000, "the request reaches the app");
+    expect(app.fromClient(frame("answer"))).toBeNull();
+    await until(() => got.length > 0, 2000, "the answer");
+    expect(got).toEqual(["answer"]);
+    expect(st.bytesOut).toBe(6);
+  });
+
+  test("a datagram over 65,507 bytes (IPv6 allows 65,527) is dropped, not relayed into a protocol error", async () => {
+    const st = stats();
+    const app = await UdpPublic.open("::1", record, st, 60_000, {});
+    if (typeof app === "string") throw new Error(app);
+    cleanup.push(() => app.close());
+    const work = new Endpoint();
+    app.attach(work);
+    const peer = await Bun.udpSocket({ hostname: "::1", socket: { data() {}, error() {} } });
+    cleanup.push(() => peer.close());
+    peer.send(new Uint8Array(65_520), app.port, "::1");
+    peer.send(new Uint8Array(100), app.port, "::1");
+    await until(() => st.bytesIn > 0, 2000, "the small datagram");
+    expect(st.bytesIn).toBe(100);
+    expect(work.closed).toBe(false);
+  });
+});
