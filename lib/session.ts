@@ -365,7 +365,7 @@ export class Session {
         this.#refill();
       }, WORK_REQUEST_TIMEOUT_MS + 1);
     }
-    const want = this.host.poolSize + this.#waiting.length + this.#udpWaiting.length - this.#pool.length - this.#requested;
+    const want = this.host.poolSize + waiting - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
     if (count <= 0) return;
     this.#requested += count;
