@@ -11,10 +11,12 @@ import { UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./udp.ts";
 /** Exit code for a bad config file or bad flags. */
 export const EXIT_CONFIG = 2;
 
+/** Group and app names: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Group and app names: short, printable, safe in logs and URLs. */
 export const NameSchema = v.pipe(
   v.string("must be a string"),
-  v.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
+  v.regex(NAME_PATTERN, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
 );
 /** A group token: long enough that guessing it is hopeless. */
 export const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters"), v.maxLength(256, "must be at most 256 characters"));

@@ -18,7 +18,7 @@ import {
 } from "../protocol.ts";
 import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
-import { Endpoint, relayHandler } from "./relay.ts";
+import { chain, Endpoint, relayHandler } from "./relay.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
 
 /** A login that gets no answer within this time is abandoned. */
@@ -442,13 +442,6 @@ export class Connector extends EventEmitter {
   }
 }
 
-/** Runs `a` then `b`. */
-function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
-  return (ep) => {
-    a?.(ep);
-    b(ep);
-  };
-}
 
 /** One handler for every socket the client dials. */
 const dialHandler = relayHandler();

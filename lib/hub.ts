@@ -19,7 +19,7 @@ import {
   workProof,
   type Message,
 } from "../protocol.ts";
-import type { ServerConfig } from "./config.ts";
+import { NAME_PATTERN, type ServerConfig } from "./config.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
 import { Endpoint, relayHandler, sockets } from "./relay.ts";
@@ -36,8 +36,6 @@ const AUTH_FAILED = "authentication failed";
 const BLOCKED = "too many failed logins from this address; try again later";
 /** Most apps one login may declare: their statuses must fit in one LoginOk frame (64 KiB). */
 export const MAX_DECLARED_APPS = 256;
-/** Names as config.ts's NameSchema allows them; also keeps every status line short. */
-const APP_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Idle time before TCP keepalive probes on control and work connections: a pooled connection whose path died is found. */
 export const KEEPALIVE_MS = 30_000;
 /** Token used to compute a proof for unknown groups, so that both failures take the same time. */
@@ -204,7 +202,7 @@ export class Hub implements SessionHost {
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data after login before the server answered");
     // Bounded so that the answer (one status per declared app) always fits in a frame.
     if (msg.apps.length > MAX_DECLARED_APPS) return this.#refuse(ep, ErrorCode.MalformedFrame, `a login may declare at most ${MAX_DECLARED_APPS} apps`);
-    const badName = msg.apps.find((a) => !APP_NAME.test(a.name));
+    const badName = msg.apps.find((a) => !NAME_PATTERN.test(a.name));
     if (badName) return this.#refuse(ep, ErrorCode.MalformedFrame, "app names must be 1-64 letters, digits, '_', '.' or '-'");
     const old = this.#sessions.get(group.name);
     // The new login is authenticated: it takes over, and the old session's ports pass to it.

@@ -270,6 +270,14 @@ export class Endpoint {
 /** Checks a TLS peer once its handshake is done; returns why it is refused, or null. */
 export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => string | null;
 
+/** An endpoint callback that runs `a` (if any), then `b`: for adding a close hook to one already set. */
+export function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
+  return (ep) => {
+    a?.(ep);
+    b(ep);
+  };
+}
+
 /**
  * A socket handler shared by every socket of one listener or dialer.
  * `create` makes the Endpoint for an accepted socket; dialed sockets carry

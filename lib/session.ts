@@ -6,7 +6,7 @@ import type { TCPSocketListener } from "bun";
 import { encode, ErrorCode, FrameReader, FrameType, type AppStatus, type DeclaredApp } from "../protocol.ts";
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
-import { Endpoint, relayHandler, type Counters } from "./relay.ts";
+import { chain, Endpoint, relayHandler, type Counters } from "./relay.ts";
 import { UdpPublic } from "./udp.ts";
 import { AccessList } from "./guard.ts";
 
@@ -411,10 +411,3 @@ function sameServing(a: AppRecord, b: AppRecord): boolean {
   return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }
 
-/** Runs `a` then `b`. */
-function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
-  return (ep) => {
-    a?.(ep);
-    b(ep);
-  };
-}
