@@ -1,16 +1,21 @@
 /**
- * Warren wire protocol, version 1: every byte layout lives here.
+ * Warren wire protocol, version 2: every byte layout lives here.
  *
  * Every connection to the control port opens with MAGIC from both sides.
  * MAGIC is eight bytes so that a plain client facing a TLS server sends a
  * whole TLS record header (5 bytes) and gets an alert back instead of a hang.
  * Then come frames: `type u8 | length u32 BE | body`. Strings are
- * `u16 BE length | UTF-8`. After StartWork (server) and WorkAck (client) a
- * work connection carries raw bytes only.
+ * `u16 BE length | UTF-8`.
+ *
+ * A control connection: client Hello, server Challenge, client Login, server
+ * LoginOk; then Ping/Pong, OpenWork and Apps. A work connection: client
+ * WorkHello (no round trip: its proof covers a sequence number the server
+ * accepts once), server StartWork, client WorkAck; then raw bytes only. Each
+ * side may send its first frame together with the first bytes that follow it.
  */
 
 /** Protocol version carried in the last byte of MAGIC. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
 export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
 const VERSION_AT = MAGIC.length - 1;
@@ -38,6 +43,7 @@ export enum FrameType {
   StartWork = 0x09,
   WorkAck = 0x0a,
   Error = 0x0b,
+  Hello = 0x0c,
 }
 
 /** Error codes carried in Error frames and in decoder results. */
@@ -89,7 +95,8 @@ export type Message =
   | { readonly type: FrameType.Ping; readonly seq: number }
   | { readonly type: FrameType.Pong; readonly seq: number }
   | { readonly type: FrameType.OpenWork; readonly count: number }
-  | { readonly type: FrameType.WorkHello; readonly sessionId: Uint8Array; readonly proof: Uint8Array }
+  | { readonly type: FrameType.Hello }
+  | { readonly type: FrameType.WorkHello; readonly sessionId: Uint8Array; readonly seq: number; readonly proof: Uint8Array }
   | { readonly type: FrameType.StartWork; readonly app: string; readonly userAddr: string }
   | { readonly type: FrameType.WorkAck; readonly ok: boolean; readonly message: string }
   | { readonly type: FrameType.Error; readonly code: ErrorCode; readonly message: string };
@@ -231,8 +238,10 @@ export function encode(msg: Message): Uint8Array {
       return w.u32(msg.seq).frame(msg.type);
     case FrameType.OpenWork:
       return w.u16(msg.count).frame(msg.type);
+    case FrameType.Hello:
+      return w.frame(msg.type);
     case FrameType.WorkHello:
-      return w.bytes(msg.sessionId).bytes(msg.proof).frame(msg.type);
+      return w.bytes(msg.sessionId).bytes(seqBytes(msg.seq)).bytes(msg.proof).frame(msg.type);
     case FrameType.StartWork:
       return w.str(msg.app).str(msg.userAddr).frame(msg.type);
     case FrameType.WorkAck:
@@ -277,9 +286,17 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
       case FrameType.OpenWork:
         msg = { type, count: r.u16() };
         break;
-      case FrameType.WorkHello:
-        msg = { type, sessionId: r.bytes(SESSION_ID_BYTES), proof: r.bytes(PROOF_BYTES) };
+      case FrameType.Hello:
+        msg = { type };
         break;
+      case FrameType.WorkHello: {
+        const sessionId = r.bytes(SESSION_ID_BYTES);
+        const hi = r.u32();
+        const lo = r.u32();
+        if (hi > MAX_SEQ_HIGH) return fail(ErrorCode.MalformedFrame, "work-hello sequence number beyond 2^53");
+        msg = { type, sessionId, seq: hi * 0x1_0000_0000 + lo, proof: r.bytes(PROOF_BYTES) };
+        break;
+      }
       case FrameType.StartWork:
         msg = { type, app: r.str(), userAddr: r.str() };
         break;
@@ -319,6 +336,7 @@ export function frameName(type: number): string {
     [FrameType.StartWork]: "start-work",
     [FrameType.WorkAck]: "work-ack",
     [FrameType.Error]: "error",
+    [FrameType.Hello]: "hello",
   };
   return names[type] ?? `0x${type.toString(16)}`;
 }
@@ -445,9 +463,21 @@ export function loginProof(token: string, nonce: Uint8Array, group: string): Uin
   return hmac(token, "warren-login\0", nonce, utf8.encode(group));
 }
 
-/** Work-connection proof: binds this connection's nonce to the session it joins. */
-export function workProof(token: string, nonce: Uint8Array, sessionId: Uint8Array): Uint8Array {
-  return hmac(token, "warren-work\0", nonce, sessionId);
+/** Work-connection proof: binds the session it joins and a sequence number the server accepts only once (no challenge round trip). */
+export function workProof(token: string, sessionId: Uint8Array, seq: number): Uint8Array {
+  return hmac(token, "warren-work\0", sessionId, seqBytes(seq));
+}
+
+/** Highest value of the upper 32 bits of a sequence number: sequence numbers stay exact JavaScript integers. */
+const MAX_SEQ_HIGH = 0x1f_ffff;
+
+/** A work-connection sequence number as 8 bytes, big-endian. */
+function seqBytes(seq: number): Uint8Array {
+  const b = new Uint8Array(8);
+  const view = new DataView(b.buffer);
+  view.setUint32(0, Math.floor(seq / 0x1_0000_0000));
+  view.setUint32(4, seq >>> 0);
+  return b;
 }
 
 /**

@@ -54,6 +54,8 @@ export interface Tunnel {
 export type Targets = Record<string, number>;
 
 const SOCAT_BUF = 131072;
+/** WARREN_BENCH_PROF=dir writes a CPU profile (markdown) of every Bun tunnel process to dir when it exits. */
+const PROF = process.env.WARREN_BENCH_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.WARREN_BENCH_PROF}`] : [];
 
 async function direct(targets: Targets): Promise<Tunnel> {
   return { path: "direct", entry: { ...targets }, server: [], client: [], stop: async () => {} };
@@ -102,7 +104,7 @@ async function warren(targets: Targets, opts: PathOptions & { tls?: boolean } = 
     ].join("\n");
   writeFileSync(join(dir, "server.toml"), serverToml + "\n");
   const serverLog = join(dir, "server.log");
-  const server = spawnChild(opts.tls ? "warren-server-tls" : "warren-server", [BUN, join(ROOT, "server.ts"), "--config", join(dir, "server.toml")], { logFile: serverLog });
+  const server = spawnChild(opts.tls ? "warren-server-tls" : "warren-server", [BUN, ...PROF, join(ROOT, "server.ts"), "--config", join(dir, "server.toml")], { logFile: serverLog });
   const children = [server];
   let fingerprint: string | undefined;
   try {
@@ -112,7 +114,7 @@ async function warren(targets: Targets, opts: PathOptions & { tls?: boolean } = 
       await until(() => !!(fingerprint = /SHA-256 fingerprint ([0-9a-f]{64})/.exec(readFileSync(serverLog, "utf8"))?.[1]), 10_000, "the TLS fingerprint line of the warren server");
     }
     writeFileSync(join(dir, "client.toml"), clientToml(fingerprint) + "\n");
-    const client = spawnChild("warren-client", [BUN, join(ROOT, "client.ts"), "--config", join(dir, "client.toml")], { logFile: join(dir, "client.log") });
+    const client = spawnChild("warren-client", [BUN, ...PROF, join(ROOT, "client.ts"), "--config", join(dir, "client.toml")], { logFile: join(dir, "client.log") });
     children.push(client);
     await until(
       async () => {
@@ -141,8 +143,8 @@ async function bunChain(targets: Targets): Promise<Tunnel> {
   const entry: Record<string, number> = {};
   for (const n of names) [hop2[n], entry[n]] = [await freePort(), await freePort()];
   const relay = join(BENCH, "relay.ts");
-  const client = spawnChild("bun-relay-2", [BUN, relay, ...names.map((n) => `${hop2[n]}:${targets[n]}`)], { logFile: join(dir, "relay2.log") });
-  const server = spawnChild("bun-relay-1", [BUN, relay, ...names.map((n) => `${entry[n]}:${hop2[n]}`)], { logFile: join(dir, "relay1.log") });
+  const client = spawnChild("bun-relay-2", [BUN, ...PROF, relay, ...names.map((n) => `${hop2[n]}:${targets[n]}`)], { logFile: join(dir, "relay2.log") });
+  const server = spawnChild("bun-relay-1", [BUN, ...PROF, relay, ...names.map((n) => `${entry[n]}:${hop2[n]}`)], { logFile: join(dir, "relay1.log") });
   const children = [server, client];
   try {
     for (const n of names) await waitPort(hop2[n]!, 10_000, "bun relay 2");

@@ -130,3 +130,5 @@ for (const spec of Bun.argv.slice(2)) {
   });
 }
 console.log(`relay ready ${Bun.argv.slice(2).join(" ")}`);
+// A clean exit on SIGTERM, so that a CPU profile (WARREN_BENCH_PROF) is written.
+process.on("SIGTERM", () => process.exit(0));

@@ -11,7 +11,7 @@ import {
   FrameReader,
   FrameType,
   loginProof,
-  MAGIC,
+  withMagic,
   workProof,
   type AppStatus,
   type Message,
@@ -20,6 +20,7 @@ import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig 
 import { log } from "./log.ts";
 import { chain, Endpoint, relayHandler } from "./relay.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
+import { Deadlines } from "./deadlines.ts";
 
 /** A login that gets no answer within this time is abandoned. */
 export const LOGIN_TIMEOUT_MS = 10_000;
@@ -37,6 +38,14 @@ export const MAX_WANTED_WORK = 4096;
 export const KEEPALIVE_MS = 30_000;
 /** Time allowed for the self-registration request. */
 export const REGISTER_TIMEOUT_MS = 10_000;
+/**
+ * Longest a successful WorkAck waits for the app's first bytes, so that both
+ * leave in one write; it is sent alone after 10-20 ms. Far below the server's
+ * wait for it (userConnTimeout, 10 s by default).
+ */
+export const ACK_HOLD_MS = 20;
+/** The answer to StartWork when the local app accepted the connection. */
+const ACK_OK = encode({ type: FrameType.WorkAck, ok: true, message: "" });
 
 /** Reconnect delay after `attempt` failures: exponential up to BACKOFF_MAX_MS, with jitter over its upper half so many clients do not reconnect in lockstep. */
 export function backoffDelay(attempt: number, random: number = Math.random()): number {
@@ -61,6 +70,14 @@ export class Connector extends EventEmitter {
   #lastSeen = 0;
   #seq = 0;
   #dials = 0;
+  /** Sequence number of the next work connection of this session. */
+  #workSeq = 0;
+  /** Work connections holding their WorkAck: held in this interval, and in the previous one. */
+  #acksNew: Endpoint[] = [];
+  #acksOld: Endpoint[] = [];
+  #ackTimer: Timer | null = null;
+  /** Local dials still connecting, abandoned after LOCAL_CONNECT_TIMEOUT_MS. */
+  readonly #localDials = new Deadlines<Endpoint>(LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
   /** Work connections the server asked for that are not dialed yet. */
   #wantedWork = 0;
   #idleWork = new Set<Endpoint>();
@@ -174,7 +191,7 @@ export class Connector extends EventEmitter {
     ep.onOpen = (e) => {
       verified = true;
       e.socket?.setKeepAlive(true, KEEPALIVE_MS);
-      e.send(MAGIC);
+      e.send(withMagic(encode({ type: FrameType.Hello })));
     };
     ep.onTlsError = (_e, message) => this.#tlsError(message);
     ep.onClose = () => {
@@ -222,6 +239,7 @@ export class Connector extends EventEmitter {
         return true;
       case FrameType.LoginOk:
         this.#sessionId = msg.sessionId;
+        this.#workSeq = 0;
         this.#attempt = 0;
         this.online = true;
         this.#setStatuses(msg.apps);
@@ -317,6 +335,7 @@ export class Connector extends EventEmitter {
   #openWork(): void {
     const sessionId = this.#sessionId;
     if (!sessionId) return;
+    const seq = this.#workSeq++;
     this.#dials++;
     const work = new Endpoint();
     const reader = new FrameReader();
@@ -330,8 +349,10 @@ export class Connector extends EventEmitter {
     };
     this.#idleWork.add(work);
     work.onOpen = (e) => {
+      uncount();
       e.socket?.setKeepAlive(true, KEEPALIVE_MS);
-      e.send(MAGIC);
+      // No challenge to wait for: the proof covers this connection's sequence number, which the server takes once.
+      e.send(withMagic(encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(this.#token, sessionId, seq) })));
     };
     work.onClose = (e) => {
       uncount();
@@ -346,10 +367,7 @@ export class Connector extends EventEmitter {
           return e.destroy();
         }
         const msg = res.msg;
-        if (msg.type === FrameType.Challenge) {
-          uncount();
-          e.send(encode({ type: FrameType.WorkHello, sessionId, proof: workProof(this.#token, msg.nonce, sessionId) }));
-        } else if (msg.type === FrameType.StartWork) {
+        if (msg.type === FrameType.StartWork) {
           this.#idleWork.delete(e);
           this.#streams.add(e);
           return this.#startWork(e, msg.app, msg.userAddr, reader.rest());
@@ -375,19 +393,17 @@ export class Connector extends EventEmitter {
     work.peer = local;
     if (pending.length) local.write(pending, work);
     let opened = false;
-    const timer = setTimeout(() => {
-      if (!opened) local.destroy();
-    }, LOCAL_CONNECT_TIMEOUT_MS);
+    this.#localDials.add(local);
     local.onOpen = (l) => {
       opened = true;
-      clearTimeout(timer);
-      work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
+      this.#localDials.delete(l);
+      this.#holdAck(work);
       l.onOpen = l.onClose = null; // joined: from here the relay closes each side with the other
       l.pipe(work);
       log.debug("stream open", { app: appName, user: userAddr });
     };
-    local.onClose = () => {
-      clearTimeout(timer);
+    local.onClose = (l) => {
+      this.#localDials.delete(l);
       if (opened) return;
       log.warn("local app unreachable", { app: appName, localAddr: app.localAddr, user: userAddr });
       work.peer = null;
@@ -395,6 +411,22 @@ export class Connector extends EventEmitter {
       work.endWhenFlushed();
     };
     this.#dial(local, app.host, app.port);
+  }
+
+  /** Holds a successful WorkAck until the app's first bytes, a FIN, or the next ack interval. */
+  #holdAck(work: Endpoint): void {
+    work.hold(ACK_OK);
+    this.#acksNew.push(work);
+    this.#ackTimer ??= setInterval(() => {
+      // Released one to two intervals after being held; release() does nothing once the ack has gone.
+      for (const w of this.#acksOld) w.release();
+      this.#acksOld = this.#acksNew;
+      this.#acksNew = [];
+      if (!this.#acksOld.length) {
+        clearInterval(this.#ackTimer!);
+        this.#ackTimer = null;
+      }
+    }, ACK_HOLD_MS / 2);
   }
 
   /** Serves a UDP app on this work connection: datagram frames in, one local socket per public peer. */
@@ -434,6 +466,8 @@ export class Connector extends EventEmitter {
     this.#stopped = true;
     for (const t of this.#timers) clearTimeout(t);
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    if (this.#ackTimer) clearInterval(this.#ackTimer);
+    this.#localDials.clear();
     const control = this.#control;
     this.#control = null;
     control?.destroy();

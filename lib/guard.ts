@@ -89,3 +89,51 @@ export class AccessList {
     return this.#allow.length === 0 || hit(this.#allow);
   }
 }
+
+/** Sequence numbers a session remembers behind the highest it has accepted; older ones are refused. Far beyond the work connections a client has in flight (MAX_WORK_DIALS). */
+export const SEQ_WINDOW = 4096;
+
+/**
+ * Accepts each work-connection sequence number at most once, so a recorded
+ * work hello cannot be replayed. Numbers may arrive out of order within
+ * SEQ_WINDOW of the highest one accepted; memory is one bit per number in the window.
+ */
+export class SeqWindow {
+  /** Bit i set: `top - i` was accepted. */
+  readonly #bits = new Uint32Array(SEQ_WINDOW / 32);
+  #top = -1;
+
+  /** Records `seq` and says whether it was new and inside the window. */
+  accept(seq: number): boolean {
+    if (seq > this.#top) {
+      this.#shift(seq - this.#top);
+      this.#top = seq;
+      this.#bits[0]! |= 1;
+      return true;
+    }
+    const back = this.#top - seq;
+    if (back >= SEQ_WINDOW) return false;
+    const word = back >>> 5;
+    const bit = 1 << (back & 31);
+    if (this.#bits[word]! & bit) return false;
+    this.#bits[word]! |= bit;
+    return true;
+  }
+
+  /** Moves every remembered number `n` places back (older), dropping those that leave the window. */
+  #shift(n: number): void {
+    const bits = this.#bits;
+    if (n >= SEQ_WINDOW) {
+      bits.fill(0);
+      return;
+    }
+    const words = n >>> 5;
+    const rest = n & 31;
+    for (let i = bits.length - 1; i >= 0; i--) {
+      const from = i - words;
+      const hi = from >= 0 ? bits[from]! : 0;
+      const lo = from - 1 >= 0 ? bits[from - 1]! : 0;
+      bits[i] = rest === 0 ? hi : ((hi << rest) | (lo >>> (32 - rest))) >>> 0;
+    }
+  }
+}

@@ -8,6 +8,7 @@ import {
   encode,
   ErrorCode,
   FrameReader,
+  frameName,
   FrameType,
   loginProof,
   NONCE_BYTES,
@@ -25,6 +26,7 @@ import type { GroupRecord, Registry } from "./registry.ts";
 import { Endpoint, relayHandler, sockets } from "./relay.ts";
 import { Session, type AppStats, type SessionHost } from "./session.ts";
 import { LoginGuard } from "./guard.ts";
+import { Deadlines } from "./deadlines.ts";
 
 /** Connections on the control port that have not finished their hello; more are refused at once, so a flood cannot exhaust memory. */
 export const MAX_PENDING_HANDSHAKES = 4096;
@@ -43,10 +45,13 @@ const DUMMY_TOKEN = Buffer.from(randomBytes(32)).toString("hex");
 
 interface Handshake {
   readonly reader: FrameReader;
-  readonly nonce: Uint8Array;
-  readonly timer: Timer;
-  readonly addr: string;
+  /** The login challenge, once a Hello asked for one. */
+  nonce: Uint8Array | null;
+  /** Whether our MAGIC has gone out (every first frame we send carries it). */
+  magicSent: boolean;
   readonly ip: string;
+  /** "ip:port" of the peer, for logs (the port is looked up only when needed). */
+  readonly addr: string;
 }
 
 /** Live state of one app, as the API shows it. */
@@ -92,6 +97,8 @@ export class Hub implements SessionHost {
   #pending = 0;
   #listener: TCPSocketListener<Endpoint> | null = null;
   #sweep: Timer | null = null;
+  /** Connections still in their handshake, refused when handshakeTimeout passes. */
+  readonly #handshakes: Deadlines<Endpoint>;
   /** Failed logins per source address, shared with the API. */
   readonly guard: LoginGuard;
 
@@ -106,6 +113,7 @@ export class Hub implements SessionHost {
     this.udpIdleTimeoutMs = config.udpIdleTimeout * 1000;
     this.#heartbeatTimeoutMs = config.heartbeatTimeout * 1000;
     this.#handshakeTimeoutMs = config.handshakeTimeout * 1000;
+    this.#handshakes = new Deadlines(this.#handshakeTimeoutMs, (ep) => this.#refuse(ep, ErrorCode.HandshakeTimeout, "handshake not finished in time"));
     this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindow * 1000, config.loginBlockTime * 1000);
   }
 
@@ -127,7 +135,7 @@ export class Hub implements SessionHost {
   #accept(socket: { remoteAddress: string; remotePort: number }): Endpoint {
     const ep = new Endpoint();
     const ip = socket.remoteAddress;
-    const addr = `${ip}:${socket.remotePort}`;
+    const addr = () => `${ip}:${socket.remotePort}`;
     if (this.guard.blocked(ip)) {
       // Refused before any work: the block itself was logged once when it began.
       ep.onOpen = (e) => {
@@ -138,7 +146,7 @@ export class Hub implements SessionHost {
     }
     // Unfinished handshakes may hold at most half the sockets, so logged-in groups always have room.
     if (this.#pending >= Math.min(MAX_PENDING_HANDSHAKES, sockets.max / 2)) {
-      log.warn("too many unfinished handshakes; refusing a connection", { from: addr, limit: MAX_PENDING_HANDSHAKES });
+      log.warn("too many unfinished handshakes; refusing a connection", { from: addr(), limit: MAX_PENDING_HANDSHAKES });
       ep.onOpen = (e) => {
         e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Overloaded, message: "server busy: too many unfinished handshakes" })));
         e.endWhenFlushed();
@@ -146,24 +154,24 @@ export class Hub implements SessionHost {
       return ep;
     }
     this.#pending++;
-    const nonce = randomBytes(NONCE_BYTES);
     const hs: Handshake = {
       reader: new FrameReader(),
-      nonce,
-      addr,
+      nonce: null,
+      magicSent: false,
+      get addr() {
+        return addr();
+      },
       ip,
-      timer: setTimeout(() => this.#refuse(ep, ErrorCode.HandshakeTimeout, "handshake not finished in time"), this.#handshakeTimeoutMs),
     };
     ep.tag = hs;
-    ep.onOpen = (e) => {
-      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
-      e.send(withMagic(encode({ type: FrameType.Challenge, nonce })));
-    };
+    // The client speaks first (Hello or WorkHello): nothing is written before it has.
+    ep.onOpen = (e) => e.socket?.setKeepAlive(true, KEEPALIVE_MS);
     ep.onData = (e, chunk) => this.#handshake(e, hs, chunk);
     ep.onClose = () => {
-      clearTimeout(hs.timer);
+      this.#handshakes.delete(ep);
       this.#pending--;
     };
+    this.#handshakes.add(ep);
     return ep;
   }
 
@@ -171,29 +179,42 @@ export class Hub implements SessionHost {
     const hs = ep.tag as Handshake;
     log.info("connection refused", { from: hs.addr, reason: message });
     ep.onData = null;
-    ep.send(encode({ type: FrameType.Error, code, message }));
+    const frame = encode({ type: FrameType.Error, code, message });
+    ep.send(hs.magicSent ? frame : withMagic(frame));
     ep.endWhenFlushed();
   }
 
   #handshake(ep: Endpoint, hs: Handshake, chunk: Uint8Array): void {
     hs.reader.push(chunk);
-    const res = hs.reader.next();
-    if (!res) return;
-    if (!res.ok) return this.#refuse(ep, res.error.code, res.error.message);
-    clearTimeout(hs.timer);
-    this.#pending--;
-    ep.onClose = null;
-    const msg = res.msg;
-    if (msg.type === FrameType.Login) return this.#login(ep, hs, msg);
-    if (msg.type === FrameType.WorkHello) return this.#workHello(ep, hs, msg);
-    this.#refuse(ep, ErrorCode.UnexpectedMessage, `expected login or work-hello first, got frame type ${msg.type}`);
+    for (let res = hs.reader.next(); res; res = hs.reader.next()) {
+      if (!res.ok) return this.#refuse(ep, res.error.code, res.error.message);
+      const msg = res.msg;
+      if (msg.type === FrameType.Hello && !hs.nonce) {
+        // A control connection: challenge it, and wait for its login.
+        hs.nonce = randomBytes(NONCE_BYTES);
+        hs.magicSent = true;
+        ep.send(withMagic(encode({ type: FrameType.Challenge, nonce: hs.nonce })));
+        continue;
+      }
+      const login = msg.type === FrameType.Login && hs.nonce;
+      const work = msg.type === FrameType.WorkHello && !hs.nonce;
+      if (!login && !work) {
+        const expected = hs.nonce ? "a login after the challenge" : "hello or work-hello first";
+        return this.#refuse(ep, ErrorCode.UnexpectedMessage, `expected ${expected}, got a ${frameName(msg.type)} frame`);
+      }
+      this.#handshakes.delete(ep);
+      this.#pending--;
+      ep.onClose = null;
+      if (msg.type === FrameType.Login) return this.#login(ep, hs, hs.nonce!, msg);
+      if (msg.type === FrameType.WorkHello) return this.#workHello(ep, hs, msg);
+    }
   }
 
-  #login(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.Login }>): void {
+  #login(ep: Endpoint, hs: Handshake, nonce: Uint8Array, msg: Extract<Message, { type: FrameType.Login }>): void {
     // Checked again here: connections opened before the block must not keep guessing.
     if (this.guard.blocked(hs.ip)) return this.#refuse(ep, ErrorCode.Blocked, BLOCKED);
     const group = this.registry.get(msg.group);
-    const expected = loginProof(group?.token ?? DUMMY_TOKEN, hs.nonce, msg.group);
+    const expected = loginProof(group?.token ?? DUMMY_TOKEN, nonce, msg.group);
     if (!group || !proofEquals(expected, msg.proof)) {
       log.warn("login failed", { group: msg.group, from: hs.addr, reason: group ? "wrong proof" : "unknown group" });
       this.guard.fail(hs.ip, "control port");
@@ -224,7 +245,7 @@ export class Hub implements SessionHost {
       .then(() => {
         if (session.ended) return;
         ep.send(encode({ type: FrameType.LoginOk, sessionId: session.id, apps: session.statuses }));
-        log.info("group online", { group: group.name, client: hs.addr, apps: session.statuses.filter((s) => !s.error).length });
+        log.info("group online", { group: group.name, client: session.clientAddr, apps: session.statuses.filter((s) => !s.error).length });
         ready = true;
         session.start();
         this.#control(session, reader);
@@ -250,10 +271,16 @@ export class Hub implements SessionHost {
 
   #workHello(ep: Endpoint, hs: Handshake, msg: Extract<Message, { type: FrameType.WorkHello }>): void {
     const session = this.#byId.get(Buffer.from(msg.sessionId).toString("hex"));
-    const expected = workProof(session?.group.token ?? DUMMY_TOKEN, hs.nonce, msg.sessionId);
+    const expected = workProof(session?.group.token ?? DUMMY_TOKEN, msg.sessionId, msg.seq);
     if (this.guard.blocked(hs.ip)) return this.#refuse(ep, ErrorCode.Blocked, BLOCKED);
     if (!session || session.ended || !proofEquals(expected, msg.proof)) {
       log.warn("work connection refused", { from: hs.addr, reason: session ? "wrong proof" : "unknown session" });
+      this.guard.fail(hs.ip, "control port");
+      return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
+    }
+    // A valid proof seen before is a replay (or a very late duplicate): refused, and counted like a wrong proof.
+    if (!session.workSeqs.accept(msg.seq)) {
+      log.warn("work connection refused", { from: hs.addr, reason: "sequence number already used or too old", group: session.group.name });
       this.guard.fail(hs.ip, "control port");
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
@@ -355,6 +382,7 @@ export class Hub implements SessionHost {
   /** Closes the control port and every session; established streams are cut too. */
   stop(): void {
     if (this.#sweep) clearInterval(this.#sweep);
+    this.#handshakes.clear();
     this.#listener?.stop(true);
     for (const s of [...this.#sessions.values()]) s.end(ErrorCode.ServerShutdown, "server shutting down");
     for (const key of [...this.#stats.keys()]) this.#cut(key);

@@ -84,6 +84,8 @@ export class Endpoint {
   /** Close with RST rather than FIN once flushed: the other side was reset, and a clean FIN would hide the truncation. */
   #abortPending = false;
   #linger: Timer | null = null;
+  /** A header held back to leave in the same write as the next relayed chunk (see `hold`). */
+  #held: Uint8Array | null = null;
 
   /** Bytes waiting in this endpoint's outgoing queue. */
   get queued(): number {
@@ -101,6 +103,7 @@ export class Endpoint {
   write(chunk: Uint8Array, source: Endpoint | null): void {
     if (this.closed || this.writeEnded || this.#finPending || this.#closePending) return;
     if (this.stats) this.stats.bytesOut += chunk.length;
+    if (this.#held) chunk = this.#joinHeld(chunk);
     if (this.#queued === 0 && this.socket) {
       const n = this.socket.write(chunk);
       if (n === chunk.length || n < 0) return; // n < 0: closed, and `close` will follow.
@@ -112,6 +115,34 @@ export class Endpoint {
       this.#blocked = source;
       source.pause();
     }
+  }
+
+  /**
+   * Holds `header` back so that it leaves in one write (one packet, one wakeup of
+   * the peer) with the next chunk relayed here; `release`, a FIN or a clean close
+   * send it alone. A frame that introduces a stream this way costs no write of its own.
+   */
+  hold(header: Uint8Array): void {
+    this.#held = this.#held ? concat(this.#held, header) : header;
+  }
+
+  /** Sends a held header now, if one is held. */
+  release(): void {
+    const held = this.#held;
+    if (!held) return;
+    this.#held = null;
+    this.write(held, null);
+  }
+
+  /** Whether a header is held. */
+  get holding(): boolean {
+    return this.#held !== null;
+  }
+
+  #joinHeld(chunk: Uint8Array): Uint8Array {
+    const held = this.#held!;
+    this.#held = null;
+    return concat(held, chunk);
   }
 
   /** Sends one control frame; a peer that lets MAX_CONTROL_QUEUE_BYTES pile up is cut off. */
@@ -149,6 +180,7 @@ export class Endpoint {
   /** Sends FIN once the queue is empty; reading goes on (a half-close). */
   shutdownWhenFlushed(): void {
     if (this.writeEnded || this.closed) return;
+    this.release();
     if (this.#queued === 0 && this.socket) {
       this.writeEnded = true;
       this.socket.shutdown();
@@ -159,6 +191,8 @@ export class Endpoint {
   /** Closes once the queue is empty (with RST when `abort`); a peer that takes no bytes for LINGER_MS is cut. */
   endWhenFlushed(abort = false): void {
     if (this.closed) return;
+    if (abort) this.#held = null;
+    else this.release();
     if (this.#queued === 0 && this.socket) {
       if (abort) this.socket.terminate();
       else this.socket.end();
@@ -173,6 +207,7 @@ export class Endpoint {
   /** Closes now, dropping anything queued. */
   destroy(): void {
     if (this.closed) return;
+    this.#held = null;
     this.#queue = null;
     this.#queued = 0;
     if (this.socket) this.socket.end();
@@ -182,6 +217,7 @@ export class Endpoint {
   /** Resets the connection (RST), for streams that are cut rather than finished. */
   reset(): void {
     if (this.closed) return;
+    this.#held = null;
     this.#queue = null;
     this.#queued = 0;
     if (this.socket) this.socket.terminate();
@@ -230,6 +266,7 @@ export class Endpoint {
     if (this.#linger) clearTimeout(this.#linger);
     this.#queue = null;
     this.#queued = 0;
+    this.#held = null;
     const peer = this.peer;
     if (peer && !peer.closed) {
       // Nothing more can be read from here nor delivered here: flush what we sent and close the other side.
@@ -265,6 +302,41 @@ export class Endpoint {
       ep.#closed(aborted);
     },
   };
+}
+
+/** `a` then `b` in one new buffer. */
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+// Endpoints whose held header waits for the event loop's next poll: a user who
+// writes right after connecting has its first bytes read by then, and they leave
+// with the header. setImmediate runs before the poll, so a header is released on
+// the second turn after it was held: at most one loop turn of delay for a user who
+// waits for the app to speak first.
+let heldNew: Endpoint[] = [];
+let heldOld: Endpoint[] = [];
+let releaseScheduled = false;
+
+function releaseTurn(): void {
+  for (const ep of heldOld) ep.release();
+  heldOld = heldNew;
+  heldNew = [];
+  if (heldOld.length) setImmediate(releaseTurn);
+  else releaseScheduled = false;
+}
+
+/** Holds `header` on `ep` until its next relayed chunk or, at the latest, the event loop's next poll has passed. */
+export function holdUntilNextPoll(ep: Endpoint, header: Uint8Array): void {
+  ep.hold(header);
+  heldNew.push(ep);
+  if (!releaseScheduled) {
+    releaseScheduled = true;
+    setImmediate(releaseTurn);
+  }
 }
 
 /** Checks a TLS peer once its handshake is done; returns why it is refused, or null. */

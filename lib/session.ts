@@ -3,12 +3,13 @@
  * the pool of idle work connections, and the users waiting for one.
  */
 import type { TCPSocketListener } from "bun";
-import { encode, ErrorCode, FrameReader, FrameType, type AppStatus, type DeclaredApp } from "../protocol.ts";
+import { encode, ErrorCode, FrameReader, FrameType, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
-import { chain, Endpoint, relayHandler, type Counters } from "./relay.ts";
+import { chain, Endpoint, holdUntilNextPoll, relayHandler, type Counters } from "./relay.ts";
 import { UdpPublic } from "./udp.ts";
-import { AccessList } from "./guard.ts";
+import { AccessList, SeqWindow } from "./guard.ts";
+import { Deadlines } from "./deadlines.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
@@ -45,13 +46,21 @@ interface AppRuntime {
 interface WaitingUser {
   readonly user: Endpoint;
   readonly app: string;
-  readonly timer: Timer;
+}
+
+/** A user whose work connection got StartWork and has not answered yet. */
+interface PendingAck {
+  readonly work: Endpoint;
+  readonly user: Endpoint;
+  readonly app: string;
 }
 
 /** An online group. */
 export class Session {
   readonly idHex: string;
   readonly onlineSince = new Date();
+  /** Work-connection sequence numbers already used (replay protection). */
+  readonly workSeqs = new SeqWindow();
   lastSeen = Date.now();
   #apps = new Map<string, AppRuntime>();
   #statuses: AppStatus[] = [];
@@ -65,6 +74,10 @@ export class Session {
   #ended = false;
   #started = false;
   #retryTimer: Timer | null = null;
+  /** Users waiting for a work connection are closed after userConnTimeout. */
+  readonly #waitDeadlines: Deadlines<WaitingUser>;
+  /** A pooled connection whose path died silently would never answer StartWork: its user is cut after userConnTimeout. */
+  readonly #ackDeadlines: Deadlines<PendingAck>;
 
   constructor(
     readonly host: SessionHost,
@@ -75,6 +88,12 @@ export class Session {
     readonly clientAddr: string,
   ) {
     this.idHex = Buffer.from(id).toString("hex");
+    this.#waitDeadlines = new Deadlines(host.userConnTimeoutMs, (w) => this.#dropWaiting(w, "no work connection within userConnTimeout"));
+    this.#ackDeadlines = new Deadlines(host.userConnTimeoutMs, (p) => {
+      log.warn("no answer on a work connection in time; closing the user", { group: this.group.name, app: p.app });
+      p.user.reset();
+      p.work.reset();
+    });
   }
 
   /** Whether the session has ended. */
@@ -164,7 +183,8 @@ export class Session {
   /** Binds a work connection to a UDP app: StartWork, then datagram frames both ways. */
   #startUdp(work: Endpoint, app: UdpPublic): void {
     const reader = work.tag as FrameReader;
-    work.send(encode({ type: FrameType.StartWork, app: app.name, userAddr: "" }));
+    // Our first bytes on this connection: MAGIC goes with them.
+    work.send(withMagic(encode({ type: FrameType.StartWork, app: app.name, userAddr: "" })));
     app.attach(work);
     let acked = false;
     work.onData = (ep, chunk) => {
@@ -203,7 +223,7 @@ export class Session {
     };
     const onUserOpen = (user: Endpoint) => {
       // Checked before any work connection is spent on the user.
-      if (!access.allows(user.socket!.remoteAddress)) {
+      if (!access.empty && !access.allows(user.socket!.remoteAddress)) {
         stats.denied++;
         log.debug("user refused by the access list", { group: this.group.name, app: rec.name, from: user.socket!.remoteAddress });
         return user.reset();
@@ -247,28 +267,25 @@ export class Session {
 
   #acceptUser(user: Endpoint, app: string): void {
     if (this.#ended || !this.#apps.has(app)) return user.destroy();
-    // Hold the user's bytes in the kernel until a work connection is bound.
-    user.pause();
     const work = this.#pool.pop();
     if (work) {
       this.#startStream(work, user, app);
       this.#refill();
       return;
     }
+    // Hold the user's bytes in the kernel until a work connection is bound.
+    user.pause();
     if (this.#waiting.length >= this.host.maxPendingUsers) {
       log.warn("too many users waiting for a work connection; refusing", { group: this.group.name, app, limit: this.host.maxPendingUsers });
       return user.destroy();
     }
-    const entry: WaitingUser = {
-      user,
-      app,
-      timer: setTimeout(() => this.#dropWaiting(entry, "no work connection within userConnTimeout"), this.host.userConnTimeoutMs),
-    };
+    const entry: WaitingUser = { user, app };
     this.#waiting.push(entry);
+    this.#waitDeadlines.add(entry);
     user.onClose = chain(user.onClose, () => {
       const i = this.#waiting.indexOf(entry);
       if (i >= 0) {
-        clearTimeout(entry.timer);
+        this.#waitDeadlines.delete(entry);
         this.#waiting.splice(i, 1);
       }
     });
@@ -278,7 +295,7 @@ export class Session {
   #dropWaiting(w: WaitingUser, why: string): void {
     const i = this.#waiting.indexOf(w);
     if (i >= 0) this.#waiting.splice(i, 1);
-    clearTimeout(w.timer);
+    this.#waitDeadlines.delete(w);
     log.warn("user closed", { group: this.group.name, app: w.app, reason: why });
     w.user.destroy();
   }
@@ -287,25 +304,23 @@ export class Session {
   #startStream(work: Endpoint, user: Endpoint, app: string): void {
     const reader = work.tag as FrameReader;
     const userAddr = user.socket ? `${user.socket.remoteAddress}:${user.socket.remotePort}` : "";
-    work.send(encode({ type: FrameType.StartWork, app, userAddr }));
+    // MAGIC and StartWork (our first bytes on this connection) leave with the user's first
+    // bytes when those come within a loop turn, as they do for a user who speaks first.
+    holdUntilNextPoll(work, withMagic(encode({ type: FrameType.StartWork, app, userAddr })));
+    const pending: PendingAck = { work, user, app };
+    this.#ackDeadlines.add(pending);
     // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the user.
     work.onClose = (ep) => {
-      clearTimeout(ackTimer);
+      this.#ackDeadlines.delete(pending);
       if (!ep.peer) user.destroy();
     };
     user.peer = work;
     user.resume();
-    // A pooled connection whose path died silently would never answer: bound the wait.
-    const ackTimer = setTimeout(() => {
-      log.warn("no answer on a work connection in time; closing the user", { group: this.group.name, app });
-      user.reset();
-      work.reset();
-    }, this.host.userConnTimeoutMs);
     work.onData = (ep, chunk) => {
       reader.push(chunk);
       const res = reader.next();
       if (!res) return;
-      clearTimeout(ackTimer);
+      this.#ackDeadlines.delete(pending);
       if (!res.ok || res.msg.type !== FrameType.WorkAck) {
         log.warn("bad answer on a work connection", { group: this.group.name, app, error: res.ok ? "unexpected frame" : res.error.message });
         user.destroy();
@@ -331,7 +346,7 @@ export class Session {
     if (udp) return this.#startUdp(work, udp);
     const waiting = this.#waiting.shift();
     if (waiting) {
-      clearTimeout(waiting.timer);
+      this.#waitDeadlines.delete(waiting);
       this.#startStream(work, waiting.user, waiting.app);
       return;
     }

@@ -100,7 +100,7 @@ describe("liveness", () => {
     sock.on("error", () => {});
     let loggedInAt = 0;
     const closed = new Promise<number>((r) => sock.on("close", () => r(performance.now())));
-    sock.write(MAGIC);
+    sock.write(withMagic(encode({ type: FrameType.Hello })));
     sock.on("data", (d: Buffer) => {
       reader.push(d);
       for (let r = reader.next(); r; r = reader.next()) {

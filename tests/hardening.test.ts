@@ -3,7 +3,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { Endpoint } from "../lib/relay.ts";
 import { UdpPublic } from "../lib/udp.ts";
-import { encode, encodeDatagramInto, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, workProof, type DecodeResult } from "../protocol.ts";
+import { SEQ_WINDOW, SeqWindow } from "../lib/guard.ts";
+import { encode, encodeDatagramInto, ErrorCode, FrameReader, FrameType, loginProof, withMagic, workProof, type DecodeResult } from "../protocol.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const cleanup: (() => void)[] = [];
@@ -13,8 +14,8 @@ afterAll(() => {
   echo.close();
 });
 
-/** A raw protocol connection to a control port: `next()` yields the server's frames in order. */
-async function raw(port: number, from = "127.0.0.1") {
+/** A raw connection to a control port that opens with `first` (after MAGIC): `next()` yields the server's frames in order. */
+function rawConn(port: number, first: Uint8Array, from = "127.0.0.1") {
   const reader = new FrameReader();
   const frames: DecodeResult[] = [];
   let wake = () => {};
@@ -30,11 +31,17 @@ async function raw(port: number, from = "127.0.0.1") {
     wake();
   });
   sock.on("error", () => {});
-  sock.write(MAGIC);
+  sock.write(withMagic(first));
   const next = async (): Promise<DecodeResult | null> => {
     while (!frames.length && !closed) await new Promise<void>((r) => (wake = r));
     return frames.shift() ?? null;
   };
+  return { sock, next };
+}
+
+/** A raw control connection that has been challenged: log in with `nonce`. */
+async function raw(port: number, from = "127.0.0.1") {
+  const { sock, next } = rawConn(port, encode({ type: FrameType.Hello }), from);
   const ch = await next();
   if (!ch?.ok || ch.msg.type !== FrameType.Challenge) throw new Error("no challenge");
   return { sock, nonce: ch.msg.nonce, next };
@@ -102,8 +109,7 @@ describe("work connections", () => {
     const { sessionId } = ok.msg;
     const port = ok.msg.apps[0]!.remotePort;
     // One work connection, authenticated, that will never answer.
-    const work = await raw(server.controlPort);
-    work.sock.write(encode({ type: FrameType.WorkHello, sessionId, proof: workProof(TOKEN, work.nonce, sessionId) }));
+    const work = rawConn(server.controlPort, encode({ type: FrameType.WorkHello, sessionId, seq: 0, proof: workProof(TOKEN, sessionId, 0) }));
     await until(() => server.hub.session("mute")!.pooled === 1, 3000, "pooled");
     const t0 = performance.now();
     await new Promise<void>((resolve) => {
@@ -116,6 +122,67 @@ describe("work connections", () => {
     expect(ms).toBeLessThan(3000);
     const start = await work.next();
     expect(start?.ok && start.msg.type).toBe(FrameType.StartWork);
+  });
+
+  test("a work hello counts once: a replayed, a too old or a forged one is refused; one in the window is taken", async () => {
+    const server = testServer({ poolSize: 8 });
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "replay", token: TOKEN, apps: [{ name: "r" }] }),
+    });
+    const control = await raw(server.controlPort, "127.0.0.7");
+    control.sock.write(encode({ type: FrameType.Login, group: "replay", proof: loginProof(TOKEN, control.nonce, "replay"), apps: [{ name: "r", type: "tcp" }] }));
+    const ok = await control.next();
+    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
+    const { sessionId } = ok.msg;
+    const hello = (seq: number, token = TOKEN) => encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(token, sessionId, seq) });
+    const session = server.hub.session("replay")!;
+    const taken = rawConn(server.controlPort, hello(10_000), "127.0.0.7");
+    await until(() => session.pooled === 1, 3000, "first hello pooled");
+    // The same bytes again, as a recording would replay them.
+    const replayed = rawConn(server.controlPort, hello(10_000), "127.0.0.7");
+    expect(errorCode(await replayed.next())).toBe(ErrorCode.AuthFailed);
+    const old = rawConn(server.controlPort, hello(10_000 - SEQ_WINDOW), "127.0.0.7");
+    expect(errorCode(await old.next())).toBe(ErrorCode.AuthFailed);
+    const forged = rawConn(server.controlPort, hello(10_001, "not-the-token-not-the-token"), "127.0.0.7");
+    expect(errorCode(await forged.next())).toBe(ErrorCode.AuthFailed);
+    // Out of order but inside the window: a legitimate late dial.
+    const late = rawConn(server.controlPort, hello(9_000), "127.0.0.7");
+    await until(() => session.pooled === 2, 3000, "late hello pooled");
+    expect(session.pooled).toBe(2);
+    for (const c of [taken, replayed, old, forged, late, control]) c.sock.destroy();
+  });
+
+  test("SeqWindow agrees with a plain set of used numbers on 200,000 jittered sequence numbers", () => {
+    let seed = 42;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32);
+    const w = new SeqWindow();
+    const used = new Set<number>();
+    let top = -1;
+    let base = 0;
+    let accepted = 0;
+    for (let i = 0; i < 200_000; i++) {
+      // Mostly increasing, with reordering up to twice the window, repeats, and rare long jumps.
+      const r = rand();
+      base += r < 0.001 ? Math.floor(rand() * 3 * SEQ_WINDOW) : r < 0.7 ? 1 : 0;
+      const seq = Math.max(0, base - Math.floor(rand() * 2 * SEQ_WINDOW * (rand() < 0.1 ? 1 : 0.01)));
+      const expected = !used.has(seq) && seq > top - SEQ_WINDOW;
+      expect(w.accept(seq)).toBe(expected);
+      if (expected) {
+        used.add(seq);
+        accepted++;
+        top = Math.max(top, seq);
+      }
+    }
+    expect(accepted).toBeGreaterThan(100_000);
+    // Large sequence numbers (beyond 2^32) behave the same.
+    const big = new SeqWindow();
+    expect(big.accept(2 ** 40)).toBe(true);
+    expect(big.accept(2 ** 40)).toBe(false);
+    expect(big.accept(2 ** 40 - 1)).toBe(true);
+    expect(big.accept(2 ** 40 - SEQ_WINDOW)).toBe(false);
   });
 
   test("400 users at once, more than the client dials at a time: every one is served", async () => {

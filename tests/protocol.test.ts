@@ -71,7 +71,10 @@ const SAMPLES: readonly Message[] = [
   { type: FrameType.Pong, seq: 123456789 },
   { type: FrameType.OpenWork, count: 0 },
   { type: FrameType.OpenWork, count: 65535 },
-  { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), proof: bytes(PROOF_BYTES, 7) },
+  { type: FrameType.Hello },
+  { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: 0, proof: bytes(PROOF_BYTES, 7) },
+  { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: 2 ** 32 + 5, proof: bytes(PROOF_BYTES, 7) },
+  { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: Number.MAX_SAFE_INTEGER, proof: bytes(PROOF_BYTES, 7) },
   { type: FrameType.StartWork, app: "ssh", userAddr: "203.0.113.9:51234" },
   { type: FrameType.StartWork, app: "\uFEFFbom-first", userAddr: "[2001:db8::1]:443" },
   { type: FrameType.StartWork, app: "", userAddr: "" },
@@ -238,7 +241,7 @@ describe("errors", () => {
   });
 
   test("an unknown frame type is UnknownType", () => {
-    for (const t of [0x00, 0x0c, 0x7f, 0xff]) {
+    for (const t of [0x00, 0x0d, 0x7f, 0xff]) {
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array(0))))).toBe(ErrorCode.UnknownType);
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array([1, 2, 3]))))).toBe(ErrorCode.UnknownType);
     }
@@ -255,9 +258,11 @@ describe("errors", () => {
     const reader = new FrameReader();
     reader.push(MAGIC.subarray(0, MAGIC.length - 1));
     expect(reader.next()).toBeNull();
-    reader.push(new Uint8Array([0x02, ...encode({ type: FrameType.Ping, seq: 1 })]));
+    reader.push(new Uint8Array([0x03, ...encode({ type: FrameType.Ping, seq: 1 })]));
     const res = reader.next();
-    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: expect.stringContaining("v2") } });
+    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: expect.stringContaining("v3") } });
+    // A version 1 peer (before work hellos carried sequence numbers) is told the same way.
+    expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x01]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x00]))).toBe(ErrorCode.VersionMismatch);
   });
 
@@ -286,6 +291,11 @@ describe("errors", () => {
     expect(bad(FrameType.Apps, [0, 1, 0, 1, 0x61, 7, 0, 80, 0, 0])).toBe(ErrorCode.MalformedFrame); // app type 7
     expect(bad(FrameType.Apps, [0, 2, 0, 1, 0x61, 0, 0, 80, 0, 0])).toBe(ErrorCode.MalformedFrame); // count says 2, one present
     expect(bad(FrameType.StartWork, [0xff, 0xff, 0x61])).toBe(ErrorCode.MalformedFrame); // string length beyond the body
+    // A work-hello sequence number of 2^53 or more would not be an exact JavaScript number.
+    const hello = (hi: number[]) => [...new Uint8Array(SESSION_ID_BYTES), ...hi, 0, 0, 0, 0, ...new Uint8Array(PROOF_BYTES)];
+    expect(bad(FrameType.WorkHello, hello([0x00, 0x20, 0x00, 0x00]))).toBe(ErrorCode.MalformedFrame);
+    expect(bad(FrameType.WorkHello, hello([0xff, 0xff, 0xff, 0xff]))).toBe(ErrorCode.MalformedFrame);
+    expect(decodeBody(FrameType.WorkHello, new Uint8Array(hello([0x00, 0x1f, 0xff, 0xff])))).toMatchObject({ ok: true, msg: { seq: 2 ** 53 - 2 ** 32 } });
   });
 
   test("a reader is dead after an error: it yields nothing more and buffers nothing more", () => {
@@ -299,11 +309,12 @@ describe("errors", () => {
     expect(reader.buffered).toBe(0);
   });
 
-  test("decodeBody on an empty body: MalformedFrame for every known type, UnknownType for the rest", () => {
+  test("decodeBody on an empty body: MalformedFrame for every known type with fields, UnknownType for the rest", () => {
     const known = new Set(SAMPLES.map((m) => m.type as number));
     for (let t = 0; t < 256; t++) {
       const res = decodeBody(t, new Uint8Array(0));
-      expect(res.ok ? "ok" : res.error.code).toBe(known.has(t) ? ErrorCode.MalformedFrame : ErrorCode.UnknownType);
+      const expected = t === FrameType.Hello ? "ok" : known.has(t) ? ErrorCode.MalformedFrame : ErrorCode.UnknownType;
+      expect(res.ok ? "ok" : res.error.code).toBe(expected);
     }
   });
 });
@@ -320,7 +331,7 @@ function randomMessage(r: () => number): Message {
   const raw = (n: number) => Uint8Array.from({ length: n }, () => int(256));
   const appType = () => (r() < 0.5 ? ("tcp" as const) : ("udp" as const));
   const statuses = () => Array.from({ length: int(4) }, () => ({ name: str(), type: appType(), remotePort: int(65536), error: r() < 0.5 ? "" : str() }));
-  switch (int(11)) {
+  switch (int(12)) {
     case 0:
       return { type: FrameType.Challenge, nonce: raw(NONCE_BYTES) };
     case 1:
@@ -336,11 +347,13 @@ function randomMessage(r: () => number): Message {
     case 6:
       return { type: FrameType.OpenWork, count: int(65536) };
     case 7:
-      return { type: FrameType.WorkHello, sessionId: raw(SESSION_ID_BYTES), proof: raw(PROOF_BYTES) };
+      return { type: FrameType.WorkHello, sessionId: raw(SESSION_ID_BYTES), seq: int(2 ** 53), proof: raw(PROOF_BYTES) };
     case 8:
       return { type: FrameType.StartWork, app: str(), userAddr: str() };
     case 9:
       return { type: FrameType.WorkAck, ok: r() < 0.5, message: str() };
+    case 10:
+      return { type: FrameType.Hello };
     default:
       return { type: FrameType.Error, code: int(256) as ErrorCode, message: str() };
   }
@@ -596,16 +609,16 @@ describe("proofs", () => {
     expect(hex(loginProof("token-aaaaaaaaaaaaaaaa", nonce, "alicf"))).not.toBe(p);
   });
 
-  test("workProof differs for a different token, nonce or session, and from a login proof over the same bytes", () => {
-    const w = hex(workProof("token-aaaaaaaaaaaaaaaa", nonce, sid));
+  test("workProof differs for a different token, session or sequence number, and from a login proof", () => {
+    const w = hex(workProof("token-aaaaaaaaaaaaaaaa", sid, 7));
     expect(w.length).toBe(PROOF_BYTES * 2);
-    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", nonce, sid))).toBe(w);
-    expect(hex(workProof("token-aaaaaaaaaaaaaaab", nonce, sid))).not.toBe(w);
-    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", nonce2, sid))).not.toBe(w);
-    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", nonce, sid2))).not.toBe(w);
-    // Same key, nonce and trailing bytes: only the label tells a login proof from a work proof.
-    const ascii = new TextEncoder().encode("abcdefghijklmnop");
-    expect(hex(loginProof("token-aaaaaaaaaaaaaaaa", nonce, "abcdefghijklmnop"))).not.toBe(hex(workProof("token-aaaaaaaaaaaaaaaa", nonce, ascii)));
+    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", sid, 7))).toBe(w);
+    expect(hex(workProof("token-aaaaaaaaaaaaaaab", sid, 7))).not.toBe(w);
+    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", sid2, 7))).not.toBe(w);
+    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", sid, 8))).not.toBe(w);
+    // The upper 32 bits of the sequence number count too.
+    expect(hex(workProof("token-aaaaaaaaaaaaaaaa", sid, 7 + 2 ** 32))).not.toBe(w);
+    expect(hex(loginProof("token-aaaaaaaaaaaaaaaa", sid, ""))).not.toBe(w);
   });
 
   test("proofEquals", () => {

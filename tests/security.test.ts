@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { Connector } from "../lib/connector.ts";
 import { setLogSink } from "../lib/log.ts";
 import { GENERATED_KEY_FILE, loadServerTls } from "../lib/tls.ts";
-import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC } from "../protocol.ts";
+import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 import { tempDir } from "./procs.ts";
 
@@ -55,7 +55,7 @@ function rawLogin(port: number, from: string, group: string, token: string): Pro
     const s = net.connect({ host: "127.0.0.1", port, localAddress: from });
     s.on("error", () => {});
     s.on("close", () => resolve("closed"));
-    s.write(MAGIC);
+    s.write(withMagic(encode({ type: FrameType.Hello })));
     s.on("data", (d: Buffer) => {
       reader.push(d);
       for (let r = reader.next(); r; r = reader.next()) {

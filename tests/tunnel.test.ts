@@ -1,7 +1,7 @@
 /** End-to-end relaying through an in-process server and clients: integrity, half-close, banners, refusals, takeover. */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { encode, FrameReader, FrameType, loginProof, MAGIC, ErrorCode } from "../protocol.ts";
+import { encode, FrameReader, FrameType, loginProof, MAGIC, ErrorCode, withMagic } from "../protocol.ts";
 import { Connector } from "../lib/connector.ts";
 import {
   clientConfig,
@@ -49,7 +49,7 @@ async function rawLogin(group: string, token: string, apps: { name: string; type
     while (!frames.length) await new Promise<void>((r) => (wake = r));
     return frames.shift()!;
   };
-  sock.write(MAGIC);
+  sock.write(withMagic(encode({ type: FrameType.Hello })));
   const ch = await next();
   if (!ch?.ok || ch.msg.type !== FrameType.Challenge) throw new Error("no challenge");
   sock.write(encode({ type: FrameType.Login, group, proof: loginProof(token, ch.msg.nonce, group), apps }));

@@ -6,7 +6,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { MAGIC } from "../../protocol.ts";
+import { encode, FrameType, withMagic } from "../../protocol.ts";
 import { deadPort } from "../helpers.ts";
 import { tempDir, type Proc } from "../procs.ts";
 import { clientToml, countingEcho, cpuSeconds, echoCheck, fdCount, groupToml, killAll, serverToml, startClient, startServer, until } from "./harness.ts";
@@ -44,14 +44,14 @@ describe("scenario 6: file-descriptor exhaustion", () => {
     await Bun.sleep(1000); // the idle baseline: heartbeats only
     const idleShare = cpuSeconds(server.proc.pid) - idle0;
 
-    // The flood: each connection says nothing; the server answers a connection it accepted with its challenge.
+    // The flood: each connection says hello and no more; the server answers a connection it accepted with its challenge.
     const flood: { s: net.Socket; answered: boolean; closed: boolean }[] = [];
     for (let i = 0; i < FLOOD; i++) {
       const c = { s: net.connect({ port: ctrl, host: "127.0.0.1" }), answered: false, closed: false };
       c.s.on("data", () => (c.answered = true));
       c.s.on("error", () => {});
       c.s.on("close", () => (c.closed = true));
-      c.s.on("connect", () => c.s.write(MAGIC));
+      c.s.on("connect", () => c.s.write(withMagic(encode({ type: FrameType.Hello }))));
       flood.push(c);
     }
     // Users too, on the app's public port: each holds a user socket and a work connection on the server.

@@ -61,10 +61,11 @@ function validFrames(r: Rng): Uint8Array[] {
     { type: FrameType.Ping, seq: r.int(2 ** 32) },
     { type: FrameType.Pong, seq: r.int(2 ** 32) },
     { type: FrameType.OpenWork, count: r.int(65536) },
-    { type: FrameType.WorkHello, sessionId: id, proof: r.bytes(32) },
+    { type: FrameType.WorkHello, sessionId: id, seq: r.int(2 ** 32), proof: r.bytes(32) },
     { type: FrameType.StartWork, app: "f", userAddr: "127.0.0.1:1" },
     { type: FrameType.WorkAck, ok: true, message: "" },
     { type: FrameType.Error, code: 1, message: "x" },
+    { type: FrameType.Hello },
   ];
   return msgs.map(encode);
 }
@@ -138,7 +139,7 @@ function raw(port: number, from: string) {
 /** Logs in as the fuzz group with a valid proof; the session id, or null. */
 async function login(port: number, from: string) {
   const c = raw(port, from);
-  c.write(MAGIC);
+  c.write(cat(MAGIC, encode({ type: FrameType.Hello })));
   const ch = await c.next(FrameType.Challenge);
   if (!ch || ch.type !== FrameType.Challenge) return { c, id: null };
   c.write(encode({ type: FrameType.Login, group: "fuzz", proof: loginProof(TOKEN, ch.nonce, "fuzz"), apps: [{ name: "f", type: "tcp" }] }));
@@ -149,9 +150,7 @@ async function login(port: number, from: string) {
 /** Opens a work connection that says hello for `id`, proven with `token`. */
 async function workHello(port: number, from: string, id: Uint8Array, token: string) {
   const c = raw(port, from);
-  c.write(MAGIC);
-  const ch = await c.next(FrameType.Challenge);
-  if (ch?.type === FrameType.Challenge) c.write(encode({ type: FrameType.WorkHello, sessionId: id, proof: workProof(token, ch.nonce, id) }));
+  c.write(cat(MAGIC, encode({ type: FrameType.WorkHello, sessionId: id, seq: 0, proof: workProof(token, id, 0) })));
   return c;
 }
 
@@ -180,7 +179,7 @@ async function fuzzOne(port: number, i: number): Promise<{ kind: Case; ends: str
       else if (kind === "magic+random") bytes = cat(MAGIC, r.bytes(r.int(2048)));
       else if (kind === "mutated") bytes = cat(MAGIC, mutate(r, r.pick(frames)), ...(r.next() < 0.3 ? [r.pick(frames)] : []));
       else if (kind === "huge-length") bytes = cat(MAGIC, Uint8Array.of(r.int(256), 0xff, 0xff, 0xff, r.int(256)), r.bytes(r.int(256)));
-      else if (kind === "wrong-first") bytes = cat(MAGIC, r.pick(frames.filter((_, k) => k !== 1 && k !== 7)));
+      else if (kind === "wrong-first") bytes = cat(MAGIC, r.pick(frames.filter((_, k) => k !== 1 && k !== 7 && k !== 11)));
       else bytes = r.pick([Uint8Array.of(0x57, 0x52, 0x4e, 2 + r.int(250)), Uint8Array.of(0x16, 0x03, 0x01, 0x02, 0x00), Uint8Array.of(0x15, 0x03, 0x03), new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")]);
       // Sometimes in pieces, so the parser sees partial headers.
       if (r.next() < 0.3) {

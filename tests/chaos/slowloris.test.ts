@@ -54,11 +54,12 @@ function attack(port: number) {
     s.on("connect", () => {
       if (style === "magic") s.write(Buffer.concat([MAGIC, BIG_LOGIN.subarray(0, 3)]));
       if (style === "trickle") {
-        s.write(MAGIC);
+        // A hello (so the server challenges), then a login that never ends.
+        s.write(Buffer.concat([MAGIC, encode({ type: FrameType.Hello })]));
         trickles.add(t);
       }
     });
-    s.on("data", () => {}); // the challenge, then the timeout error
+    s.on("data", () => {}); // a challenge (trickle), then the timeout error
     s.on("end", () => (byServer = true));
     s.on("error", () => (byServer = true)); // a trickle byte written after the server closed
     s.on("close", () => {
