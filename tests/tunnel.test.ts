@@ -109,6 +109,47 @@ describe("relaying", () => {
     app.close();
   });
 
+  test("a user who waits for the app to speak first gets its banner at once, and then a conversation", async () => {
+    // As with SSH or SMTP: the user sends nothing until the app has spoken.
+    const app = net.createServer((s) => {
+      s.write("SSH-2.0-warren-test\r\n");
+      s.pipe(s);
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    await createGroup("speaks-first", ["ssh"]);
+    const { connector, apps } = await onlineClient(clientConfig(server, "speaks-first", [{ name: "ssh", localAddr: `127.0.0.1:${(app.address() as net.AddressInfo).port}` }]));
+    connectors.push(connector);
+    const user = net.connect({ host: "127.0.0.1", port: apps[0]!.remotePort });
+    const t0 = performance.now();
+    const banner = await new Promise<string>((resolve) => user.once("data", (d: Buffer) => resolve(d.toString())));
+    expect(banner).toBe("SSH-2.0-warren-test\r\n");
+    // Well under a second: the frame that starts the stream did not wait for user bytes that never came.
+    expect(performance.now() - t0).toBeLessThan(1000);
+    const echoed = new Promise<string>((resolve) => user.once("data", (d: Buffer) => resolve(d.toString())));
+    user.write("SSH-2.0-user\r\n");
+    expect(await echoed).toBe("SSH-2.0-user\r\n");
+    user.destroy();
+    app.close();
+  });
+
+  test("an app that answers after longer than userConnTimeout: the client's acknowledgement does not wait for it", async () => {
+    // The server here closes a user whose work connection gives no answer within 1 s; the app takes 1.5 s.
+    const app = net.createServer({ allowHalfOpen: true }, (s) => {
+      const got: Buffer[] = [];
+      s.on("data", (d: Buffer) => got.push(d));
+      s.on("end", () => setTimeout(() => s.end(Buffer.concat(got)), 1500));
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    await createGroup("slow-answer", ["slow"]);
+    const { connector, apps } = await onlineClient(clientConfig(server, "slow-answer", [{ name: "slow", localAddr: `127.0.0.1:${(app.address() as net.AddressInfo).port}` }]));
+    connectors.push(connector);
+    const request = randomData(10_000, 44);
+    const res = await roundTrip(apps[0]!.remotePort, request);
+    expect(res.received).toBe(request.length);
+    expect(res.hash).toBe(sha256(request));
+    app.close();
+  });
+
   test("half-close: a user that shuts its write side still receives the whole reply", async () => {
     // The app reads until FIN, then answers with 8 MiB and closes.
     const reply = randomData(8 * 1024 * 1024, 5);

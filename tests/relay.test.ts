@@ -1,0 +1,132 @@
+/** Unit tests of the relay's held headers and of the shared-timer deadlines, on real loopback sockets. */
+import { afterAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { Deadlines } from "../lib/deadlines.ts";
+import { Endpoint, holdUntilNextPoll, relayHandler } from "../lib/relay.ts";
+
+const servers: net.Server[] = [];
+afterAll(() => {
+  for (const s of servers) s.close();
+});
+
+/** A peer that records each chunk it reads (one entry per read) and when its side got a FIN. */
+async function recorder(): Promise<{ port: number; chunks: Buffer[]; ended: Promise<void>; connected: Promise<net.Socket> }> {
+  const chunks: Buffer[] = [];
+  let ended!: () => void;
+  let connected!: (s: net.Socket) => void;
+  const endedP = new Promise<void>((r) => (ended = r));
+  const connectedP = new Promise<net.Socket>((r) => (connected = r));
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    connected(s);
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("end", () => ended());
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  return { port: (server.address() as net.AddressInfo).port, chunks, ended: endedP, connected: connectedP };
+}
+
+/** Dials `port` with a relay Endpoint; resolves once it is open. */
+function dial(port: number): Promise<Endpoint> {
+  const ep = new Endpoint();
+  return new Promise((resolve, reject) => {
+    ep.onOpen = () => resolve(ep);
+    ep.onClose = () => reject(new Error("closed before open"));
+    Bun.connect<Endpoint>({ hostname: "127.0.0.1", port, data: ep, allowHalfOpen: true, socket: relayHandler() }).catch(reject);
+  });
+}
+
+const text = (b: Uint8Array) => Buffer.from(b).toString();
+
+describe("held headers", () => {
+  test("a held header leaves in the same write as the next chunk: the peer reads both at once", async () => {
+    const peer = await recorder();
+    const ep = await dial(peer.port);
+    await peer.connected;
+    ep.hold(new TextEncoder().encode("HEAD|"));
+    expect(ep.holding).toBe(true);
+    // Held means not sent: after a few loop turns the peer still has nothing.
+    await new Promise<void>((r) => setTimeout(r, 30));
+    expect(peer.chunks.length).toBe(0);
+    ep.write(new TextEncoder().encode("data"), null);
+    expect(ep.holding).toBe(false);
+    ep.shutdownWhenFlushed();
+    await peer.ended;
+    expect(peer.chunks.map(text)).toEqual(["HEAD|data"]);
+    ep.destroy();
+  });
+
+  test("a FIN releases a held header first; a reset drops it", async () => {
+    const peer = await recorder();
+    const ep = await dial(peer.port);
+    ep.hold(new TextEncoder().encode("HEAD"));
+    ep.shutdownWhenFlushed();
+    await peer.ended;
+    expect(Buffer.concat(peer.chunks).toString()).toBe("HEAD");
+    ep.destroy();
+
+    const peer2 = await recorder();
+    const ep2 = await dial(peer2.port);
+    const sock = await peer2.connected;
+    const closed = new Promise<void>((r) => sock.on("close", () => r()));
+    sock.on("error", () => {});
+    ep2.hold(new TextEncoder().encode("NEVER"));
+    ep2.reset();
+    await closed;
+    expect(peer2.chunks.length).toBe(0);
+  });
+
+  test("holdUntilNextPoll sends the header by itself when no chunk follows within a loop turn", async () => {
+    const peer = await recorder();
+    const ep = await dial(peer.port);
+    const sock = await peer.connected;
+    const got = new Promise<string>((r) => sock.once("data", (d: Buffer) => r(d.toString())));
+    holdUntilNextPoll(ep, new TextEncoder().encode("START"));
+    expect(ep.holding).toBe(true);
+    expect(await got).toBe("START");
+    expect(ep.holding).toBe(false);
+    ep.destroy();
+  });
+});
+
+describe("Deadlines", () => {
+  test("items expire in order after the timeout; deleted ones do not; re-adding restarts the wait", async () => {
+    const expired: { item: string; at: number }[] = [];
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    const d = new Deadlines<string>(80, (item) => {
+      expired.push({ item, at: performance.now() });
+      if (expired.length === 3) done();
+    });
+    const t0 = performance.now();
+    d.add("a");
+    d.add("b");
+    d.add("gone");
+    d.add("c");
+    d.delete("gone");
+    expect(d.size).toBe(3);
+    // "a" again, 40 ms later: it now expires after "b" and "c".
+    await new Promise<void>((r) => setTimeout(r, 40));
+    d.add("a");
+    await all;
+    expect(expired.map((e) => e.item)).toEqual(["b", "c", "a"]);
+    expect(expired[0]!.at - t0).toBeGreaterThanOrEqual(75);
+    expect(expired[2]!.at - t0).toBeGreaterThanOrEqual(115);
+    expect(d.size).toBe(0);
+  });
+
+  test("clear cancels every pending timeout", async () => {
+    const expired: number[] = [];
+    const d = new Deadlines<number>(20, (n) => expired.push(n));
+    for (let i = 0; i < 1000; i++) d.add(i);
+    d.clear();
+    // A second set with the same timeout proves the time has passed.
+    let done!: () => void;
+    const later = new Promise<void>((r) => (done = r));
+    const probe = new Deadlines<number>(40, () => done());
+    probe.add(0);
+    await later;
+    expect(expired).toEqual([]);
+    expect(d.size).toBe(0);
+  });
+});
