@@ -1,4 +1,9 @@
 /** Renders bench results (the JSON that bench/run.ts writes) as BENCHMARKS.md. */
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+/** Hand-written record of optimisations (before/after), limits and dead ends, appended to every rendering. */
+const NOTES_FILE = join(import.meta.dir, "optimisations.md");
 
 type Any = Record<string, any>;
 
@@ -404,6 +409,7 @@ export function renderMarkdown(r: Any): string {
   const notes: string[] = [...(r.notes ?? [])];
   for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
   if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");
+  if (existsSync(NOTES_FILE)) lines.push(readFileSync(NOTES_FILE, "utf8").trim(), "");
   lines.push(
     "## Method",
     "",

@@ -32,6 +32,8 @@ export const BACKOFF_MIN_MS = 250;
 export const BACKOFF_MAX_MS = 30_000;
 /** Work connections being dialed or waiting for their challenge at once; the server asks in batches, this caps a runaway. */
 export const MAX_WORK_DIALS = 256;
+/** Work connections dialed per event-loop turn: a refill batch is spread over turns, so no single stream in flight absorbs all of its dials. */
+export const DIALS_PER_TURN = 2;
 /** Most undialed work connections remembered; the server re-asks for lost ones after its request timeout. */
 export const MAX_WANTED_WORK = 4096;
 /** Idle time before TCP keepalive probes on control and work connections. */
@@ -80,6 +82,7 @@ export class Connector extends EventEmitter {
   readonly #localDials = new Deadlines<Endpoint>(LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
   /** Work connections the server asked for that are not dialed yet. */
   #wantedWork = 0;
+  #pumpScheduled = false;
   #idleWork = new Set<Endpoint>();
   #streams = new Set<Endpoint>();
   #udp = new Map<string, UdpLocal>();
@@ -326,9 +329,16 @@ export class Connector extends EventEmitter {
   }
 
   #pumpWork(): void {
-    while (this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && this.#sessionId) {
+    for (let i = 0; i < DIALS_PER_TURN && this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && this.#sessionId; i++) {
       this.#wantedWork--;
       this.#openWork();
+    }
+    if (this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && !this.#pumpScheduled) {
+      this.#pumpScheduled = true;
+      setImmediate(() => {
+        this.#pumpScheduled = false;
+        this.#pumpWork();
+      });
     }
   }
 

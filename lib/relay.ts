@@ -159,6 +159,7 @@ export class Endpoint {
 
   /** Resumes reading from this socket. */
   resume(): void {
+    if (!this.#paused) return; // a native call saved per stream that never waited
     this.#paused = false;
     this.socket?.resume();
   }

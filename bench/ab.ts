@@ -1,0 +1,104 @@
+/**
+ * A/B of connection setup between Warren checkouts (and the bare Bun chain),
+ * for recording an optimisation's before/after figures.
+ *
+ *   git worktree add /tmp/warren-before <commit>   (and `npm ci` there, or link node_modules)
+ *   bun bench/ab.ts --rounds 9 --concurrency 50 --seconds 3 /tmp/warren-before .
+ *
+ * Every checkout runs its own server.ts and client.ts in front of one echo
+ * app; the setup load generator (connect, send 64 bytes, read the echo, close)
+ * runs against each in turn, rotating the order every round so drift on a
+ * shared machine spreads evenly. Prints medians of connections/s, first-byte
+ * p50 and p99, the tunnel processes' CPU (user + system) per connection, and
+ * TCP segments sent per connection (all of the machine's, from /proc/net/snmp:
+ * run it on a quiet machine; the user and app legs count too: 10 per connection
+ * on the direct path).
+ */
+import { readFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { BENCH, BUN, freePort, removeTempDirs, run, spawnChild, stopAll, tempDir, waitPort } from "./common.ts";
+
+const { values: flags, positionals } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: { rounds: { type: "string" }, concurrency: { type: "string" }, seconds: { type: "string" }, "no-bare": { type: "boolean" } },
+  allowPositionals: true,
+  strict: true,
+});
+const ROUNDS = Math.min(50, Number(flags.rounds ?? 9));
+const C = Number(flags.concurrency ?? 50);
+const SECONDS = Math.min(30, Number(flags.seconds ?? 3));
+if (!positionals.length) {
+  console.error("usage: bun bench/ab.ts [--rounds N] [--concurrency C] [--seconds S] [--no-bare] CHECKOUT...");
+  process.exit(2);
+}
+
+interface Variant {
+  name: string;
+  root: string;
+  path: "warren" | "bun-chain";
+}
+const variants: Variant[] = positionals.map((p) => ({ name: p, root: resolve(p), path: "warren" }));
+if (!flags["no-bare"]) variants.push({ name: "bare Bun chain", root: resolve(join(BENCH, "..")), path: "bun-chain" });
+
+/** CPU seconds (user + system) of a process. */
+function cpu(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** TCP segments this machine has sent (Linux). */
+function outSegs(): number {
+  const rows = readFileSync("/proc/net/snmp", "utf8").split("\n").filter((l) => l.startsWith("Tcp:"));
+  const keys = rows[0]!.split(/\s+/);
+  return Number(rows[1]!.split(/\s+/)[keys.indexOf("OutSegs")]);
+}
+
+const dir = tempDir("warren-ab-");
+const port = await freePort();
+spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port)], { logFile: join(dir, "echo.log") });
+await waitPort(port, 10_000, "echo app");
+const tunnels = new Map<Variant, { entry: Record<string, number>; server: number[]; client: number[]; stop(): Promise<void> }>();
+const results = new Map<Variant, { rate: number[]; ttfb: number[]; p99: number[]; cpuUs: number[]; segs: number[] }>();
+try {
+  for (const v of variants) {
+    // Each checkout starts its own processes with its own bench/paths.ts.
+    const paths = await import(join(v.root, "bench", "paths.ts"));
+    tunnels.set(v, await paths.startPath(v.path, { echo: port }));
+    results.set(v, { rate: [], ttfb: [], p99: [], cpuUs: [], segs: [] });
+  }
+  const load = (entry: number, ms: number) =>
+    run([BUN, join(BENCH, "loadgen.ts"), "setup", JSON.stringify({ port: entry, concurrency: C, durationMs: ms, size: 64 })], { timeoutMs: ms + 60_000 });
+  for (const v of variants) await load(tunnels.get(v)!.entry.echo!, 1000); // warm-up (JIT, pools)
+  for (let round = 0; round < ROUNDS; round++) {
+    const k = round % variants.length;
+    for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {
+      const t = tunnels.get(v)!;
+      const pids = [...t.server, ...t.client];
+      const before = pids.reduce((s, p) => s + cpu(p), 0);
+      const segs0 = outSegs();
+      const out = await load(t.entry.echo!, SECONDS * 1000);
+      const used = pids.reduce((s, p) => s + cpu(p), 0) - before;
+      const r = JSON.parse(out.stdout.trim().split("\n").pop()!);
+      const res = results.get(v)!;
+      res.rate.push(r.perSecond);
+      res.ttfb.push(r.ttfbUs.p50);
+      res.p99.push(r.ttfbUs.p99);
+      res.cpuUs.push((used / r.connections) * 1e6);
+      res.segs.push((outSegs() - segs0) / r.connections);
+      await Bun.sleep(300); // let TIME_WAIT settle a little
+    }
+  }
+  console.log(`setup c=${C}, ${ROUNDS} rounds of ${SECONDS} s, medians:`);
+  for (const v of variants) {
+    const r = results.get(v)!;
+    console.log(
+      `${v.name.padEnd(30)} ${median(r.rate).toFixed(0).padStart(6)} conn/s   first byte p50 ${median(r.ttfb).toFixed(0).padStart(6)} us, p99 ${median(r.p99).toFixed(0).padStart(6)} us   tunnel CPU ${median(r.cpuUs).toFixed(0).padStart(4)} us/conn   ${median(r.segs).toFixed(1)} segments/conn   (rates ${r.rate.map((x) => x.toFixed(0)).join(", ")})`,
+    );
+  }
+} finally {
+  for (const t of tunnels.values()) await t.stop();
+  await stopAll();
+  removeTempDirs();
+}
