@@ -350,6 +350,7 @@ function shortfalls(r: Any): string[] {
     if (row.path !== "warren") continue;
     const b = sc.setup.rows.find((x: Any) => x.path === "bun-chain" && x.concurrency === row.concurrency);
     check(`setup c=${row.concurrency} connections/s`, row.perSecond, b?.perSecond, "higher");
+    check(`setup c=${row.concurrency} first byte p50`, row.ttfbUs?.p50, b?.ttfbUs?.p50, "lower");
     check(`setup c=${row.concurrency} first byte p99`, row.ttfbUs?.p99, b?.ttfbUs?.p99, "lower");
   }
   for (const row of sc.many?.rows ?? []) {
@@ -359,6 +360,46 @@ function shortfalls(r: Any): string[] {
     check(`${num(row.count)} connections: bytes per connection`, row.bytesPerConn, b?.bytesPerConn, "lower");
   }
   return out;
+}
+
+/** The "make it fast" targets of the benchmark issue, each with this run's figure and whether it is met. */
+function targets(r: Any): string {
+  const sc = r.scenarios ?? {};
+  const rows: string[][] = [];
+  const add = (what: string, goal: string, value: number | undefined, ok: (v: number) => boolean, show: (v: number) => string) =>
+    rows.push([what, goal, value === undefined || !Number.isFinite(value) ? "–" : show(value), value === undefined || !Number.isFinite(value) ? "not measured" : ok(value) ? "met" : "**missed**"]);
+  const pct = (v: number) => `${(v * 100).toFixed(0)} %`;
+  const times = (v: number) => `${v.toFixed(2)}×`;
+  for (const cfg of sc.bulk?.rows?.filter((x: Any) => x.path === "warren") ?? []) {
+    const name = `bulk ${cfg.streams} stream${cfg.streams > 1 ? "s" : ""}${cfg.reverse ? " -R" : ""}`;
+    const of = (p: string) => sc.bulk.rows.find((x: Any) => x.path === p && x.streams === cfg.streams && x.reverse === cfg.reverse);
+    add(`${name}: throughput ÷ bare Bun chain`, "≥ 95 %", cfg.gbps / of("bun-chain")?.gbps, (v) => v >= 0.95, pct);
+    add(`${name}: throughput ÷ socat chain`, "≥ 100 %", cfg.gbps / of("socat")?.gbps, (v) => v >= 1, pct);
+    add(`${name}: throughput ÷ ssh -R`, "≥ 2.5×", cfg.gbps / of("ssh")?.gbps, (v) => v >= 2.5, times);
+    add(`${name}: CPU per GB ÷ bare Bun chain`, "≤ 1.10×", cfg.cpuPerGB / of("bun-chain")?.cpuPerGB, (v) => v <= 1.1, times);
+  }
+  const lw = sc.latency?.rows?.find((x: Any) => x.path === "warren");
+  const lb = sc.latency?.rows?.find((x: Any) => x.path === "bun-chain");
+  for (const q of ["p50", "p99"]) add(`latency ${q} ÷ bare Bun chain`, "≤ 1.10×", lw?.us?.[q] / lb?.us?.[q], (v) => v <= 1.1, times);
+  for (const row of sc.setup?.rows?.filter((x: Any) => x.path === "warren") ?? []) {
+    const b = sc.setup.rows.find((x: Any) => x.path === "bun-chain" && x.concurrency === row.concurrency);
+    for (const q of ["p50", "p99"]) add(`setup c=${row.concurrency}: first reply byte ${q} ÷ bare Bun chain`, "≤ 1.20×", row.ttfbUs?.[q] / b?.ttfbUs?.[q], (v) => v <= 1.2, times);
+  }
+  const held = (sc.many?.rows ?? []).filter((x: Any) => x.path === "warren" && !x.error).sort((a: Any, b: Any) => b.count - a.count)[0];
+  if (held) {
+    const kib = (idle: number, full: number) => (full - idle) / held.count / 1024;
+    add(`RSS per held connection at ${num(held.count)}: server`, "≤ 5 KiB", kib(held.serverBytesIdle, held.serverBytes), (v) => v <= 5, (v) => `${v.toFixed(1)} KiB`);
+    add(`RSS per held connection at ${num(held.count)}: client`, "≤ 5 KiB", kib(held.clientBytesIdle, held.clientBytes), (v) => v <= 5, (v) => `${v.toFixed(1)} KiB`);
+  }
+  if (!rows.length) return "";
+  return [
+    "## Targets of the benchmark issue, in this run",
+    "",
+    "One run each; on this shared 2-core machine bulk figures move by about ±8 % and connection setup by about ±15 % from run to run (see the last section).",
+    "",
+    table(["target", "goal", "this run", ""], rows),
+    "",
+  ].join("\n");
 }
 
 export function renderMarkdown(r: Any): string {
@@ -403,6 +444,7 @@ export function renderMarkdown(r: Any): string {
       `> **The machine was busy with other work during: ${busy.map(([k, l]: [string, any]) => `${k} (1-min load average ${l.before.toFixed(1)} → ${l.after.toFixed(1)})`).join(", ")}.** Figures from those scenarios are depressed and noisier than on a quiet machine; compare paths within a table rather than across runs.`,
       "",
     );
+  lines.push(targets(r));
   if (short.length) lines.push("## Where Warren falls short of the bare Bun chain (more than 10 %)", "", ...short.map((s) => `- ${s}`), "");
   lines.push(bulk(sc.bulk), latency(sc.latency), setup(sc.setup), many(sc.many));
   lines.push(udp(sc.udp), tls(sc.tls), control(sc.control));

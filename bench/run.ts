@@ -15,7 +15,8 @@
  * --scenarios a,b (a subset of bulk, latency, setup, many, udp, tls, control;
  * in full mode with the default output files, the scenarios run replace
  * theirs in bench/results/latest.json and the others are kept, so
- * `npm run bench -- --scenarios udp,tls` refreshes just those two tables).
+ * `npm run bench -- --scenarios udp,tls` refreshes just those two tables),
+ * --render (measure nothing: re-render BENCHMARKS.md from bench/results/latest.json).
  */
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
@@ -170,12 +171,20 @@ const { values: flags } = parseArgs({
     md: { type: "string" },
     paths: { type: "string" },
     scenarios: { type: "string" },
+    render: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
 });
 if (flags.help) {
   console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
+  process.exit(0);
+}
+if (flags.render) {
+  const json = flags.out ?? join(import.meta.dir, "results", "latest.json");
+  const md = flags.md ?? join(import.meta.dir, "..", "BENCHMARKS.md");
+  writeFileSync(md, renderMarkdown(JSON.parse(readFileSync(json, "utf8"))));
+  console.log(`wrote ${md} from ${json}`);
   process.exit(0);
 }
 const mode: Mode = flags.smoke ? "smoke" : flags.quick ? "quick" : "full";
