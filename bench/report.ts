@@ -111,7 +111,8 @@ function setup(s: Any): string {
       present.map((p) => {
         const r = get(p, c);
         if (!r || r.error) return [LABEL[p]!, String(c), "error", "", "", "", "", ""];
-        return [LABEL[p]!, String(c), num(r.perSecond), ratio(r.perSecond, get("direct", c)?.perSecond), num(r.ttfbUs.p50), num(r.ttfbUs.p99), num(r.errors), p === "direct" ? "–" : num(r.cpuTotal, 2)];
+        const each = (r.perSecondRuns?.length ?? 0) > 1 ? ` (${r.perSecondRuns.map((x: number) => num(x)).join(", ")})` : "";
+        return [LABEL[p]!, String(c), num(r.perSecond) + each, ratio(r.perSecond, get("direct", c)?.perSecond), num(r.ttfbUs.p50), num(r.ttfbUs.p99), num(r.errors), p === "direct" ? "–" : num(r.cpuTotal, 2)];
       }),
     ),
   );
@@ -125,6 +126,9 @@ function setup(s: Any): string {
   return [
     `## 3. Connection setup (new connection per request: connect, send 64 bytes, read the echo, close; ${s.seconds} s per run)`,
     "",
+    ...((s.rounds ?? 1) > 1
+      ? [`Warren and the bare Bun chain ran ${s.rounds} times each at every concurrency, in alternation with each other and the other paths; their rows show the median of each figure (connections/s of every run in brackets). The other paths ran once.`, ""]
+      : []),
     t,
     "",
     vs,

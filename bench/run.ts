@@ -56,6 +56,8 @@ interface Plan {
   latencyWarmup: number;
   setupSeconds: number;
   setupConcurrency: number[];
+  /** Runs of Warren and the bare Bun chain per concurrency (medians are reported; the other paths run once). */
+  setupRounds: number;
   holdCounts: number[];
   holdWindowSeconds: number;
   holdIntervalMs: number;
@@ -86,8 +88,11 @@ const PLANS: Record<Mode, Plan> = {
     ],
     latencyCount: 10_000,
     latencyWarmup: 1_000,
-    setupSeconds: 5,
+    // Warren and the bare chain three times each, alternating, for medians: one
+    // 5 s run of connection setup strays by about ±15 % on a shared machine.
+    setupSeconds: 3,
     setupConcurrency: [1, 50],
+    setupRounds: 3,
     holdCounts: [1_000, 10_000],
     holdWindowSeconds: 5,
     holdIntervalMs: 5_000,
@@ -118,6 +123,7 @@ const PLANS: Record<Mode, Plan> = {
     latencyWarmup: 500,
     setupSeconds: 1,
     setupConcurrency: [1, 50],
+    setupRounds: 1,
     holdCounts: [1_000],
     holdWindowSeconds: 2,
     holdIntervalMs: 2_000,
@@ -141,6 +147,7 @@ const PLANS: Record<Mode, Plan> = {
     latencyWarmup: 50,
     setupSeconds: 0.4,
     setupConcurrency: [1, 8],
+    setupRounds: 2,
     holdCounts: [50],
     holdWindowSeconds: 0.5,
     holdIntervalMs: 500,
@@ -285,6 +292,22 @@ function startEcho(dir: string, port: number, udp = false): Child {
   return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port), ...(udp ? ["udp"] : [])], { logFile: join(dir, "echo.log") });
 }
 
+/** One row from several setup runs: each figure is the median of the runs' figures (a single run when there is one). */
+function medianRun(rs: Record<string, any>[]): Record<string, any> {
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const ttfbUs: Record<string, number> = {};
+  for (const q of Object.keys(rs[0]!.ttfbUs ?? {})) ttfbUs[q] = med(rs.map((r) => r.ttfbUs[q]));
+  return {
+    ...rs[0],
+    connections: med(rs.map((r) => r.connections)),
+    errors: rs.reduce((n, r) => n + (r.errors ?? 0), 0),
+    perSecond: med(rs.map((r) => r.perSecond)),
+    cpuTotal: med(rs.map((r) => r.cpuTotal)),
+    ttfbUs,
+    perSecondRuns: rs.map((r) => r.perSecond),
+  };
+}
+
 async function loadgen(mode: "latency" | "setup" | "udplatency", args: Record<string, number>, timeoutMs: number): Promise<Record<string, unknown>> {
   const script = `ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"; exec "$@"`;
   const res = await run(["bash", "-c", script, "bash", BUN, join(BENCH, "loadgen.ts"), mode, JSON.stringify(args)], { timeoutMs });
@@ -384,25 +407,32 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
     if (which.has("setup")) {
       const rows: (Row & { concurrency: number })[] = [];
       let round = 0;
+      // Warren and the bare chain, whose ratio the targets compare, run setupRounds times in alternation.
+      const repeated = new Set<PathName>(["warren", "bun-chain"]);
       for (const c of plan.setupConcurrency) {
-        for (const p of rotated([...tunnels.keys()], round++)) {
-          const t = tunnels.get(p)!;
-          const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
-          try {
-            const r = await loadgen("setup", { port: t.entry.echo!, concurrency: c, durationMs: plan.setupSeconds * 1000, size: 64 }, plan.setupSeconds * 1000 + 60_000);
-            const cpu = cpuSeconds(t.server) - s0 + (cpuSeconds(t.client) - c0);
-            rows.push({ path: p, ...r, concurrency: c, cpuTotal: cpu });
-            const us = r.ttfbUs as Record<string, number>;
-            say(`setup c=${String(c).padEnd(3)} ${p.padEnd(9)} ${(r.perSecond as number).toFixed(0)} conn/s, first byte p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, errors ${r.errors}`);
-          } catch (err) {
-            rows.push({ path: p, concurrency: c, error: (err as Error).message });
-            say(`setup ${p}: ${(err as Error).message}`);
+        const runs = new Map<PathName, Record<string, any>[]>();
+        for (let k = 0; k < plan.setupRounds; k++) {
+          for (const p of rotated([...tunnels.keys()], round++)) {
+            if (k > 0 && !repeated.has(p)) continue;
+            const t = tunnels.get(p)!;
+            const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+            try {
+              const r = await loadgen("setup", { port: t.entry.echo!, concurrency: c, durationMs: plan.setupSeconds * 1000, size: 64 }, plan.setupSeconds * 1000 + 60_000);
+              const cpu = cpuSeconds(t.server) - s0 + (cpuSeconds(t.client) - c0);
+              runs.set(p, [...(runs.get(p) ?? []), { ...r, cpuTotal: cpu }]);
+              const us = r.ttfbUs as Record<string, number>;
+              say(`setup c=${String(c).padEnd(3)} ${p.padEnd(9)} ${(r.perSecond as number).toFixed(0)} conn/s, first byte p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, errors ${r.errors}`);
+            } catch (err) {
+              if (!runs.has(p)) rows.push({ path: p, concurrency: c, error: (err as Error).message });
+              say(`setup ${p}: ${(err as Error).message}`);
+            }
+            // Let TIME_WAIT sockets of the previous run settle a little.
+            await Bun.sleep(mode === "smoke" ? 50 : 500);
           }
-          // Let TIME_WAIT sockets of the previous run settle a little.
-          await Bun.sleep(mode === "smoke" ? 50 : 500);
         }
+        for (const [p, rs] of runs) rows.push({ path: p, concurrency: c, ...medianRun(rs), runs: rs.length });
       }
-      out.setup = { seconds: plan.setupSeconds, size: 64, rows };
+      out.setup = { seconds: plan.setupSeconds, rounds: plan.setupRounds, size: 64, rows };
     }
   } finally {
     await stopTunnels(tunnels);
