@@ -399,7 +399,7 @@ function targets(r: Any): string {
   return [
     "## Targets of the benchmark issue, in this run",
     "",
-    "One run each; on this shared 2-core machine bulk figures move by about ±8 % and connection setup by about ±15 % from run to run (see the last section).",
+    "Bulk and latency: one run each, so on this shared 2-core machine a bulk ratio moves by about ±8 % from run to run; connection setup: medians of three runs of Warren and of the bare Bun chain (see section 3 and the last section).",
     "",
     table(["target", "goal", "this run", ""], rows),
     "",
@@ -442,10 +442,10 @@ export function renderMarkdown(r: Any): string {
     "Load: iperf3 for bulk and UDP; `bench/loadgen.ts` (Bun, its own process) for latency, setup, held connections and UDP ping-pong; `bench/echo.ts` (Bun) as the target app. Run a subset with `npm run bench -- --scenarios udp,tls` (in full mode it replaces just those sections of the last full results and re-renders this file).",
     "",
   ];
-  const busy = Object.entries(r.loadavg ?? {}).filter(([, l]: [string, any]) => Math.max(l.before, l.after) > (m.cores ?? 2) + 1);
-  if (busy.length)
+  // Only the load before the run tells of other work: during it, this run's own processes load the machine.
+  if (typeof r.loadBefore === "number" && r.loadBefore > (m.cores ?? 2) / 2)
     lines.push(
-      `> **The machine was busy with other work during: ${busy.map(([k, l]: [string, any]) => `${k} (1-min load average ${l.before.toFixed(1)} → ${l.after.toFixed(1)})`).join(", ")}.** Figures from those scenarios are depressed and noisier than on a quiet machine; compare paths within a table rather than across runs.`,
+      `> **The machine was busy with other work when the run began (1-min load average ${r.loadBefore.toFixed(1)} on ${m.cores ?? 2} cores).** Figures are depressed and noisier than on a quiet machine; compare paths within a table rather than across runs.`,
       "",
     );
   lines.push(targets(r));

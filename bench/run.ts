@@ -99,7 +99,7 @@ const PLANS: Record<Mode, Plan> = {
     controlGroups: 1_000,
     controlApps: 5,
     apiSamples: 30,
-    udpSeconds: 5,
+    udpSeconds: 4,
     udpRates: [100, 250, 500, 1000],
     // Four bisection steps after the fixed rates find the rate within 30 Mbit/s; the
     // TLS comparison takes one alternation of 5 s runs: the whole run stays under 10 minutes.
@@ -973,10 +973,12 @@ async function main(): Promise<void> {
   };
   const scenarios: Record<string, unknown> = {};
   results.scenarios = scenarios;
-  // Other work on the machine skews every figure: record the load around each scenario.
+  // Other work on the machine skews every figure: record the load before the run (the
+  // per-scenario values after the first one mostly show this run's own processes).
   const load: Record<string, { before: number; after: number }> = {};
   results.loadavg = load;
   const loadavg = () => Number(readFileSync("/proc/loadavg", "utf8").split(" ")[0]);
+  results.loadBefore = loadavg();
   const guard = async (name: string, fn: () => Promise<unknown>) => {
     const before = loadavg();
     try {
