@@ -284,6 +284,7 @@ export async function pingPong(port: number, n: number, size = 64): Promise<numb
           got += d.length;
           if (got >= size) {
             s.off("data", on);
+            s.off("error", reject); // one listener per ping would pile up on the socket
             resolve();
           }
         };
