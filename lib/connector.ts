@@ -30,7 +30,7 @@ export const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 export const BACKOFF_MIN_MS = 250;
 /** Longest reconnect delay. */
 export const BACKOFF_MAX_MS = 30_000;
-/** Work connections being dialed or waiting for their challenge at once; the server asks in batches, this caps a runaway. */
+/** Work connections being dialed at once; the server asks in batches, this caps a runaway. */
 export const MAX_WORK_DIALS = 256;
 /** Work connections dialed per event-loop turn: a refill batch is spread over turns, so no single stream in flight absorbs all of its dials. */
 export const DIALS_PER_TURN = 2;
