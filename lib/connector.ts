@@ -329,6 +329,7 @@ export class Connector extends EventEmitter {
   }
 
   #pumpWork(): void {
+    if (this.#stopped) return;
     for (let i = 0; i < DIALS_PER_TURN && this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && this.#sessionId; i++) {
       this.#wantedWork--;
       this.#openWork();
@@ -478,6 +479,9 @@ export class Connector extends EventEmitter {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     if (this.#ackTimer) clearInterval(this.#ackTimer);
     this.#localDials.clear();
+    // No dial may start after this: a pump queued for the next turn, or a dial's close, would open one.
+    this.#sessionId = null;
+    this.#wantedWork = 0;
     const control = this.#control;
     this.#control = null;
     control?.destroy();

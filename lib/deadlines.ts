@@ -9,7 +9,7 @@
  * item, serves them all.
  */
 export class Deadlines<T> {
-  /** Item -> time (ms since epoch) at which it expires, oldest first. */
+  /** Item -> time (performance.now(), monotonic: a wall-clock step changes nothing) at which it expires, oldest first. */
   readonly #due = new Map<T, number>();
   #timer: Timer | null = null;
 
@@ -23,7 +23,7 @@ export class Deadlines<T> {
   add(item: T): void {
     // Re-adding moves the item to the end, keeping the Map ordered by due time.
     this.#due.delete(item);
-    this.#due.set(item, Date.now() + this.timeoutMs);
+    this.#due.set(item, performance.now() + this.timeoutMs);
     this.#timer ??= setTimeout(() => this.#fire(), this.timeoutMs);
   }
 
@@ -46,14 +46,19 @@ export class Deadlines<T> {
 
   #fire(): void {
     this.#timer = null;
-    const now = Date.now();
+    const now = performance.now();
     for (const [item, due] of this.#due) {
       if (due > now) {
         this.#timer = setTimeout(() => this.#fire(), due - now);
         return;
       }
       this.#due.delete(item);
-      this.onExpire(item);
+      try {
+        this.onExpire(item);
+      } catch (err) {
+        // One failing callback must not leave the others waiting for the next add().
+        console.error(`deadlines: expiry callback failed: ${(err as Error).message}`);
+      }
     }
   }
 }

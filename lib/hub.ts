@@ -278,10 +278,10 @@ export class Hub implements SessionHost {
       this.guard.fail(hs.ip, "control port");
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
-    // A valid proof seen before is a replay (or a very late duplicate): refused, and counted like a wrong proof.
+    // A valid proof seen before is a replay (or a very late duplicate): refused. Not counted as a failed
+    // login: it guesses nothing, and a legitimate client's late hello must not lock out its address.
     if (!session.workSeqs.accept(msg.seq)) {
       log.warn("work connection refused", { from: hs.addr, reason: "sequence number already used or too old", group: session.group.name });
-      this.guard.fail(hs.ip, "control port");
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data on a work connection before start");

@@ -60,7 +60,7 @@ export class Endpoint {
   /** Receives incoming chunks while `peer` is null (handshakes and control traffic). */
   onData: ((ep: Endpoint, chunk: Uint8Array) => void) | null = null;
   /** Called once when the socket has closed. */
-  onClose: ((ep: Endpoint) => void) | null = null;
+  onClose: ((ep: Endpoint, aborted: boolean) => void) | null = null;
   /** Called once when the socket opens (outgoing connections; after a verified handshake with TLS). */
   onOpen: ((ep: Endpoint) => void) | null = null;
   /** Called when a TLS peer fails verification. */
@@ -277,7 +277,7 @@ export class Endpoint {
     const blocked = this.#blocked;
     this.#blocked = null;
     if (blocked && !blocked.closed) blocked.resume();
-    this.onClose?.(this);
+    this.onClose?.(this, aborted);
     this.onClose = null;
   }
 
@@ -344,10 +344,10 @@ export function holdUntilNextPoll(ep: Endpoint, header: Uint8Array): void {
 export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => string | null;
 
 /** An endpoint callback that runs `a` (if any), then `b`: for adding a close hook to one already set. */
-export function chain(a: ((ep: Endpoint) => void) | null, b: (ep: Endpoint) => void): (ep: Endpoint) => void {
-  return (ep) => {
-    a?.(ep);
-    b(ep);
+export function chain(a: ((ep: Endpoint, aborted: boolean) => void) | null, b: (ep: Endpoint, aborted: boolean) => void): (ep: Endpoint, aborted: boolean) => void {
+  return (ep, aborted) => {
+    a?.(ep, aborted);
+    b(ep, aborted);
   };
 }
 

@@ -309,10 +309,13 @@ export class Session {
     holdUntilNextPoll(work, withMagic(encode({ type: FrameType.StartWork, app, userAddr })));
     const pending: PendingAck = { work, user, app };
     this.#ackDeadlines.add(pending);
-    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the user.
-    work.onClose = (ep) => {
+    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the
+    // user, with a reset when it was reset (an app that accepted and then reset before its ack was sent).
+    work.onClose = (ep, aborted) => {
       this.#ackDeadlines.delete(pending);
-      if (!ep.peer) user.destroy();
+      if (ep.peer) return;
+      if (aborted) user.reset();
+      else user.destroy();
     };
     user.peer = work;
     user.resume();

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { backoffDelay, BACKOFF_MAX_MS, Connector } from "../lib/connector.ts";
 import { setLogSink } from "../lib/log.ts";
-import { encode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";
+import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const echo = await echoApp();
@@ -115,6 +115,45 @@ describe("liveness", () => {
     expect(ms).toBeGreaterThanOrEqual(450);
     expect(ms).toBeLessThan(1500);
     expect(server.hub.online).toBe(0);
+  });
+});
+
+describe("stopping", () => {
+  test("a client that stops (here: replaced by another login) dials no work connection after, and leaves none open", async () => {
+    // The fake server asks for 40 work connections and, in the same write, says the session was replaced.
+    let control = true;
+    const fake = await fakeServer((s, reader) => {
+      if (!control) return; // a work connection: hold it open, say nothing
+      control = false;
+      s.on("data", (d: Buffer) => {
+        reader.push(d);
+        for (let r = reader.next(); r; r = reader.next()) {
+          if (r.ok && r.msg.type === FrameType.Hello) s.write(withMagic(encode({ type: FrameType.Challenge, nonce: new Uint8Array(32) })));
+          if (r.ok && r.msg.type === FrameType.Login) {
+            s.write(
+              Buffer.concat([
+                encode({ type: FrameType.LoginOk, sessionId: new Uint8Array(16), apps: [{ name: "a", type: "tcp", remotePort: 1, error: "" }] }),
+                encode({ type: FrameType.OpenWork, count: 40 }),
+                encode({ type: FrameType.Error, code: ErrorCode.SessionReplaced, message: "replaced" }),
+              ]),
+            );
+          }
+        }
+      });
+    });
+    const c = new Connector(clientConfig({ controlPort: fake.port }, "g", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }]));
+    cleanup.push(() => c.stop());
+    const fatal = new Promise<string>((r) => c.once("fatal", r));
+    c.start();
+    expect(await fatal).toBe("replaced");
+    // Every connection the client opened is closed by it...
+    await until(() => fake.conns.every((x) => x.closedAt !== undefined), 5000, "every connection closed");
+    const opened = fake.conns.length;
+    // ...and none comes after (dials queued for later loop turns must not start).
+    await new Promise<void>((r) => setTimeout(r, 200));
+    expect(fake.conns.length).toBe(opened);
+    expect(fake.conns.every((x) => x.closedAt !== undefined)).toBe(true);
+    expect(opened).toBeLessThan(10);
   });
 });
 

@@ -115,6 +115,22 @@ describe("Deadlines", () => {
     expect(d.size).toBe(0);
   });
 
+  test("a callback that throws does not stop the items after it from expiring", async () => {
+    const expired: string[] = [];
+    let done!: () => void;
+    const all = new Promise<void>((r) => (done = r));
+    const d = new Deadlines<string>(20, (item) => {
+      expired.push(item);
+      if (item === "bad") throw new Error("boom");
+      if (expired.length === 3) done();
+    });
+    d.add("bad");
+    d.add("x");
+    d.add("y");
+    await all;
+    expect(expired).toEqual(["bad", "x", "y"]);
+  });
+
   test("clear cancels every pending timeout", async () => {
     const expired: number[] = [];
     const d = new Deadlines<number>(20, (n) => expired.push(n));

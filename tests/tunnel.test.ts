@@ -150,6 +150,23 @@ describe("relaying", () => {
     app.close();
   });
 
+  test("an app that accepts and then resets at once: the user gets a reset, not a clean close", async () => {
+    const app = net.createServer((s) => s.resetAndDestroy());
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    await createGroup("resets", ["rst"]);
+    const { connector, apps } = await onlineClient(clientConfig(server, "resets", [{ name: "rst", localAddr: `127.0.0.1:${(app.address() as net.AddressInfo).port}` }]));
+    connectors.push(connector);
+    // The user sends nothing: bytes written to an app that has reset make Bun report a clean end instead
+    // (its write fails, then `end` and `close` come without an error), which no relay can tell apart.
+    const outcome = await new Promise<string>((resolve) => {
+      const u = net.connect({ host: "127.0.0.1", port: apps[0]!.remotePort });
+      u.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      u.on("end", () => resolve("clean end"));
+    });
+    expect(outcome).toBe("ECONNRESET");
+    app.close();
+  });
+
   test("half-close: a user that shuts its write side still receives the whole reply", async () => {
     // The app reads until FIN, then answers with 8 MiB and closes.
     const reply = randomData(8 * 1024 * 1024, 5);
