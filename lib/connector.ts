@@ -42,8 +42,8 @@ export const KEEPALIVE_MS = 30_000;
 export const REGISTER_TIMEOUT_MS = 10_000;
 /**
  * Longest a successful WorkAck waits for the app's first bytes, so that both
- * leave in one write; it is sent alone after 10-20 ms. Far below the server's
- * wait for it (userConnTimeout, 10 s by default).
+ * leave in one write; then it is sent alone. Far below the server's wait for
+ * it (userConnTimeout, 10 s by default).
  */
 export const ACK_HOLD_MS = 20;
 /** The answer to StartWork when the local app accepted the connection. */
@@ -74,10 +74,8 @@ export class Connector extends EventEmitter {
   #dials = 0;
   /** Sequence number of the next work connection of this session. */
   #workSeq = 0;
-  /** Work connections holding their WorkAck: held in this interval, and in the previous one. */
-  #acksNew: Endpoint[] = [];
-  #acksOld: Endpoint[] = [];
-  #ackTimer: Timer | null = null;
+  /** Work connections holding their WorkAck; release() does nothing once the ack has gone with the app's bytes. */
+  readonly #heldAcks = new Deadlines<Endpoint>(ACK_HOLD_MS, (work) => work.release());
   /** Local dials still connecting, abandoned after LOCAL_CONNECT_TIMEOUT_MS. */
   readonly #localDials = new Deadlines<Endpoint>(LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
   /** Work connections the server asked for that are not dialed yet. */
@@ -424,20 +422,10 @@ export class Connector extends EventEmitter {
     this.#dial(local, app.host, app.port);
   }
 
-  /** Holds a successful WorkAck until the app's first bytes, a FIN, or the next ack interval. */
+  /** Holds a successful WorkAck until the app's first bytes, a FIN, or ACK_HOLD_MS. */
   #holdAck(work: Endpoint): void {
     work.hold(ACK_OK);
-    this.#acksNew.push(work);
-    this.#ackTimer ??= setInterval(() => {
-      // Released one to two intervals after being held; release() does nothing once the ack has gone.
-      for (const w of this.#acksOld) w.release();
-      this.#acksOld = this.#acksNew;
-      this.#acksNew = [];
-      if (!this.#acksOld.length) {
-        clearInterval(this.#ackTimer!);
-        this.#ackTimer = null;
-      }
-    }, ACK_HOLD_MS / 2);
+    this.#heldAcks.add(work);
   }
 
   /** Serves a UDP app on this work connection: datagram frames in, one local socket per public peer. */
@@ -477,7 +465,7 @@ export class Connector extends EventEmitter {
     this.#stopped = true;
     for (const t of this.#timers) clearTimeout(t);
     if (this.#heartbeat) clearInterval(this.#heartbeat);
-    if (this.#ackTimer) clearInterval(this.#ackTimer);
+    this.#heldAcks.clear();
     this.#localDials.clear();
     // No dial may start after this: a pump queued for the next turn, or a dial's close, would open one.
     this.#sessionId = null;

@@ -10,10 +10,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { freePort } from "../bench/common.ts";
 
 /** The whole demo must finish within this time, or it fails and cleans up. */
 const DEMO_DEADLINE_MS = 20_000;
@@ -35,17 +35,6 @@ function abort(code: number): never {
   process.exit(code);
 }
 
-/** A loopback port that was free a moment ago (bound to port 0, then closed). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", resolve);
-  });
-  const { port } = server.address() as net.AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 /** Copies a child's output to ours, each line prefixed with the child's name. */
 async function forward(stream: ReadableStream<Uint8Array>, name: string): Promise<void> {

@@ -7,6 +7,7 @@ import { setLogLevel } from "../lib/log.ts";
 import { startServer, type RunningServer } from "../server.ts";
 import type { AppStatus } from "../protocol.ts";
 import type { TlsMaterial } from "../lib/tls.ts";
+import { freePort } from "../bench/common.ts";
 
 /** A token long enough for the schemas. */
 export const TOKEN = "test-token-0123456789abcdef";
@@ -42,14 +43,8 @@ export async function echoApp(): Promise<{ port: number; close(): void }> {
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }
 
-/** A port on which nothing listens (bound, then closed). */
-export async function deadPort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => server.close(() => r()));
-  return port;
-}
+/** A port on which nothing listens (bound, then closed): the bench harness's free-port helper. */
+export const deadPort = freePort;
 
 /** Deterministic pseudo-random bytes (xorshift), so failures can be replayed. */
 export function randomData(bytes: number, seed = 1): Uint8Array {
