@@ -1,5 +1,5 @@
 /**
- * Warren wire protocol, version 2: every byte layout lives here.
+ * Warren wire protocol, version 3: every byte layout lives here.
  *
  * Every connection to the control port opens with MAGIC from both sides.
  * MAGIC is eight bytes so that a plain client facing a TLS server sends a
@@ -12,10 +12,18 @@
  * WorkHello (no round trip: its proof covers a sequence number the server
  * accepts once), server StartWork, client WorkAck; then raw bytes only. Each
  * side may send its first frame together with the first bytes that follow it.
+ *
+ * A work connection is reused: the end of each direction of a stream is told
+ * on the control connection (StreamEnd: the work connection's sequence number
+ * and the bytes sent), not with a FIN, so the raw bytes need no framing. Once
+ * the client has all the server's bytes and has sent all its own, it says
+ * WorkFree and the connection waits for the next StartWork. A FIN on a work
+ * connection still ends its direction (used once the control connection is
+ * gone); a reset still resets the stream.
  */
 
 /** Protocol version carried in the last byte of MAGIC. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
 export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
 const VERSION_AT = MAGIC.length - 1;
@@ -44,6 +52,8 @@ export enum FrameType {
   WorkAck = 0x0a,
   Error = 0x0b,
   Hello = 0x0c,
+  StreamEnd = 0x0d,
+  WorkFree = 0x0e,
 }
 
 /** Error codes carried in Error frames and in decoder results. */
@@ -99,7 +109,11 @@ export type Message =
   | { readonly type: FrameType.WorkHello; readonly sessionId: Uint8Array; readonly seq: number; readonly proof: Uint8Array }
   | { readonly type: FrameType.StartWork; readonly app: string; readonly userAddr: string }
   | { readonly type: FrameType.WorkAck; readonly ok: boolean; readonly message: string }
-  | { readonly type: FrameType.Error; readonly code: ErrorCode; readonly message: string };
+  | { readonly type: FrameType.Error; readonly code: ErrorCode; readonly message: string }
+  /** The sender's direction of the stream on work connection `seq` ended after `bytes` bytes. */
+  | { readonly type: FrameType.StreamEnd; readonly seq: number; readonly bytes: number }
+  /** The client is done with the stream on work connection `seq`: it may carry the next one. */
+  | { readonly type: FrameType.WorkFree; readonly seq: number };
 
 /** A protocol violation: what the peer did wrong, as a code and a sentence. */
 export interface ProtocolError {
@@ -131,6 +145,10 @@ class Writer {
   }
   u32(n: number): this {
     return this.u16(n >>> 16).u16(n & 0xffff);
+  }
+  /** An integer below 2^53 as two u32 (high, low). */
+  u53(n: number): this {
+    return this.u32(Math.floor(n / 0x1_0000_0000)).u32(n >>> 0);
   }
   bytes(b: Uint8Array): this {
     this.#flushParts();
@@ -182,6 +200,12 @@ class Reader {
   }
   u32(): number {
     return this.u16() * 0x10000 + this.u16();
+  }
+  /** Two u32 (high, low) as one integer; throws past 2^53 so that every value decodes exactly. */
+  u53(): number {
+    const hi = this.u32();
+    if (hi > MAX_SEQ_HIGH) throw new Short("beyond 2^53");
+    return hi * 0x1_0000_0000 + this.u32();
   }
   bytes(n: number): Uint8Array {
     this.#need(n);
@@ -248,6 +272,10 @@ export function encode(msg: Message): Uint8Array {
       return w.u8(msg.ok ? 1 : 0).str(msg.message).frame(msg.type);
     case FrameType.Error:
       return w.u8(msg.code).str(msg.message).frame(msg.type);
+    case FrameType.StreamEnd:
+      return w.u53(msg.seq).u53(msg.bytes).frame(msg.type);
+    case FrameType.WorkFree:
+      return w.u53(msg.seq).frame(msg.type);
   }
 }
 
@@ -311,6 +339,12 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
         msg = { type, code: code as ErrorCode, message: r.str() };
         break;
       }
+      case FrameType.StreamEnd:
+        msg = { type, seq: r.u53(), bytes: r.u53() };
+        break;
+      case FrameType.WorkFree:
+        msg = { type, seq: r.u53() };
+        break;
       default:
         return fail(ErrorCode.UnknownType, `unknown frame type 0x${type.toString(16).padStart(2, "0")}`);
     }
@@ -337,6 +371,8 @@ export function frameName(type: number): string {
     [FrameType.WorkAck]: "work-ack",
     [FrameType.Error]: "error",
     [FrameType.Hello]: "hello",
+    [FrameType.StreamEnd]: "stream-end",
+    [FrameType.WorkFree]: "work-free",
   };
   return names[type] ?? `0x${type.toString(16)}`;
 }
@@ -424,6 +460,12 @@ export class FrameReader {
     this.#buf = EMPTY;
     this.#failed = true;
     return b;
+  }
+
+  /** Parses frames again after `rest` (a reused work connection; MAGIC is not expected twice). */
+  reopen(): void {
+    this.#buf = EMPTY;
+    this.#failed = false;
   }
 
   /** How many unparsed bytes are held (bounded by the frame limit plus one chunk). */

@@ -21,15 +21,17 @@ import { BENCH, BUN, freePort, removeTempDirs, run, spawnChild, stopAll, tempDir
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
-  options: { rounds: { type: "string" }, concurrency: { type: "string" }, seconds: { type: "string" }, "no-bare": { type: "boolean" } },
+  options: { rounds: { type: "string" }, concurrency: { type: "string" }, seconds: { type: "string" }, warmup: { type: "string" }, "no-bare": { type: "boolean" } },
   allowPositionals: true,
   strict: true,
 });
 const ROUNDS = Math.min(50, Number(flags.rounds ?? 9));
 const C = Number(flags.concurrency ?? 50);
 const SECONDS = Math.min(30, Number(flags.seconds ?? 3));
+/** Unmeasured load per variant first: the JIT compiles the setup path in the first seconds under load (FTL, about 0.6 s of CPU per Warren process). */
+const WARMUP_SECONDS = Math.min(30, Number(flags.warmup ?? 5));
 if (!positionals.length) {
-  console.error("usage: bun bench/ab.ts [--rounds N] [--concurrency C] [--seconds S] [--no-bare] CHECKOUT...");
+  console.error("usage: bun bench/ab.ts [--rounds N] [--concurrency C] [--seconds S] [--warmup S] [--no-bare] CHECKOUT...");
   process.exit(2);
 }
 
@@ -70,7 +72,7 @@ try {
   }
   const load = (entry: number, ms: number) =>
     run([BUN, join(BENCH, "loadgen.ts"), "setup", JSON.stringify({ port: entry, concurrency: C, durationMs: ms, size: 64 })], { timeoutMs: ms + 60_000 });
-  for (const v of variants) await load(tunnels.get(v)!.entry.echo!, 1000); // warm-up (JIT, pools)
+  for (const v of variants) await load(tunnels.get(v)!.entry.echo!, WARMUP_SECONDS * 1000); // warm-up (JIT, pools)
   for (let round = 0; round < ROUNDS; round++) {
     const k = round % variants.length;
     for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {

@@ -18,7 +18,7 @@ import {
 } from "../protocol.ts";
 import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
-import { chain, Endpoint, relayHandler } from "./relay.ts";
+import { chain, Endpoint, holdUntilNextPoll, relayHandler } from "./relay.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
 import { Deadlines } from "./deadlines.ts";
 
@@ -55,6 +55,31 @@ export function backoffDelay(attempt: number, random: number = Math.random()): n
   return Math.round(cap / 2 + (random * cap) / 2);
 }
 
+/** A work connection of the current session, idle or carrying a stream. */
+interface Work {
+  readonly ep: Endpoint;
+  /** Its WorkHello sequence number: how StreamEnd and WorkFree name it. */
+  readonly seq: number;
+  readonly reader: FrameReader;
+  /** Parses the next StartWork while idle. */
+  readonly idle: (ep: Endpoint, chunk: Uint8Array) => void;
+  stream: Stream | null;
+  /** A StreamEnd that came before its StartWork; -1 if none. */
+  upBytes: number;
+}
+
+/** A stream between a work connection and the local app. */
+interface Stream {
+  readonly work: Work;
+  readonly local: Endpoint;
+  /** Every byte the server announced has arrived (or its FIN): the app got a FIN. */
+  upEnded: boolean;
+  /** The app's FIN has been told to the server. */
+  downEnded: boolean;
+  /** The control connection is gone: ends go as FINs and the connection closes after this stream. */
+  noReuse: boolean;
+}
+
 /** Knobs for tests; production uses the defaults. */
 export interface ConnectorOptions {
   readonly loginTimeoutMs?: number;
@@ -83,6 +108,11 @@ export class Connector extends EventEmitter {
   #pumpScheduled = false;
   #idleWork = new Set<Endpoint>();
   #streams = new Set<Endpoint>();
+  /** Work connections of the current session by sequence number (sequence numbers restart with each session). */
+  #works = new Map<number, Work>();
+  /** One set of functions per client, not per stream. */
+  readonly #workEnded = (work: Endpoint) => this.#upEnded((work.tag as Work).stream!);
+  readonly #localEnded = (local: Endpoint) => this.#downEnded(((local.peer as Endpoint).tag as Work).stream!);
   #udp = new Map<string, UdpLocal>();
   #stopped = false;
   #registered = false;
@@ -256,6 +286,9 @@ export class Connector extends EventEmitter {
         this.#wantedWork = Math.min(this.#wantedWork + msg.count, MAX_WANTED_WORK);
         this.#pumpWork();
         return true;
+      case FrameType.StreamEnd:
+        this.#streamEnd(msg.seq, msg.bytes);
+        return true;
       case FrameType.Pong:
         return true;
       case FrameType.Error:
@@ -311,6 +344,14 @@ export class Connector extends EventEmitter {
     this.#wantedWork = 0;
     for (const w of this.#idleWork) w.destroy();
     this.#idleWork.clear();
+    // Streams go on, but their ends can no longer be told on the control connection: FINs from now on.
+    for (const w of this.#works.values()) {
+      const s = w.stream;
+      if (!s) continue;
+      s.noReuse = true;
+      if (s.downEnded) w.ep.shutdownWhenFlushed(); // its StreamEnd may be lost with the connection
+    }
+    this.#works = new Map();
     if (this.online) {
       this.online = false;
       this.emit("offline", reason);
@@ -346,7 +387,7 @@ export class Connector extends EventEmitter {
     if (!sessionId) return;
     const seq = this.#workSeq++;
     this.#dials++;
-    const work = new Endpoint();
+    const ep = new Endpoint();
     const reader = new FrameReader();
     let counted = true;
     const uncount = () => {
@@ -356,19 +397,7 @@ export class Connector extends EventEmitter {
         this.#pumpWork();
       }
     };
-    this.#idleWork.add(work);
-    work.onOpen = (e) => {
-      uncount();
-      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
-      // No challenge to wait for: the proof covers this connection's sequence number, which the server takes once.
-      e.send(withMagic(encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(this.#token, sessionId, seq) })));
-    };
-    work.onClose = (e) => {
-      uncount();
-      this.#idleWork.delete(e);
-      this.#streams.delete(e);
-    };
-    work.onData = (e, chunk) => {
+    const idle = (e: Endpoint, chunk: Uint8Array) => {
       reader.push(chunk);
       for (let res = reader.next(); res; res = reader.next()) {
         if (!res.ok) {
@@ -379,18 +408,36 @@ export class Connector extends EventEmitter {
         if (msg.type === FrameType.StartWork) {
           this.#idleWork.delete(e);
           this.#streams.add(e);
-          return this.#startWork(e, msg.app, msg.userAddr, reader.rest());
+          return this.#startWork(w, msg.app, msg.userAddr, reader.rest());
         } else {
           if (msg.type === FrameType.Error) log.debug("work connection refused", { reason: msg.message });
           return e.destroy();
         }
       }
     };
-    this.#dialServer(work);
+    const w: Work = { ep, seq, reader, idle, stream: null, upBytes: -1 };
+    ep.tag = w;
+    this.#works.set(seq, w);
+    this.#idleWork.add(ep);
+    ep.onOpen = (e) => {
+      uncount();
+      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+      // No challenge to wait for: the proof covers this connection's sequence number, which the server takes once.
+      e.send(withMagic(encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(this.#token, sessionId, seq) })));
+    };
+    ep.onClose = (e) => {
+      uncount();
+      this.#idleWork.delete(e);
+      this.#streams.delete(e);
+      if (this.#works.get(seq) === w) this.#works.delete(seq);
+    };
+    ep.onData = idle;
+    this.#dialServer(ep);
   }
 
   /** Dials the local app for a user; the user's first bytes (`pending`) wait in the local side's queue. */
-  #startWork(work: Endpoint, appName: string, userAddr: string, pending: Uint8Array): void {
+  #startWork(w: Work, appName: string, userAddr: string, pending: Uint8Array): void {
+    const work = w.ep;
     const app = this.#apps.get(appName);
     if (!app) {
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `unknown app "${appName}"` }));
@@ -398,9 +445,17 @@ export class Connector extends EventEmitter {
     }
     if (app.type === "udp") return this.#startUdp(work, app, pending);
     const local = new Endpoint();
+    const s: Stream = { work: w, local, upEnded: false, downEnded: false, noReuse: this.#works.get(w.seq) !== w };
+    w.stream = s;
     work.onData = null;
+    work.onEnd = this.#workEnded;
     work.peer = local;
-    if (pending.length) local.write(pending, work);
+    work.forward(pending);
+    if (w.upBytes >= 0) {
+      const bytes = w.upBytes;
+      w.upBytes = -1;
+      if (!work.endAfter(bytes)) return this.#broken(s, "more bytes than its stream-end announced");
+    }
     let opened = false;
     this.#localDials.add(local);
     local.onOpen = (l) => {
@@ -408,6 +463,7 @@ export class Connector extends EventEmitter {
       this.#localDials.delete(l);
       this.#holdAck(work);
       l.onOpen = l.onClose = null; // joined: from here the relay closes each side with the other
+      l.onEnd = this.#localEnded;
       l.pipe(work);
       log.debug("stream open", { app: appName, user: userAddr });
     };
@@ -416,10 +472,64 @@ export class Connector extends EventEmitter {
       if (opened) return;
       log.warn("local app unreachable", { app: appName, localAddr: app.localAddr, user: userAddr });
       work.peer = null;
+      work.onEnd = null;
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `local app ${app.localAddr} is unreachable` }));
       work.endWhenFlushed();
     };
     this.#dial(local, app.host, app.port);
+  }
+
+  /** The server's StreamEnd: the user's bytes on work connection `seq` end after `bytes`. */
+  #streamEnd(seq: number, bytes: number): void {
+    const w = this.#works.get(seq);
+    if (!w) return; // closed meanwhile
+    const s = w.stream;
+    if (!s) w.upBytes = bytes; // before its StartWork: applied when that comes
+    else if (!s.upEnded && !w.ep.endAfter(bytes)) this.#broken(s, "more bytes than its stream-end announced");
+  }
+
+  /** Every byte the server announced has arrived (or its FIN): the app gets a FIN. */
+  #upEnded(s: Stream): void {
+    if (s.upEnded) return;
+    s.upEnded = true;
+    // Parted first: the app may close at once, and must not take the work connection with it.
+    if (s.downEnded) this.#finish(s);
+    s.local.shutdownWhenFlushed();
+  }
+
+  /** The app sent FIN: tell the server how many bytes to expect. */
+  #downEnded(s: Stream): void {
+    if (s.downEnded) return;
+    s.downEnded = true;
+    const work = s.work.ep;
+    work.release(); // a WorkAck held for the app's first bytes: none will come
+    const control = this.#control;
+    if (s.noReuse || !control || !this.online) {
+      s.noReuse = true;
+      work.shutdownWhenFlushed();
+    } else holdUntilNextPoll(control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.local.relayed }));
+    if (s.upEnded) this.#finish(s);
+  }
+
+  /** Both directions ended: the work connection leaves the app and waits for the next StartWork, or closes. */
+  #finish(s: Stream): void {
+    const w = s.work;
+    const work = w.ep;
+    work.unpipe();
+    w.stream = null;
+    const control = this.#control;
+    if (s.noReuse || work.readEnded || !control || this.#works.get(w.seq) !== w) return work.endWhenFlushed();
+    holdUntilNextPoll(control, encode({ type: FrameType.WorkFree, seq: w.seq }));
+    w.reader.reopen();
+    work.onData = w.idle;
+    this.#streams.delete(work);
+    this.#idleWork.add(work);
+  }
+
+  #broken(s: Stream, why: string): void {
+    log.warn("protocol error on a work connection; resetting the stream", { error: why });
+    s.local.reset();
+    s.work.ep.reset();
   }
 
   /** Holds a successful WorkAck until the app's first bytes, a FIN, or ACK_HOLD_MS. */

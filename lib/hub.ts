@@ -264,7 +264,9 @@ export class Hub implements SessionHost {
       }
       session.touch();
       const msg = res.msg;
-      if (msg.type === FrameType.Ping) session.control.send(encode({ type: FrameType.Pong, seq: msg.seq }));
+      if (msg.type === FrameType.StreamEnd) session.streamEnd(msg.seq, msg.bytes);
+      else if (msg.type === FrameType.WorkFree) session.workFree(msg.seq);
+      else if (msg.type === FrameType.Ping) session.control.send(encode({ type: FrameType.Pong, seq: msg.seq }));
       else if (msg.type !== FrameType.Pong) return session.end(ErrorCode.UnexpectedMessage, `unexpected frame type ${msg.type} on a control connection`);
     }
   }
@@ -285,7 +287,7 @@ export class Hub implements SessionHost {
       return this.#refuse(ep, ErrorCode.AuthFailed, AUTH_FAILED);
     }
     if (hs.reader.buffered > 0) return this.#refuse(ep, ErrorCode.UnexpectedMessage, "data on a work connection before start");
-    session.addWork(ep, hs.reader);
+    session.addWork(ep, hs.reader, msg.seq);
   }
 
   #checkHeartbeats(): void {

@@ -5,8 +5,10 @@
  * bytes the kernel took. Each Endpoint keeps the tail in a small queue,
  * pauses the socket feeding it when the queue passes HIGH_WATER_BYTES and
  * resumes it on `drain` once the queue is empty. A FIN from one side is
- * forwarded with `shutdown()` after the queue toward the other side drains.
- * No Promise and no timer is created per chunk.
+ * forwarded with `shutdown()` after the queue toward the other side drains,
+ * unless the owner takes the end itself (`onEnd`: a reusable work connection
+ * tells a stream's end on the control connection instead). No Promise and no
+ * timer is created per chunk.
  */
 import type { Socket, SocketHandler } from "bun";
 import { readFileSync } from "node:fs";
@@ -59,6 +61,11 @@ export class Endpoint {
   peer: Endpoint | null = null;
   /** Receives incoming chunks while `peer` is null (handshakes and control traffic). */
   onData: ((ep: Endpoint, chunk: Uint8Array) => void) | null = null;
+  /**
+   * While piped: called when this side's incoming direction has ended (its FIN, or
+   * `endAfter` bytes relayed) instead of forwarding a FIN to the peer.
+   */
+  onEnd: ((ep: Endpoint) => void) | null = null;
   /** Called once when the socket has closed. */
   onClose: ((ep: Endpoint, aborted: boolean) => void) | null = null;
   /** Called once when the socket opens (outgoing connections; after a verified handshake with TLS). */
@@ -74,6 +81,10 @@ export class Endpoint {
   counted = false;
   readEnded = false;
   writeEnded = false;
+  /** Bytes read here and relayed to the peer since the last `pipe`. */
+  relayed = 0;
+  /** Where the incoming direction ends (see `endAfter`); Infinity while unknown. */
+  #endAt = Infinity;
   /** Bytes not yet taken by the kernel; null while empty, so that an idle connection carries no array. */
   #queue: Uint8Array[] | null = null;
   #queued = 0;
@@ -170,12 +181,68 @@ export class Endpoint {
     other.peer = this;
     this.onData = null;
     other.onData = null;
-    if (pending && pending.length) {
-      if (this.stats) this.stats.bytesIn += pending.length;
-      other.write(pending, this);
+    if (pending && pending.length) this.#relay(pending);
+    if (this.readEnded && this.peer === other) this.#inputEnded();
+    if (other.readEnded && other.peer === this) other.#inputEnded();
+  }
+
+  /** Relays bytes read from this socket before it had a peer (they came behind a frame), counted like any others. */
+  forward(chunk: Uint8Array): void {
+    if (chunk.length && this.peer) this.#relay(chunk);
+  }
+
+  /** Forwards one chunk read from this socket to the peer, counting it against `endAfter`. */
+  #relay(chunk: Uint8Array): void {
+    this.relayed += chunk.length;
+    if (this.stats) this.stats.bytesIn += chunk.length;
+    // More bytes than the sender announced: the stream cannot be told apart from the next one.
+    if (this.relayed > this.#endAt) return this.reset();
+    this.peer!.write(chunk, this);
+    if (this.relayed === this.#endAt) {
+      this.#endAt = Infinity;
+      this.#inputEnded();
     }
-    if (this.readEnded) other.shutdownWhenFlushed();
-    if (other.readEnded) this.shutdownWhenFlushed();
+  }
+
+  #inputEnded(): void {
+    if (this.onEnd) this.onEnd(this);
+    else this.peer?.shutdownWhenFlushed();
+  }
+
+  /**
+   * Ends this side's incoming direction once `total` bytes have been relayed since
+   * `pipe` (an end told out of band, not by a FIN). False if more have come already.
+   */
+  endAfter(total: number): boolean {
+    if (this.relayed > total) return false;
+    if (this.relayed === total) this.#inputEnded();
+    else this.#endAt = total;
+    return true;
+  }
+
+  /**
+   * Parts this endpoint from its peer without closing either: a work connection
+   * going back to its pool, its stream finished. A side paused by the other is resumed.
+   */
+  unpipe(): void {
+    const other = this.peer;
+    this.peer = null;
+    this.onEnd = null;
+    this.relayed = 0;
+    this.#endAt = Infinity;
+    if (!other) return;
+    other.peer = null;
+    other.onEnd = null;
+    other.relayed = 0;
+    other.#endAt = Infinity;
+    if (this.#blocked === other) {
+      this.#blocked = null;
+      other.resume();
+    }
+    if (other.#blocked === this) {
+      other.#blocked = null;
+      this.resume();
+    }
   }
 
   /** Sends FIN once the queue is empty; reading goes on (a half-close). */
@@ -263,6 +330,11 @@ export class Endpoint {
 
   #closed(aborted = false): void {
     if (this.closed) return;
+    // Bun reports a FIN that arrives after our own shutdown() as a clean close with no `end` event.
+    if (!aborted && this.writeEnded && !this.readEnded && this.peer) {
+      this.readEnded = true;
+      this.#inputEnded();
+    }
     this.closed = true;
     if (this.#linger) clearTimeout(this.#linger);
     this.#queue = null;
@@ -284,17 +356,15 @@ export class Endpoint {
   /** Socket event plumbing, called by the shared handler only. */
   static readonly events = {
     data(ep: Endpoint, chunk: Uint8Array): void {
-      if (ep.peer) {
-        if (ep.stats) ep.stats.bytesIn += chunk.length;
-        ep.peer.write(chunk, ep);
-      } else ep.onData?.(ep, chunk);
+      if (ep.peer) ep.#relay(chunk);
+      else ep.onData?.(ep, chunk);
     },
     drain(ep: Endpoint): void {
       if (ep.socket) ep.#flush();
     },
     end(ep: Endpoint): void {
       ep.readEnded = true;
-      if (ep.peer) ep.peer.shutdownWhenFlushed();
+      if (ep.peer) ep.#inputEnded();
       else if (!ep.onData) return; // not yet piped: `pipe` forwards the FIN
       else ep.destroy(); // a framed connection that stops sending is finished
       ep.#closeIfDone();

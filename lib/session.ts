@@ -1,6 +1,8 @@
 /**
  * One online group: its control connection, one public listener per app,
  * the pool of idle work connections, and the users waiting for one.
+ * A work connection carries one stream at a time and goes back to the pool
+ * when the stream has ended both ways (StreamEnd each way, then WorkFree).
  */
 import type { TCPSocketListener } from "bun";
 import { encode, ErrorCode, FrameReader, FrameType, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
@@ -15,6 +17,12 @@ import { Deadlines } from "./deadlines.ts";
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
 /** Most work connections asked for in one OpenWork frame. */
 export const MAX_WORK_REQUEST = 64;
+/**
+ * The idle pool holds up to this many times poolSize. Refills fill it to poolSize;
+ * the room above is for connections coming back from finished streams, which are
+ * kept rather than closed while the refill that replaced them is dialed.
+ */
+export const IDLE_POOL_FACTOR = 2;
 
 /** Traffic counters of one app plus its live user streams (so a deleted group's streams can be cut). */
 export interface AppStats extends Counters {
@@ -48,11 +56,34 @@ interface WaitingUser {
   readonly app: string;
 }
 
-/** A user whose work connection got StartWork and has not answered yet. */
-interface PendingAck {
-  readonly work: Endpoint;
+/** A work connection of this session: in the pool, or carrying a stream. */
+interface Work {
+  readonly ep: Endpoint;
+  /** Its WorkHello sequence number: how StreamEnd and WorkFree name it. */
+  readonly seq: number;
+  readonly reader: FrameReader;
+  /** MAGIC has gone out (with the first StartWork). */
+  greeted: boolean;
+  stream: Stream | null;
+}
+
+/** A user's stream on a work connection. */
+interface Stream {
+  readonly work: Work;
   readonly user: Endpoint;
   readonly app: string;
+  /** The client's WorkAck arrived: the two are piped. */
+  acked: boolean;
+  /** The user's FIN has been told to the client. */
+  upEnded: boolean;
+  /** Every byte the client sent has arrived and the user was sent a FIN. */
+  downEnded: boolean;
+  /** The byte count of a StreamEnd that came before the ack; -1 if none. */
+  downBytes: number;
+  /** The client said WorkFree. */
+  freed: boolean;
+  /** The control connection is gone: ends go as FINs and the connection closes after this stream. */
+  noReuse: boolean;
 }
 
 /** An online group. */
@@ -62,9 +93,13 @@ export class Session {
   /** Work-connection sequence numbers already used (replay protection). */
   readonly workSeqs = new SeqWindow();
   lastSeen = Date.now();
+  /** Work connections taken in (authenticated hellos) and streams started on one that came back from an earlier stream. */
+  readonly counts = { workOpened: 0, workReused: 0 };
   #apps = new Map<string, AppRuntime>();
   #statuses: AppStatus[] = [];
-  #pool: Endpoint[] = [];
+  #pool: Work[] = [];
+  /** Every open work connection by sequence number. */
+  #works = new Map<number, Work>();
   #waiting: WaitingUser[] = [];
   /** UDP apps without a work connection, in the order they asked. */
   #udpWaiting: UdpPublic[] = [];
@@ -77,7 +112,10 @@ export class Session {
   /** Users waiting for a work connection are closed after userConnTimeout. */
   readonly #waitDeadlines: Deadlines<WaitingUser>;
   /** A pooled connection whose path died silently would never answer StartWork: its user is cut after userConnTimeout. */
-  readonly #ackDeadlines: Deadlines<PendingAck>;
+  readonly #ackDeadlines: Deadlines<Stream>;
+  readonly #idleData: (ep: Endpoint) => void;
+  readonly #userEnded: (user: Endpoint) => void;
+  readonly #workEnded: (work: Endpoint) => void;
 
   constructor(
     readonly host: SessionHost,
@@ -92,8 +130,15 @@ export class Session {
     this.#ackDeadlines = new Deadlines(host.userConnTimeoutMs, (p) => {
       log.warn("no answer on a work connection in time; closing the user", { group: this.group.name, app: p.app });
       p.user.reset();
-      p.work.reset();
+      p.work.ep.reset();
     });
+    // One set of functions per session, not per stream.
+    this.#idleData = (ep) => {
+      log.warn("data on an idle work connection; closing it", { group: this.group.name });
+      ep.destroy();
+    };
+    this.#userEnded = (user) => this.#upEnded(((user.peer as Endpoint).tag as Work).stream!);
+    this.#workEnded = (work) => this.#downEnded((work.tag as Work).stream!);
   }
 
   /** Whether the session has ended. */
@@ -181,10 +226,12 @@ export class Session {
   }
 
   /** Binds a work connection to a UDP app: StartWork, then datagram frames both ways. */
-  #startUdp(work: Endpoint, app: UdpPublic): void {
-    const reader = work.tag as FrameReader;
-    // Our first bytes on this connection: MAGIC goes with them.
-    work.send(withMagic(encode({ type: FrameType.StartWork, app: app.name, userAddr: "" })));
+  #startUdp(w: Work, app: UdpPublic): void {
+    const { ep: work, reader } = w;
+    // A UDP app keeps its work connection for good.
+    const start = encode({ type: FrameType.StartWork, app: app.name, userAddr: "" });
+    work.send(w.greeted ? start : withMagic(start));
+    w.greeted = true;
     app.attach(work);
     let acked = false;
     work.onData = (ep, chunk) => {
@@ -205,12 +252,12 @@ export class Session {
         ep.destroy();
       }
     };
-    work.onClose = () => {
+    work.onClose = chain(work.onClose, () => {
       if (app.work === work) app.work = null;
       // Still served: get another work connection.
       const rt = this.#apps.get(app.name);
       if (rt?.udp === app) this.#wantUdpWork(app);
-    };
+    });
   }
 
   #listen(rec: AppRecord): TCPSocketListener<Endpoint> | string {
@@ -301,29 +348,27 @@ export class Session {
   }
 
   /** Sends StartWork, relays the user's bytes at once, and joins both ways when the client acknowledges. */
-  #startStream(work: Endpoint, user: Endpoint, app: string): void {
-    const reader = work.tag as FrameReader;
+  #startStream(w: Work, user: Endpoint, app: string): void {
+    const work = w.ep;
     const userAddr = user.socket ? `${user.socket.remoteAddress}:${user.socket.remotePort}` : "";
-    // MAGIC and StartWork (our first bytes on this connection) leave with the user's first
-    // bytes when those come within a loop turn, as they do for a user who speaks first.
-    holdUntilNextPoll(work, withMagic(encode({ type: FrameType.StartWork, app, userAddr })));
-    const pending: PendingAck = { work, user, app };
-    this.#ackDeadlines.add(pending);
-    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the
-    // user, with a reset when it was reset (an app that accepted and then reset before its ack was sent).
-    work.onClose = (ep, aborted) => {
-      this.#ackDeadlines.delete(pending);
-      if (ep.peer) return;
-      if (aborted) user.reset();
-      else user.destroy();
-    };
+    // StartWork (with MAGIC on a new connection) leaves with the user's first bytes when
+    // those come within a loop turn, as they do for a user who speaks first.
+    const start = encode({ type: FrameType.StartWork, app, userAddr });
+    holdUntilNextPoll(work, w.greeted ? start : withMagic(start));
+    if (w.greeted) this.counts.workReused++;
+    w.greeted = true;
+    const s: Stream = { work: w, user, app, acked: false, upEnded: false, downEnded: false, downBytes: -1, freed: false, noReuse: false };
+    w.stream = s;
+    this.#ackDeadlines.add(s);
+    user.onEnd = this.#userEnded;
     user.peer = work;
     user.resume();
     work.onData = (ep, chunk) => {
+      const reader = w.reader;
       reader.push(chunk);
       const res = reader.next();
       if (!res) return;
-      this.#ackDeadlines.delete(pending);
+      this.#ackDeadlines.delete(s);
       if (!res.ok || res.msg.type !== FrameType.WorkAck) {
         log.warn("bad answer on a work connection", { group: this.group.name, app, error: res.ok ? "unexpected frame" : res.error.message });
         user.destroy();
@@ -334,36 +379,123 @@ export class Session {
         user.destroy();
         return ep.destroy();
       }
-      ep.tag = null; // the reader is done with
-      ep.onClose = null; // joined: the relay closes the user with it
+      s.acked = true;
+      ep.onEnd = this.#workEnded;
       ep.pipe(user, reader.rest());
+      if (s.downBytes >= 0 && ep.peer === user && !ep.endAfter(s.downBytes)) this.#broken(s, "more bytes than its stream-end announced");
     };
   }
 
+  /** The user sent FIN: tell the client how many bytes to expect. */
+  #upEnded(s: Stream): void {
+    if (s.upEnded) return;
+    s.upEnded = true;
+    const work = s.work.ep;
+    if (s.noReuse) work.shutdownWhenFlushed();
+    else {
+      work.release(); // a StartWork held for the user's first bytes: none will come
+      holdUntilNextPoll(this.control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.user.relayed }));
+    }
+    if (s.downEnded) this.#finish(s);
+  }
+
+  /** Every byte the client sent has arrived (or its FIN): the user gets a FIN. */
+  #downEnded(s: Stream): void {
+    if (s.downEnded) return;
+    s.downEnded = true;
+    // Parted first: the user may close at once, and must not take the work connection with it.
+    if (s.upEnded) this.#finish(s);
+    s.user.shutdownWhenFlushed();
+  }
+
+  /** Both directions ended: the work connection leaves the user and waits for WorkFree, or closes. */
+  #finish(s: Stream): void {
+    const w = s.work;
+    w.ep.unpipe();
+    if (s.noReuse || w.ep.readEnded || this.#ended) {
+      w.stream = null;
+      return w.ep.endWhenFlushed();
+    }
+    w.ep.onData = this.#idleData;
+    if (s.freed) this.#reuse(w);
+  }
+
+  #reuse(w: Work): void {
+    w.stream = null;
+    w.reader.reopen();
+    this.#offer(w);
+  }
+
+  #broken(s: Stream, why: string): void {
+    log.warn("protocol error on a work connection; resetting the stream", { group: this.group.name, app: s.app, error: why });
+    s.user.reset();
+    s.work.ep.reset();
+  }
+
+  /** The client's StreamEnd: its direction of the stream on work connection `seq` ended after `bytes` bytes. */
+  streamEnd(seq: number, bytes: number): void {
+    const s = this.#works.get(seq)?.stream;
+    if (!s || s.downEnded) return; // closed meanwhile
+    if (!s.acked) s.downBytes = bytes;
+    else if (!s.work.ep.endAfter(bytes)) this.#broken(s, "more bytes than its stream-end announced");
+  }
+
+  /** The client's WorkFree: it has every byte of the stream on `seq` and has sent all of its own. */
+  workFree(seq: number): void {
+    const w = this.#works.get(seq);
+    if (!w) return; // closed meanwhile
+    const s = w.stream;
+    if (!s || !s.upEnded) {
+      if (s) return this.#broken(s, "work-free before the stream ended");
+      log.warn("work-free for an idle work connection; closing it", { group: this.group.name });
+      return w.ep.destroy();
+    }
+    s.freed = true;
+    if (s.downEnded) this.#reuse(w);
+  }
+
   /** Takes an authenticated work connection into the pool, or straight to a waiting user. */
-  addWork(work: Endpoint, reader: FrameReader): void {
+  addWork(ep: Endpoint, reader: FrameReader, seq: number): void {
     if (this.#requested > 0) this.#requested--;
-    if (this.#ended) return work.destroy();
-    work.tag = reader;
+    if (this.#ended) return ep.destroy();
+    this.counts.workOpened++;
+    const w: Work = { ep, seq, reader, greeted: false, stream: null };
+    this.#works.set(seq, w);
+    ep.tag = w;
+    ep.onClose = (_ep, aborted) => this.#workClosed(w, aborted);
+    this.#offer(w);
+  }
+
+  /** An idle work connection goes to a waiting UDP app or user, or to the pool. */
+  #offer(w: Work): void {
     const udp = this.#udpWaiting.shift();
-    if (udp) return this.#startUdp(work, udp);
+    if (udp) return this.#startUdp(w, udp);
     const waiting = this.#waiting.shift();
     if (waiting) {
       this.#waitDeadlines.delete(waiting);
-      this.#startStream(work, waiting.user, waiting.app);
-      return;
+      return this.#startStream(w, waiting.user, waiting.app);
     }
-    if (this.#pool.length >= this.host.poolSize) return work.destroy();
-    this.#pool.push(work);
-    work.onData = (ep) => {
-      log.warn("data on an idle work connection; closing it", { group: this.group.name });
-      ep.destroy();
-    };
-    work.onClose = (ep) => {
-      const i = this.#pool.indexOf(ep);
-      if (i >= 0) this.#pool.splice(i, 1);
-      this.#refill();
-    };
+    if (this.#pool.length >= this.host.poolSize * IDLE_POOL_FACTOR) return w.ep.destroy();
+    this.#pool.push(w);
+    w.ep.onData = this.#idleData;
+  }
+
+  #workClosed(w: Work, aborted: boolean): void {
+    this.#works.delete(w.seq);
+    const i = this.#pool.indexOf(w);
+    if (i >= 0) {
+      this.#pool.splice(i, 1);
+      return this.#refill();
+    }
+    const s = w.stream;
+    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the
+    // user, with a reset when it was reset (an app that accepted and then reset before its ack was sent).
+    // Once joined, the relay closes the user with it.
+    if (s && !s.acked) {
+      this.#ackDeadlines.delete(s);
+      if (aborted) s.user.reset();
+      else s.user.destroy();
+    }
   }
 
   /** Asks the client for enough work connections to fill the pool and serve every waiting user. */
@@ -410,9 +542,17 @@ export class Session {
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
     for (const name of [...this.#apps.keys()]) this.#closeApp(name);
     for (const w of [...this.#waiting]) this.#dropWaiting(w, "session ended");
-    for (const work of this.#pool.splice(0)) {
-      work.onClose = null;
-      work.destroy();
+    for (const w of this.#pool.splice(0)) w.ep.destroy();
+    // Streams go on, but their ends can no longer be told on the control connection: FINs from now on.
+    for (const w of [...this.#works.values()]) {
+      const s = w.stream;
+      if (!s) continue;
+      if (s.upEnded && s.downEnded) {
+        w.ep.endWhenFlushed(); // finished, waiting for a WorkFree that cannot come
+        continue;
+      }
+      s.noReuse = true;
+      if (s.upEnded) w.ep.shutdownWhenFlushed(); // its StreamEnd may be lost with the connection
     }
     if (code !== null && !this.control.closed) {
       this.control.send(encode({ type: FrameType.Error, code, message: reason }));

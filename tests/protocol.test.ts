@@ -82,6 +82,10 @@ const SAMPLES: readonly Message[] = [
   { type: FrameType.WorkAck, ok: false, message: "local app 127.0.0.1:22 is unreachable" },
   { type: FrameType.Error, code: ErrorCode.AuthFailed, message: "authentication failed" },
   { type: FrameType.Error, code: ErrorCode.HeartbeatTimeout, message: "🙂 emoji and\0nul" },
+  { type: FrameType.StreamEnd, seq: 0, bytes: 0 },
+  { type: FrameType.StreamEnd, seq: 2 ** 32 + 1, bytes: Number.MAX_SAFE_INTEGER },
+  { type: FrameType.WorkFree, seq: 0 },
+  { type: FrameType.WorkFree, seq: Number.MAX_SAFE_INTEGER },
 ];
 
 /** Every message a reader yields until it needs more bytes (or is dead). */
@@ -241,7 +245,7 @@ describe("errors", () => {
   });
 
   test("an unknown frame type is UnknownType", () => {
-    for (const t of [0x00, 0x0d, 0x7f, 0xff]) {
+    for (const t of [0x00, 0x0f, 0x7f, 0xff]) {
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array(0))))).toBe(ErrorCode.UnknownType);
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array([1, 2, 3]))))).toBe(ErrorCode.UnknownType);
     }
@@ -258,11 +262,12 @@ describe("errors", () => {
     const reader = new FrameReader();
     reader.push(MAGIC.subarray(0, MAGIC.length - 1));
     expect(reader.next()).toBeNull();
-    reader.push(new Uint8Array([0x03, ...encode({ type: FrameType.Ping, seq: 1 })]));
+    reader.push(new Uint8Array([0x04, ...encode({ type: FrameType.Ping, seq: 1 })]));
     const res = reader.next();
-    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: expect.stringContaining("v3") } });
-    // A version 1 peer (before work hellos carried sequence numbers) is told the same way.
+    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: expect.stringContaining("v4") } });
+    // Version 1 (work hellos without sequence numbers) and 2 (work connections used once) peers are told the same way.
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x01]))).toBe(ErrorCode.VersionMismatch);
+    expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x02]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x00]))).toBe(ErrorCode.VersionMismatch);
   });
 
@@ -298,6 +303,32 @@ describe("errors", () => {
     expect(decodeBody(FrameType.WorkHello, new Uint8Array(hello([0x00, 0x1f, 0xff, 0xff])))).toMatchObject({ ok: true, msg: { seq: 2 ** 53 - 2 ** 32 } });
   });
 
+  test("stream-end and work-free numbers past 2^53 are MalformedFrame (every value decodes exactly)", () => {
+    const bad = (type: number, body: number[]) => {
+      const res = decodeBody(type, new Uint8Array(body));
+      return res.ok ? "ok" : res.error.code;
+    };
+    const u53 = (hi: number[]) => [...hi, 0, 0, 0, 1];
+    expect(bad(FrameType.StreamEnd, [...u53([0, 0, 0, 0]), ...u53([0x00, 0x20, 0x00, 0x00])])).toBe(ErrorCode.MalformedFrame);
+    expect(bad(FrameType.StreamEnd, [...u53([0x00, 0x20, 0x00, 0x00]), ...u53([0, 0, 0, 0])])).toBe(ErrorCode.MalformedFrame);
+    expect(bad(FrameType.WorkFree, u53([0xff, 0xff, 0xff, 0xff]))).toBe(ErrorCode.MalformedFrame);
+    expect(bad(FrameType.WorkFree, [...u53([0, 0, 0, 0]), 0])).toBe(ErrorCode.MalformedFrame);
+    expect(decodeBody(FrameType.StreamEnd, new Uint8Array([...u53([0x00, 0x1f, 0xff, 0xff]), ...u53([0, 0, 0, 2])]))).toMatchObject({ ok: true, msg: { seq: 2 ** 53 - 2 ** 32 + 1, bytes: 2 * 2 ** 32 + 1 } });
+  });
+
+  test("a reopened reader parses frames after rest() without expecting MAGIC again", () => {
+    const reader = new FrameReader();
+    reader.push(withMagic(encode({ type: FrameType.WorkAck, ok: true, message: "" }), new Uint8Array([1, 2, 3])));
+    expect(reader.next()).toMatchObject({ ok: true, msg: { type: FrameType.WorkAck } });
+    expect([...reader.rest()]).toEqual([1, 2, 3]);
+    reader.push(new Uint8Array([9])); // a spent reader takes nothing
+    expect(reader.buffered).toBe(0);
+    reader.reopen();
+    reader.push(encode({ type: FrameType.StartWork, app: "ssh", userAddr: "" }));
+    expect(reader.next()).toEqual({ ok: true, msg: { type: FrameType.StartWork, app: "ssh", userAddr: "" } });
+    expect(reader.next()).toBeNull();
+  });
+
   test("a reader is dead after an error: it yields nothing more and buffers nothing more", () => {
     const reader = new FrameReader();
     reader.push(withMagic(rawFrame(0x42, new Uint8Array(0))));
@@ -331,7 +362,7 @@ function randomMessage(r: () => number): Message {
   const raw = (n: number) => Uint8Array.from({ length: n }, () => int(256));
   const appType = () => (r() < 0.5 ? ("tcp" as const) : ("udp" as const));
   const statuses = () => Array.from({ length: int(4) }, () => ({ name: str(), type: appType(), remotePort: int(65536), error: r() < 0.5 ? "" : str() }));
-  switch (int(12)) {
+  switch (int(14)) {
     case 0:
       return { type: FrameType.Challenge, nonce: raw(NONCE_BYTES) };
     case 1:
@@ -354,6 +385,10 @@ function randomMessage(r: () => number): Message {
       return { type: FrameType.WorkAck, ok: r() < 0.5, message: str() };
     case 10:
       return { type: FrameType.Hello };
+    case 11:
+      return { type: FrameType.StreamEnd, seq: int(2 ** 53), bytes: int(2 ** 53) };
+    case 12:
+      return { type: FrameType.WorkFree, seq: int(2 ** 53) };
     default:
       return { type: FrameType.Error, code: int(256) as ErrorCode, message: str() };
   }

@@ -1,0 +1,157 @@
+/**
+ * Work connections carry stream after stream: each direction's end is told on the control
+ * connection (StreamEnd), not with a FIN, and the connection goes back to the pool (WorkFree).
+ * Every test checks bytes and SHA-256 at both ends, and that connections really were reused.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import { createHash } from "node:crypto";
+import { Connector } from "../lib/connector.ts";
+import { IDLE_POOL_FACTOR } from "../lib/session.ts";
+import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
+
+const POOL = 2;
+const server = testServer({ poolSize: POOL });
+const api = (path: string, init: RequestInit = {}) =>
+  fetch(`http://127.0.0.1:${server.apiPort}${path}`, { ...init, headers: { authorization: `Bearer ${server.adminToken}`, ...(init.headers ?? {}) } });
+const echo = await echoApp();
+const connectors: Connector[] = [];
+const closers: (() => void)[] = [];
+
+afterAll(() => {
+  for (const c of connectors) c.stop();
+  for (const c of closers) c();
+  server.stop();
+  echo.close();
+});
+
+async function online(group: string, localPort: number): Promise<number> {
+  const res = await api("/api/groups", { method: "POST", body: JSON.stringify({ name: group, token: TOKEN, apps: [{ name: "a", type: "tcp" }] }) });
+  expect(res.status).toBe(201);
+  const { connector, apps } = await onlineClient(clientConfig(server, group, [{ name: "a", localAddr: `127.0.0.1:${localPort}` }]));
+  connectors.push(connector);
+  return apps[0]!.remotePort;
+}
+
+/** An app that sends `banner`, half-closes, then reads until the user's FIN and records what it got. */
+async function bannerApp(banner: Uint8Array): Promise<{ port: number; got: { bytes: number; hash: string }[] }> {
+  const got: { bytes: number; hash: string }[] = [];
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    const h = createHash("sha256");
+    let n = 0;
+    s.on("data", (d: Buffer) => {
+      n += d.length;
+      h.update(d);
+    });
+    s.on("end", () => {
+      got.push({ bytes: n, hash: h.digest("hex") });
+      s.destroy();
+    });
+    s.on("error", () => {});
+    s.end(banner); // the app speaks first, then FIN: its direction ends before the user's
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  closers.push(() => srv.close());
+  return { port: (srv.address() as net.AddressInfo).port, got };
+}
+
+describe("work connection reuse", () => {
+  test("stream after stream on a few work connections: every byte back, SHA-256 equal", async () => {
+    const port = await online("serial", echo.port);
+    const session = server.hub.session("serial")!;
+    const sizes = [0, 1, 63, 64 * 1024, 1 << 20, 3 * (1 << 20) + 7, 5, 256 * 1024 + 1];
+    const streams = 48;
+    for (let i = 0; i < streams; i++) {
+      const data = randomData(sizes[i % sizes.length]!, i);
+      const res = await roundTrip(port, data);
+      expect(res.received).toBe(data.length);
+      expect(res.hash).toBe(sha256(data));
+    }
+    // One stream at a time: the pool's connections come back and serve again.
+    expect(session.counts.workReused).toBeGreaterThanOrEqual(streams - POOL * IDLE_POOL_FACTOR);
+    expect(session.counts.workOpened).toBeLessThanOrEqual(POOL * IDLE_POOL_FACTOR + 2);
+  });
+
+  test("16 streams at once, 2 MiB each way, four rounds: intact, and the connections of a round serve the next", async () => {
+    const port = await online("parallel", echo.port);
+    const session = server.hub.session("parallel")!;
+    for (let round = 0; round < 4; round++) {
+      const datas = Array.from({ length: 16 }, (_, i) => randomData((2 << 20) + i * 101, round * 100 + i));
+      const results = await Promise.all(datas.map((d) => roundTrip(port, d)));
+      results.forEach((r, i) => {
+        expect(r.received).toBe(datas[i]!.length);
+        expect(r.hash).toBe(sha256(datas[i]!));
+      });
+    }
+    expect(session.counts.workReused).toBeGreaterThan(0);
+    // 64 streams; without reuse each would have needed its own connection.
+    expect(session.counts.workOpened).toBeLessThan(64);
+  });
+
+  test("an app that speaks first and closes first: the banner arrives whole, the user's bytes after it too, then the next stream", async () => {
+    const banner = randomData(300_000, 7);
+    const app = await bannerApp(banner);
+    const port = await online("banner", app.port);
+    const session = server.hub.session("banner")!;
+    for (let i = 0; i < 6; i++) {
+      const upload = randomData(100_000 + i, 50 + i);
+      const res = await new Promise<{ received: number; hash: string }>((resolve, reject) => {
+        const h = createHash("sha256");
+        let n = 0;
+        const s = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+        s.on("data", (d: Buffer) => {
+          n += d.length;
+          h.update(d);
+        });
+        // Only after the app's FIN does the user send: the down direction ends first.
+        s.on("end", () => s.end(upload, () => resolve({ received: n, hash: h.digest("hex") })));
+        s.on("error", reject);
+      });
+      expect(res.received).toBe(banner.length);
+      expect(res.hash).toBe(sha256(banner));
+      await until(() => app.got.length === i + 1, 5000, "the app got the user's FIN");
+      expect(app.got[i]).toEqual({ bytes: upload.length, hash: sha256(upload) });
+    }
+    expect(session.counts.workReused).toBeGreaterThan(0);
+  });
+
+  test("users that connect and close at once, sending nothing, get a clean end; the connections serve on", async () => {
+    const port = await online("empty", echo.port);
+    const session = server.hub.session("empty")!;
+    for (let i = 0; i < 30; i++) {
+      const res = await roundTrip(port, new Uint8Array(0));
+      expect(res.received).toBe(0);
+    }
+    const data = randomData(1 << 20, 3);
+    const res = await roundTrip(port, data);
+    expect(res.hash).toBe(sha256(data));
+    expect(session.counts.workReused).toBeGreaterThanOrEqual(31 - POOL * IDLE_POOL_FACTOR);
+  });
+
+  test("the control connection lost mid-stream: both ends then go by FIN, nothing lost", async () => {
+    const port = await online("lost", echo.port);
+    const first = randomData(200_000, 1);
+    const second = randomData(300_000, 2);
+    const h = createHash("sha256");
+    let got = 0;
+    const s = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    const ended = new Promise<void>((r) => s.on("end", () => r()));
+    s.on("data", (d: Buffer) => {
+      got += d.length;
+      h.update(d);
+    });
+    s.write(first);
+    await until(() => got === first.length, 5000, "first echo");
+    server.hub.session("lost")!.end(null, "test"); // as a heartbeat timeout would
+    await until(async () => !(await (await api("/api/groups/lost")).json()).online, 5000, "offline");
+    s.end(second); // the user's FIN after the loss: it must still reach the app, and the app's FIN the user
+    await ended;
+    expect(got).toBe(first.length + second.length);
+    expect(h.digest("hex")).toBe(sha256(Buffer.concat([first, second])));
+    s.destroy();
+    await until(async () => (await (await api("/api/groups/lost")).json()).online, 10_000, "back online");
+    const again = randomData(500_000, 9);
+    const res = await roundTrip(port, again);
+    expect(res.hash).toBe(sha256(again));
+  });
+});
