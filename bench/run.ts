@@ -55,6 +55,8 @@ interface Plan {
   latencyCount: number;
   latencyWarmup: number;
   setupSeconds: number;
+  /** Unmeasured setup load per path first, at the highest concurrency: the JIT compiles a path's hot code during its first seconds under load (about 0.6 s of CPU per Warren process), which a long-running tunnel pays once. */
+  setupWarmupSeconds: number;
   setupConcurrency: number[];
   /** Runs of Warren and the bare Bun chain per concurrency (medians are reported; the other paths run once). */
   setupRounds: number;
@@ -91,6 +93,7 @@ const PLANS: Record<Mode, Plan> = {
     // Warren and the bare chain three times each, alternating, for medians: one
     // 5 s run of connection setup strays by about ±15 % on a shared machine.
     setupSeconds: 3,
+    setupWarmupSeconds: 5,
     setupConcurrency: [1, 50],
     setupRounds: 3,
     holdCounts: [1_000, 10_000],
@@ -122,6 +125,7 @@ const PLANS: Record<Mode, Plan> = {
     latencyCount: 5_000,
     latencyWarmup: 500,
     setupSeconds: 1,
+    setupWarmupSeconds: 1.5,
     setupConcurrency: [1, 50],
     setupRounds: 1,
     holdCounts: [1_000],
@@ -146,6 +150,7 @@ const PLANS: Record<Mode, Plan> = {
     latencyCount: 500,
     latencyWarmup: 50,
     setupSeconds: 0.4,
+    setupWarmupSeconds: 0.2,
     setupConcurrency: [1, 8],
     setupRounds: 2,
     holdCounts: [50],
@@ -409,6 +414,14 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
       let round = 0;
       // Warren and the bare chain, whose ratio the targets compare, run setupRounds times in alternation.
       const repeated = new Set<PathName>(["warren", "bun-chain"]);
+      const warmC = Math.max(...plan.setupConcurrency);
+      for (const [p, t] of tunnels) {
+        try {
+          await loadgen("setup", { port: t.entry.echo!, concurrency: warmC, durationMs: plan.setupWarmupSeconds * 1000, size: 64 }, plan.setupWarmupSeconds * 1000 + 60_000);
+        } catch (err) {
+          say(`setup warm-up ${p}: ${(err as Error).message}`);
+        }
+      }
       for (const c of plan.setupConcurrency) {
         const runs = new Map<PathName, Record<string, any>[]>();
         for (let k = 0; k < plan.setupRounds; k++) {
@@ -432,7 +445,7 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
         }
         for (const [p, rs] of runs) rows.push({ path: p, concurrency: c, ...medianRun(rs), runs: rs.length });
       }
-      out.setup = { seconds: plan.setupSeconds, rounds: plan.setupRounds, size: 64, rows };
+      out.setup = { seconds: plan.setupSeconds, warmupSeconds: plan.setupWarmupSeconds, rounds: plan.setupRounds, size: 64, rows };
     }
   } finally {
     await stopTunnels(tunnels);

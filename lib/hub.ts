@@ -292,7 +292,9 @@ export class Hub implements SessionHost {
 
   #checkHeartbeats(): void {
     const deadline = Date.now() - this.#heartbeatTimeoutMs;
+    const now = performance.now();
     for (const s of this.#sessions.values()) {
+      s.trimIdle(now);
       if (s.lastSeen < deadline) {
         log.warn("heartbeat timeout; dropping session", { group: s.group.name, client: s.clientAddr });
         s.end(ErrorCode.HeartbeatTimeout, "no heartbeat within heartbeatTimeout");

@@ -18,11 +18,12 @@ export const WORK_REQUEST_TIMEOUT_MS = 5_000;
 /** Most work connections asked for in one OpenWork frame. */
 export const MAX_WORK_REQUEST = 64;
 /**
- * The idle pool holds up to this many times poolSize. Refills fill it to poolSize;
- * the room above is for connections coming back from finished streams, which are
- * kept rather than closed while the refill that replaced them is dialed.
+ * Work connections back from finished streams that the idle pool keeps beyond poolSize:
+ * under steady load they serve the next users (closing them would mean dialing again).
  */
-export const IDLE_POOL_FACTOR = 2;
+export const EXTRA_IDLE_WORK = 64;
+/** An idle work connection beyond poolSize unused this long is closed: the load that needed it has gone. */
+export const IDLE_WORK_TIMEOUT_MS = 30_000;
 
 /** Traffic counters of one app plus its live user streams (so a deleted group's streams can be cut). */
 export interface AppStats extends Counters {
@@ -65,6 +66,8 @@ interface Work {
   /** MAGIC has gone out (with the first StartWork). */
   greeted: boolean;
   stream: Stream | null;
+  /** When it last went into the pool (performance.now()). */
+  idleSince: number;
 }
 
 /** A user's stream on a work connection. */
@@ -459,7 +462,7 @@ export class Session {
     if (this.#requested > 0) this.#requested--;
     if (this.#ended) return ep.destroy();
     this.counts.workOpened++;
-    const w: Work = { ep, seq, reader, greeted: false, stream: null };
+    const w: Work = { ep, seq, reader, greeted: false, stream: null, idleSince: 0 };
     this.#works.set(seq, w);
     ep.tag = w;
     ep.onClose = (_ep, aborted) => this.#workClosed(w, aborted);
@@ -475,7 +478,9 @@ export class Session {
       this.#waitDeadlines.delete(waiting);
       return this.#startStream(w, waiting.user, waiting.app);
     }
-    if (this.#pool.length >= this.host.poolSize * IDLE_POOL_FACTOR) return w.ep.destroy();
+    if (this.#pool.length >= this.host.poolSize + EXTRA_IDLE_WORK) return w.ep.destroy();
+    // Taken from the end: the oldest stay at the start, where trimIdle finds them.
+    w.idleSince = performance.now();
     this.#pool.push(w);
     w.ep.onData = this.#idleData;
   }
@@ -521,6 +526,13 @@ export class Session {
     this.#requested += count;
     this.#requestedAt = now;
     this.control.send(encode({ type: FrameType.OpenWork, count }));
+  }
+
+  /** Closes idle work connections beyond poolSize that have not been used for IDLE_WORK_TIMEOUT_MS. */
+  trimIdle(now = performance.now()): void {
+    let n = 0;
+    while (this.#pool.length - n > this.host.poolSize && now - this.#pool[n]!.idleSince > IDLE_WORK_TIMEOUT_MS) n++;
+    for (const w of this.#pool.splice(0, n)) w.ep.destroy();
   }
 
   /** Starts serving after login: fills the pool (listeners were opened by `reconcile`). */

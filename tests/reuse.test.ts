@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { createHash } from "node:crypto";
 import { Connector } from "../lib/connector.ts";
-import { IDLE_POOL_FACTOR } from "../lib/session.ts";
+import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/session.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const POOL = 2;
@@ -68,8 +68,8 @@ describe("work connection reuse", () => {
       expect(res.hash).toBe(sha256(data));
     }
     // One stream at a time: the pool's connections come back and serve again.
-    expect(session.counts.workReused).toBeGreaterThanOrEqual(streams - POOL * IDLE_POOL_FACTOR);
-    expect(session.counts.workOpened).toBeLessThanOrEqual(POOL * IDLE_POOL_FACTOR + 2);
+    expect(session.counts.workReused).toBeGreaterThanOrEqual(streams - 2 * POOL);
+    expect(session.counts.workOpened).toBeLessThanOrEqual(2 * POOL + 2);
   });
 
   test("16 streams at once, 2 MiB each way, four rounds: intact, and the connections of a round serve the next", async () => {
@@ -86,6 +86,23 @@ describe("work connection reuse", () => {
     expect(session.counts.workReused).toBeGreaterThan(0);
     // 64 streams; without reuse each would have needed its own connection.
     expect(session.counts.workOpened).toBeLessThan(64);
+  });
+
+  test("after a spike the idle pool keeps at most poolSize + EXTRA_IDLE_WORK, and trims to poolSize once they go unused", async () => {
+    const port = await online("spike", echo.port);
+    const session = server.hub.session("spike")!;
+    const users = POOL + EXTRA_IDLE_WORK + 30;
+    const datas = Array.from({ length: users }, (_, i) => randomData(1000 + i, i));
+    const results = await Promise.all(datas.map((d) => roundTrip(port, d)));
+    results.forEach((r, i) => expect(r.hash).toBe(sha256(datas[i]!)));
+    await until(() => session.pooled > POOL, 5000, "connections back in the pool");
+    expect(session.pooled).toBeLessThanOrEqual(POOL + EXTRA_IDLE_WORK);
+    session.trimIdle(performance.now() - 1); // not idle long enough yet: kept
+    expect(session.pooled).toBeGreaterThan(POOL);
+    session.trimIdle(performance.now() + IDLE_WORK_TIMEOUT_MS + 1);
+    expect(session.pooled).toBe(POOL);
+    const again = randomData(1 << 20, 5);
+    expect((await roundTrip(port, again)).hash).toBe(sha256(again));
   });
 
   test("an app that speaks first and closes first: the banner arrives whole, the user's bytes after it too, then the next stream", async () => {
@@ -125,7 +142,7 @@ describe("work connection reuse", () => {
     const data = randomData(1 << 20, 3);
     const res = await roundTrip(port, data);
     expect(res.hash).toBe(sha256(data));
-    expect(session.counts.workReused).toBeGreaterThanOrEqual(31 - POOL * IDLE_POOL_FACTOR);
+    expect(session.counts.workReused).toBeGreaterThanOrEqual(31 - 2 * POOL);
   });
 
   test("the control connection lost mid-stream: both ends then go by FIN, nothing lost", async () => {
