@@ -126,7 +126,7 @@ function setup(s: Any): string {
   return [
     `## 3. Connection setup (new connection per request: connect, send 64 bytes, read the echo, close; ${s.seconds} s per run)`,
     "",
-    ...(s.warmupSeconds ? [`Every path first got ${s.warmupSeconds} s of the same load at the highest concurrency, not measured: Bun's JIT compiles a path's hot code during its first seconds under load (for Warren about 0.6 s of CPU per process), a cost a long-running tunnel pays once.`, ""] : []),
+    ...(s.warmupSeconds ? [`Before the measured runs, Warren and the bare Bun chain got ${s.warmupSeconds} s of the same load at the highest concurrency (the other paths ${Math.min(1, s.warmupSeconds)} s), not measured: Bun's JIT compiles a path's hot code during its first seconds under load (for Warren about 0.6 s of CPU per process), a cost a long-running tunnel pays once.`, ""] : []),
     ...((s.rounds ?? 1) > 1
       ? [`Warren and the bare Bun chain ran ${s.rounds} times each at every concurrency, in alternation with each other and the other paths; their rows show the median of each figure (connections/s of every run in brackets). The other paths ran once.`, ""]
       : []),

@@ -55,7 +55,7 @@ interface Plan {
   latencyCount: number;
   latencyWarmup: number;
   setupSeconds: number;
-  /** Unmeasured setup load per path first, at the highest concurrency: the JIT compiles a path's hot code during its first seconds under load (about 0.6 s of CPU per Warren process), which a long-running tunnel pays once. */
+  /** Unmeasured setup load for Warren and the bare chain first (the others get at most 1 s), at the highest concurrency: the JIT compiles a path's hot code during its first seconds under load (about 0.6 s of CPU per Warren process), which a long-running tunnel pays once. */
   setupWarmupSeconds: number;
   setupConcurrency: number[];
   /** Runs of Warren and the bare Bun chain per concurrency (medians are reported; the other paths run once). */
@@ -93,7 +93,7 @@ const PLANS: Record<Mode, Plan> = {
     // Warren and the bare chain three times each, alternating, for medians: one
     // 5 s run of connection setup strays by about ±15 % on a shared machine.
     setupSeconds: 3,
-    setupWarmupSeconds: 5,
+    setupWarmupSeconds: 4,
     setupConcurrency: [1, 50],
     setupRounds: 3,
     holdCounts: [1_000, 10_000],
@@ -416,8 +416,9 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
       const repeated = new Set<PathName>(["warren", "bun-chain"]);
       const warmC = Math.max(...plan.setupConcurrency);
       for (const [p, t] of tunnels) {
+        const warm = repeated.has(p) ? plan.setupWarmupSeconds : Math.min(1, plan.setupWarmupSeconds);
         try {
-          await loadgen("setup", { port: t.entry.echo!, concurrency: warmC, durationMs: plan.setupWarmupSeconds * 1000, size: 64 }, plan.setupWarmupSeconds * 1000 + 60_000);
+          await loadgen("setup", { port: t.entry.echo!, concurrency: warmC, durationMs: warm * 1000, size: 64 }, warm * 1000 + 60_000);
         } catch (err) {
           say(`setup warm-up ${p}: ${(err as Error).message}`);
         }
