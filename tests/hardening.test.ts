@@ -200,6 +200,75 @@ describe("work connections", () => {
   }, 30_000);
 });
 
+describe("stream ends told on the control connection", () => {
+  /** A user that sends `send` and reports how its connection ended and how many bytes it got. */
+  function user(port: number, send = "") {
+    let got = 0;
+    const sock = net.connect({ host: "127.0.0.1", port, allowHalfOpen: true }, () => send && sock.write(send));
+    const ended = new Promise<string>((resolve) => {
+      sock.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      sock.on("end", () => resolve("end"));
+    });
+    sock.on("data", (d: Buffer) => (got += d.length));
+    return { sock, ended, got: () => got };
+  }
+
+  const closed = (sock: net.Socket) => (sock.closed ? Promise.resolve() : new Promise<void>((r) => sock.once("close", () => r())));
+
+  test("a stream-end below the bytes already sent, or a work-free before the user's end, resets that stream; the session serves on", async () => {
+    const server = testServer({ poolSize: 1 });
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "liar", token: TOKEN, apps: [{ name: "l" }] }),
+    });
+    const control = await raw(server.controlPort);
+    control.sock.write(encode({ type: FrameType.Login, group: "liar", proof: loginProof(TOKEN, control.nonce, "liar"), apps: [{ name: "l", type: "tcp" }] }));
+    const ok = await control.next();
+    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
+    const { sessionId } = ok.msg;
+    const port = ok.msg.apps[0]!.remotePort;
+    const session = server.hub.session("liar")!;
+    const work = (seq: number) => rawConn(server.controlPort, encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(TOKEN, sessionId, seq) }));
+    const ack = encode({ type: FrameType.WorkAck, ok: true, message: "" });
+
+    // 1. The client sends 11 bytes, then claims its direction ended after 5.
+    const w0 = work(0);
+    await until(() => session.pooled === 1, 3000, "work connection 0 pooled");
+    const a = user(port, "ping");
+    expect((await w0.next())?.ok).toBe(true); // StartWork
+    w0.sock.write(Buffer.concat([ack, Buffer.from("hello world")]));
+    await until(() => a.got() === 11, 3000, "the app's 11 bytes at the user");
+    control.sock.write(encode({ type: FrameType.StreamEnd, seq: 0, bytes: 5 }));
+    expect(await a.ended).toBe("ECONNRESET");
+    await closed(w0.sock); // the work connection is cut too
+
+    // 2. The client frees a work connection while its user is still sending.
+    const w1 = work(1);
+    await until(() => session.pooled === 1, 3000, "work connection 1 pooled");
+    const b = user(port, "still talking");
+    expect((await w1.next())?.ok).toBe(true);
+    w1.sock.write(ack);
+    control.sock.write(encode({ type: FrameType.WorkFree, seq: 1 }));
+    expect(await b.ended).toBe("ECONNRESET");
+    await closed(w1.sock);
+
+    // A stream-end or work-free naming no work connection is ignored: the session lives on and answers.
+    control.sock.write(encode({ type: FrameType.StreamEnd, seq: 12345, bytes: 1 }));
+    control.sock.write(encode({ type: FrameType.WorkFree, seq: 999 }));
+    control.sock.write(encode({ type: FrameType.Ping, seq: 77 }));
+    let pong: DecodeResult | null;
+    do pong = await control.next();
+    while (pong?.ok && pong.msg.type !== FrameType.Pong);
+    expect(pong).toEqual({ ok: true, msg: { type: FrameType.Pong, seq: 77 } });
+    expect(session.ended).toBe(false);
+    for (const c of [control, w0, w1]) c.sock.destroy();
+    a.sock.destroy();
+    b.sock.destroy();
+  });
+});
+
 describe("udp", () => {
   const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0 });
   const record = { name: "u", remotePort: 0, allowIPs: [], denyIPs: [], maxConnections: 0 };
