@@ -1,9 +1,10 @@
 /**
- * A/B of connection setup between Warren checkouts (and the bare Bun chain),
- * for recording an optimisation's before/after figures.
+ * A/B of connection setup (or, with --bulk, of bulk throughput) between Warren
+ * checkouts and the bare Bun chain, for recording an optimisation's before/after figures.
  *
  *   git worktree add /tmp/warren-before <commit>   (and `npm ci` there, or link node_modules)
  *   bun bench/ab.ts --rounds 9 --concurrency 50 --seconds 3 /tmp/warren-before .
+ *   bun bench/ab.ts --bulk --rounds 4 --seconds 5 [--reverse] [--streams 8] /tmp/warren-before .
  *
  * Every checkout runs its own server.ts and client.ts in front of one echo
  * app; the setup load generator (connect, send 64 bytes, read the echo, close)
@@ -12,7 +13,8 @@
  * p50 and p99, the tunnel processes' CPU (user + system) per connection, and
  * TCP segments sent per connection (all of the machine's, from /proc/net/snmp:
  * run it on a quiet machine; the user and app legs count too: 10 per connection
- * on the direct path).
+ * on the direct path). With --bulk: iperf3 through each variant in turn, medians of
+ * Gbit/s and of the tunnel processes' CPU seconds per GB received.
  */
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
@@ -21,7 +23,7 @@ import { BENCH, BUN, freePort, removeTempDirs, run, spawnChild, stopAll, tempDir
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
-  options: { rounds: { type: "string" }, concurrency: { type: "string" }, seconds: { type: "string" }, warmup: { type: "string" }, "no-bare": { type: "boolean" } },
+  options: { rounds: { type: "string" }, concurrency: { type: "string" }, seconds: { type: "string" }, warmup: { type: "string" }, "no-bare": { type: "boolean" }, bulk: { type: "boolean" }, reverse: { type: "boolean" }, streams: { type: "string" } },
   allowPositionals: true,
   strict: true,
 });
@@ -31,7 +33,7 @@ const SECONDS = Math.min(30, Number(flags.seconds ?? 3));
 /** Unmeasured load per variant first: the JIT compiles the setup path in the first seconds under load (FTL, about 0.6 s of CPU per Warren process). */
 const WARMUP_SECONDS = Math.min(30, Number(flags.warmup ?? 5));
 if (!positionals.length) {
-  console.error("usage: bun bench/ab.ts [--rounds N] [--concurrency C] [--seconds S] [--warmup S] [--no-bare] CHECKOUT...");
+  console.error("usage: bun bench/ab.ts [--rounds N] [--concurrency C] [--seconds S] [--warmup S] [--no-bare] [--bulk [--reverse] [--streams N]] CHECKOUT...");
   process.exit(2);
 }
 
@@ -55,6 +57,55 @@ function outSegs(): number {
   const rows = readFileSync("/proc/net/snmp", "utf8").split("\n").filter((l) => l.startsWith("Tcp:"));
   const keys = rows[0]!.split(/\s+/);
   return Number(rows[1]!.split(/\s+/)[keys.indexOf("OutSegs")]);
+}
+
+if (flags.bulk) {
+  await bulk();
+  process.exit(0);
+}
+
+/** iperf3 through every variant in turn (rotating order): medians of Gbit/s and CPU seconds per GB. */
+async function bulk(): Promise<void> {
+  const streams = Math.min(64, Number(flags.streams ?? 1));
+  const dir = tempDir("warren-ab-");
+  const port = await freePort();
+  spawnChild("iperf3", ["iperf3", "-s", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
+  await waitPort(port, 10_000, "iperf3 server");
+  const tunnels = new Map<Variant, { entry: Record<string, number>; server: number[]; client: number[]; stop(): Promise<void> }>();
+  const res = new Map<Variant, { gbps: number[]; cpuPerGB: number[] }>();
+  try {
+    for (const v of variants) {
+      const paths = await import(join(v.root, "bench", "paths.ts"));
+      tunnels.set(v, await paths.startPath(v.path, { iperf: port }));
+      res.set(v, { gbps: [], cpuPerGB: [] });
+    }
+    const iperf = (entry: number, secs: number) =>
+      run(["iperf3", "-c", "127.0.0.1", "-p", String(entry), "-t", String(secs), "-P", String(streams), "-J", ...(flags.reverse ? ["-R"] : [])], { timeoutMs: secs * 1000 + 60_000 });
+    for (const v of variants) await iperf(tunnels.get(v)!.entry.iperf!, 1); // warm-up
+    for (let round = 0; round < ROUNDS; round++) {
+      const k = round % variants.length;
+      for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {
+        const t = tunnels.get(v)!;
+        const pids = [...t.server, ...t.client];
+        const before = pids.reduce((s, p) => s + cpu(p), 0);
+        const out = await iperf(t.entry.iperf!, SECONDS);
+        const used = pids.reduce((s, p) => s + cpu(p), 0) - before;
+        const got = JSON.parse(out.stdout).end.sum_received;
+        res.get(v)!.gbps.push(got.bits_per_second / 1e9);
+        res.get(v)!.cpuPerGB.push(used / (got.bytes / 1e9));
+        await Bun.sleep(500);
+      }
+    }
+    console.log(`bulk ${streams} stream(s)${flags.reverse ? " -R" : ""}, ${ROUNDS} rounds of ${SECONDS} s, medians:`);
+    for (const v of variants) {
+      const r = res.get(v)!;
+      console.log(`${v.name.padEnd(30)} ${median(r.gbps).toFixed(2).padStart(6)} Gbit/s   tunnel CPU ${median(r.cpuPerGB).toFixed(3)} s/GB   (Gbit/s ${r.gbps.map((x) => x.toFixed(2)).join(", ")})`);
+    }
+  } finally {
+    for (const t of tunnels.values()) await t.stop();
+    await stopAll();
+    removeTempDirs();
+  }
 }
 
 const dir = tempDir("warren-ab-");
