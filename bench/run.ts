@@ -104,9 +104,9 @@ const PLANS: Record<Mode, Plan> = {
     apiSamples: 30,
     udpSeconds: 4,
     udpRates: [100, 250, 500, 1000],
-    // Four bisection steps after the fixed rates find the rate within 30 Mbit/s; the
+    // Three bisection steps after the fixed rates find the rate within 60 Mbit/s; the
     // TLS comparison takes one alternation of 5 s runs: the whole run stays under 10 minutes.
-    udpBisectSteps: 4,
+    udpBisectSteps: 3,
     udpBisectPaths: ["direct", "warren", "socat"],
     udpPingCount: 5_000,
     tlsSeconds: 5,

@@ -342,7 +342,8 @@ export class Connector extends EventEmitter {
     this.#control = null;
     this.#sessionId = null;
     this.#wantedWork = 0;
-    for (const w of this.#idleWork) w.destroy();
+    // An idle connection may still be sending the last bytes of a finished stream: they go out first.
+    for (const w of this.#idleWork) w.endWhenFlushed();
     this.#idleWork.clear();
     // Streams go on, but their ends can no longer be told on the control connection: FINs from now on.
     for (const w of this.#works.values()) {
@@ -492,9 +493,8 @@ export class Connector extends EventEmitter {
   #upEnded(s: Stream): void {
     if (s.upEnded) return;
     s.upEnded = true;
-    // Parted first: the app may close at once, and must not take the work connection with it.
     if (s.downEnded) this.#finish(s);
-    s.local.shutdownWhenFlushed();
+    else s.local.shutdownWhenFlushed();
   }
 
   /** The app sent FIN: tell the server how many bytes to expect. */
@@ -515,7 +515,10 @@ export class Connector extends EventEmitter {
   #finish(s: Stream): void {
     const w = s.work;
     const work = w.ep;
+    // Parted first: the app may close at once, and must not take the work connection with it.
     work.unpipe();
+    // The app's socket closes once its last bytes are taken; an app that stops reading is cut after LINGER_MS.
+    s.local.endWhenFlushed();
     w.stream = null;
     const control = this.#control;
     if (s.noReuse || work.readEnded || !control || this.#works.get(w.seq) !== w) return work.endWhenFlushed();

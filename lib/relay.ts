@@ -196,7 +196,7 @@ export class Endpoint {
     this.relayed += chunk.length;
     if (this.stats) this.stats.bytesIn += chunk.length;
     // More bytes than the sender announced: the stream cannot be told apart from the next one.
-    if (this.relayed > this.#endAt) return this.reset();
+    if (this.relayed > this.#endAt) return this.#resetBoth();
     this.peer!.write(chunk, this);
     if (this.relayed === this.#endAt) {
       this.#endAt = Infinity;
@@ -205,8 +205,16 @@ export class Endpoint {
   }
 
   #inputEnded(): void {
+    // A FIN before every announced byte: the sender was cut short, and a clean FIN would hide it.
+    if (this.#endAt !== Infinity && this.relayed < this.#endAt) return this.#resetBoth();
     if (this.onEnd) this.onEnd(this);
     else this.peer?.shutdownWhenFlushed();
+  }
+
+  /** Resets this connection and its peer: our own reset is not reported as one, so the peer is told directly. */
+  #resetBoth(): void {
+    this.peer?.reset();
+    this.reset();
   }
 
   /**
@@ -215,8 +223,10 @@ export class Endpoint {
    */
   endAfter(total: number): boolean {
     if (this.relayed > total) return false;
-    if (this.relayed === total) this.#inputEnded();
-    else this.#endAt = total;
+    if (this.relayed === total) {
+      this.#endAt = Infinity;
+      this.#inputEnded();
+    } else this.#endAt = total;
     return true;
   }
 
@@ -366,7 +376,9 @@ export class Endpoint {
       ep.readEnded = true;
       if (ep.peer) ep.#inputEnded();
       else if (!ep.onData) return; // not yet piped: `pipe` forwards the FIN
-      else ep.destroy(); // a framed connection that stops sending is finished
+      // A framed connection that stops sending is finished; what we still had queued for it (the
+      // last bytes of a stream that has just ended on a reused work connection) goes out first.
+      else ep.endWhenFlushed();
       ep.#closeIfDone();
     },
     closed(ep: Endpoint, aborted: boolean): void {

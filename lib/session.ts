@@ -97,7 +97,7 @@ export class Session {
   readonly workSeqs = new SeqWindow();
   lastSeen = Date.now();
   /** Work connections taken in (authenticated hellos) and streams started on one that came back from an earlier stream. */
-  readonly counts = { workOpened: 0, workReused: 0 };
+  readonly counts = { workOpened: 0, workReused: 0, workFreed: 0 };
   #apps = new Map<string, AppRuntime>();
   #statuses: AppStatus[] = [];
   #pool: Work[] = [];
@@ -406,15 +406,17 @@ export class Session {
   #downEnded(s: Stream): void {
     if (s.downEnded) return;
     s.downEnded = true;
-    // Parted first: the user may close at once, and must not take the work connection with it.
     if (s.upEnded) this.#finish(s);
-    s.user.shutdownWhenFlushed();
+    else s.user.shutdownWhenFlushed();
   }
 
   /** Both directions ended: the work connection leaves the user and waits for WorkFree, or closes. */
   #finish(s: Stream): void {
     const w = s.work;
+    // Parted first: the user may close at once, and must not take the work connection with it.
     w.ep.unpipe();
+    // The user closes once its last bytes are taken; one that stops reading is cut after LINGER_MS.
+    s.user.endWhenFlushed();
     if (s.noReuse || w.ep.readEnded || this.#ended) {
       w.stream = null;
       return w.ep.endWhenFlushed();
@@ -424,6 +426,7 @@ export class Session {
   }
 
   #reuse(w: Work): void {
+    if (this.#ended || w.ep.closed) return w.ep.endWhenFlushed();
     w.stream = null;
     w.reader.reopen();
     this.#offer(w);
@@ -454,6 +457,7 @@ export class Session {
       return w.ep.destroy();
     }
     s.freed = true;
+    this.counts.workFreed++;
     if (s.downEnded) this.#reuse(w);
   }
 
@@ -564,7 +568,8 @@ export class Session {
         continue;
       }
       s.noReuse = true;
-      if (s.upEnded) w.ep.shutdownWhenFlushed(); // its StreamEnd may be lost with the connection
+      // Its StreamEnd may be lost with the connection. (Once freed, the client has every byte already.)
+      if (s.upEnded && !s.freed) w.ep.shutdownWhenFlushed();
     }
     if (code !== null && !this.control.closed) {
       this.control.send(encode({ type: FrameType.Error, code, message: reason }));

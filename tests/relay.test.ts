@@ -2,7 +2,9 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { Deadlines } from "../lib/deadlines.ts";
+import { randomBytes } from "node:crypto";
 import { Endpoint, holdUntilNextPoll, relayHandler } from "../lib/relay.ts";
+import { until } from "./helpers.ts";
 
 const servers: net.Server[] = [];
 afterAll(() => {
@@ -86,6 +88,72 @@ describe("held headers", () => {
     expect(await got).toBe("START");
     expect(ep.holding).toBe(false);
     ep.destroy();
+  });
+});
+
+describe("stream ends", () => {
+  test("a FIN on a connection that is not piped lets what is queued toward it go out first", async () => {
+    const peer = await recorder();
+    const ep = await dial(peer.port);
+    const sock = await peer.connected;
+    sock.pause();
+    ep.onData = () => {}; // framed, not piped: a work connection between streams
+    const data = randomBytes(16 << 20);
+    ep.write(data, null);
+    expect(ep.queued).toBeGreaterThan(0); // the peer does not read: most of it waits in our queue
+    const closed = new Promise<void>((r) => (ep.onClose = () => r()));
+    sock.end(); // the peer's FIN
+    sock.resume();
+    await closed;
+    await peer.ended;
+    expect(Buffer.concat(peer.chunks).equals(Buffer.from(data))).toBe(true);
+  });
+
+  test("a FIN before the announced number of bytes resets the other side instead of passing a clean end", async () => {
+    const from = await recorder();
+    const to = await recorder();
+    const a = await dial(from.port);
+    const b = await dial(to.port);
+    const fromSock = await from.connected;
+    const toSock = await to.connected;
+    const outcome = new Promise<string>((resolve) => {
+      toSock.on("end", () => resolve("end"));
+      toSock.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    a.pipe(b);
+    expect(a.endAfter(100)).toBe(true);
+    fromSock.end(Buffer.alloc(50, 7)); // 50 bytes and a FIN: cut short
+    expect(await outcome).toBe("ECONNRESET");
+  });
+
+  test("endAfter: the end comes with the last announced byte, whether announced before or after the bytes", async () => {
+    for (const early of [true, false]) {
+      const from = await recorder();
+      const to = await recorder();
+      const a = await dial(from.port);
+      const b = await dial(to.port);
+      const fromSock = await from.connected;
+      await to.connected;
+      let ends = 0;
+      a.onEnd = () => {
+        ends++;
+        b.shutdownWhenFlushed();
+      };
+      a.pipe(b);
+      if (early) expect(a.endAfter(3000)).toBe(true);
+      fromSock.write(Buffer.alloc(3000, 1));
+      if (!early) {
+        await until(() => a.relayed === 3000, 5000, "3000 bytes relayed");
+        expect(a.endAfter(2999)).toBe(false); // fewer than already relayed: refused
+        expect(a.endAfter(3000)).toBe(true);
+      }
+      await to.ended;
+      expect(ends).toBe(1);
+      expect(Buffer.concat(to.chunks).length).toBe(3000);
+      a.destroy();
+      b.destroy();
+      fromSock.destroy();
+    }
   });
 });
 

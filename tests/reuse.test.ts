@@ -33,8 +33,8 @@ async function online(group: string, localPort: number): Promise<number> {
   return apps[0]!.remotePort;
 }
 
-/** An app that sends `banner`, half-closes, then reads until the user's FIN and records what it got. */
-async function bannerApp(banner: Uint8Array): Promise<{ port: number; got: { bytes: number; hash: string }[] }> {
+/** An app that sends `banner`, half-closes, then reads until the user's FIN and records what it got (and closes then, or once the banner is out when `waitForBanner`). */
+async function bannerApp(banner: Uint8Array, waitForBanner = false): Promise<{ port: number; got: { bytes: number; hash: string }[] }> {
   const got: { bytes: number; hash: string }[] = [];
   const srv = net.createServer({ allowHalfOpen: true }, (s) => {
     const h = createHash("sha256");
@@ -45,7 +45,7 @@ async function bannerApp(banner: Uint8Array): Promise<{ port: number; got: { byt
     });
     s.on("end", () => {
       got.push({ bytes: n, hash: h.digest("hex") });
-      s.destroy();
+      if (!waitForBanner) s.destroy();
     });
     s.on("error", () => {});
     s.end(banner); // the app speaks first, then FIN: its direction ends before the user's
@@ -144,6 +144,39 @@ describe("work connection reuse", () => {
     expect(res.hash).toBe(sha256(data));
     expect(session.counts.workReused).toBeGreaterThanOrEqual(31 - 2 * POOL);
   });
+
+  test("the control connection lost after WorkFree while the user still reads: every byte arrives, then a clean end", async () => {
+    // The user reads slowly: when the client has read the app's FIN and freed the connection, most of
+    // the stream is still on its way (in the kernel's buffers and the relays' queues). The queued-bytes
+    // cases themselves are pinned in tests/relay.test.ts ("stream ends").
+    const banner = randomData(32 << 20, 11);
+    const app = await bannerApp(banner, true);
+    const port = await online("queued", app.port);
+    const session = server.hub.session("queued")!;
+    const h = createHash("sha256");
+    let got = 0;
+    const s = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true });
+    const ended = new Promise<string>((resolve) => {
+      s.on("end", () => resolve("end"));
+      s.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+    s.on("data", (d: Buffer) => {
+      got += d.length;
+      h.update(d);
+      // At most one chunk per millisecond.
+      s.pause();
+      setTimeout(() => s.resume(), 1);
+    });
+    s.end("x");
+    await until(() => session.counts.workFreed === 1, 20_000, "the client's WorkFree");
+    expect(got).toBeLessThan(banner.length - (1 << 20)); // most of the banner still on its way
+    session.end(null, "test"); // as a heartbeat timeout would
+    expect(await ended).toBe("end");
+    expect(got).toBe(banner.length);
+    expect(h.digest("hex")).toBe(sha256(banner));
+    await until(() => app.got.length === 1, 5000, "the app got the user's byte and FIN");
+    expect(app.got[0]!.bytes).toBe(1);
+  }, 30_000);
 
   test("the control connection lost mid-stream: both ends then go by FIN, nothing lost", async () => {
     const port = await online("lost", echo.port);
