@@ -59,47 +59,31 @@ function outSegs(): number {
   return Number(rows[1]!.split(/\s+/)[keys.indexOf("OutSegs")]);
 }
 
-if (flags.bulk) {
-  await bulk();
-  process.exit(0);
-}
+type Tunnel = { entry: Record<string, number>; server: number[]; client: number[]; stop(): Promise<void> };
 
-/** iperf3 through every variant in turn (rotating order): medians of Gbit/s and CPU seconds per GB. */
-async function bulk(): Promise<void> {
-  const streams = Math.min(64, Number(flags.streams ?? 1));
-  const dir = tempDir("warren-ab-");
-  const port = await freePort();
-  spawnChild("iperf3", ["iperf3", "-s", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
-  await waitPort(port, 10_000, "iperf3 server");
-  const tunnels = new Map<Variant, { entry: Record<string, number>; server: number[]; client: number[]; stop(): Promise<void> }>();
-  const res = new Map<Variant, { gbps: number[]; cpuPerGB: number[] }>();
+/**
+ * Starts every variant in front of `targets` (each checkout with its own bench/paths.ts), gives each
+ * one unmeasured `load`, then runs ROUNDS rounds of `measure` in an order that rotates every round, so
+ * drift on a shared machine spreads evenly. `measure` gets the variant's entry ports and the tunnel
+ * CPU seconds its run used; `pauseMs` separates runs. Stops everything at the end.
+ */
+async function rotate(targets: Record<string, number>, load: (entry: Record<string, number>) => Promise<unknown>, measure: (v: Variant, entry: Record<string, number>, cpuUsed: () => number) => Promise<void>, pauseMs: number): Promise<void> {
+  const tunnels = new Map<Variant, Tunnel>();
   try {
     for (const v of variants) {
       const paths = await import(join(v.root, "bench", "paths.ts"));
-      tunnels.set(v, await paths.startPath(v.path, { iperf: port }));
-      res.set(v, { gbps: [], cpuPerGB: [] });
+      tunnels.set(v, await paths.startPath(v.path, targets));
     }
-    const iperf = (entry: number, secs: number) =>
-      run(["iperf3", "-c", "127.0.0.1", "-p", String(entry), "-t", String(secs), "-P", String(streams), "-J", ...(flags.reverse ? ["-R"] : [])], { timeoutMs: secs * 1000 + 60_000 });
-    for (const v of variants) await iperf(tunnels.get(v)!.entry.iperf!, 1); // warm-up
+    for (const v of variants) await load(tunnels.get(v)!.entry); // warm-up (JIT, pools)
     for (let round = 0; round < ROUNDS; round++) {
       const k = round % variants.length;
       for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {
         const t = tunnels.get(v)!;
         const pids = [...t.server, ...t.client];
         const before = pids.reduce((s, p) => s + cpu(p), 0);
-        const out = await iperf(t.entry.iperf!, SECONDS);
-        const used = pids.reduce((s, p) => s + cpu(p), 0) - before;
-        const got = JSON.parse(out.stdout).end.sum_received;
-        res.get(v)!.gbps.push(got.bits_per_second / 1e9);
-        res.get(v)!.cpuPerGB.push(used / (got.bytes / 1e9));
-        await Bun.sleep(500);
+        await measure(v, t.entry, () => pids.reduce((s, p) => s + cpu(p), 0) - before);
+        await Bun.sleep(pauseMs);
       }
-    }
-    console.log(`bulk ${streams} stream(s)${flags.reverse ? " -R" : ""}, ${ROUNDS} rounds of ${SECONDS} s, medians:`);
-    for (const v of variants) {
-      const r = res.get(v)!;
-      console.log(`${v.name.padEnd(30)} ${median(r.gbps).toFixed(2).padStart(6)} Gbit/s   tunnel CPU ${median(r.cpuPerGB).toFixed(3)} s/GB   (Gbit/s ${r.gbps.map((x) => x.toFixed(2)).join(", ")})`);
     }
   } finally {
     for (const t of tunnels.values()) await t.stop();
@@ -110,29 +94,45 @@ async function bulk(): Promise<void> {
 
 const dir = tempDir("warren-ab-");
 const port = await freePort();
-spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port)], { logFile: join(dir, "echo.log") });
-await waitPort(port, 10_000, "echo app");
-const tunnels = new Map<Variant, { entry: Record<string, number>; server: number[]; client: number[]; stop(): Promise<void> }>();
-const results = new Map<Variant, { rate: number[]; ttfb: number[]; p99: number[]; cpuUs: number[]; segs: number[] }>();
-try {
+
+if (flags.bulk) {
+  // iperf3 through every variant: medians of Gbit/s and CPU seconds per GB.
+  const streams = Math.min(64, Number(flags.streams ?? 1));
+  spawnChild("iperf3", ["iperf3", "-s", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
+  await waitPort(port, 10_000, "iperf3 server");
+  const res = new Map(variants.map((v) => [v, { gbps: [] as number[], cpuPerGB: [] as number[] }]));
+  const iperf = (entry: number, secs: number) =>
+    run(["iperf3", "-c", "127.0.0.1", "-p", String(entry), "-t", String(secs), "-P", String(streams), "-J", ...(flags.reverse ? ["-R"] : [])], { timeoutMs: secs * 1000 + 60_000 });
+  await rotate(
+    { iperf: port },
+    (entry) => iperf(entry.iperf!, 1),
+    async (v, entry, cpuUsed) => {
+      const out = await iperf(entry.iperf!, SECONDS);
+      const used = cpuUsed();
+      const got = JSON.parse(out.stdout).end.sum_received;
+      res.get(v)!.gbps.push(got.bits_per_second / 1e9);
+      res.get(v)!.cpuPerGB.push(used / (got.bytes / 1e9));
+    },
+    500,
+  );
+  console.log(`bulk ${streams} stream(s)${flags.reverse ? " -R" : ""}, ${ROUNDS} rounds of ${SECONDS} s, medians:`);
   for (const v of variants) {
-    // Each checkout starts its own processes with its own bench/paths.ts.
-    const paths = await import(join(v.root, "bench", "paths.ts"));
-    tunnels.set(v, await paths.startPath(v.path, { echo: port }));
-    results.set(v, { rate: [], ttfb: [], p99: [], cpuUs: [], segs: [] });
+    const r = res.get(v)!;
+    console.log(`${v.name.padEnd(30)} ${median(r.gbps).toFixed(2).padStart(6)} Gbit/s   tunnel CPU ${median(r.cpuPerGB).toFixed(3)} s/GB   (Gbit/s ${r.gbps.map((x) => x.toFixed(2)).join(", ")})`);
   }
+} else {
+  spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port)], { logFile: join(dir, "echo.log") });
+  await waitPort(port, 10_000, "echo app");
+  const results = new Map(variants.map((v) => [v, { rate: [] as number[], ttfb: [] as number[], p99: [] as number[], cpuUs: [] as number[], segs: [] as number[] }]));
   const load = (entry: number, ms: number) =>
     run([BUN, join(BENCH, "loadgen.ts"), "setup", JSON.stringify({ port: entry, concurrency: C, durationMs: ms, size: 64 })], { timeoutMs: ms + 60_000 });
-  for (const v of variants) await load(tunnels.get(v)!.entry.echo!, WARMUP_SECONDS * 1000); // warm-up (JIT, pools)
-  for (let round = 0; round < ROUNDS; round++) {
-    const k = round % variants.length;
-    for (const v of [...variants.slice(k), ...variants.slice(0, k)]) {
-      const t = tunnels.get(v)!;
-      const pids = [...t.server, ...t.client];
-      const before = pids.reduce((s, p) => s + cpu(p), 0);
+  await rotate(
+    { echo: port },
+    (entry) => load(entry.echo!, WARMUP_SECONDS * 1000),
+    async (v, entry, cpuUsed) => {
       const segs0 = outSegs();
-      const out = await load(t.entry.echo!, SECONDS * 1000);
-      const used = pids.reduce((s, p) => s + cpu(p), 0) - before;
+      const out = await load(entry.echo!, SECONDS * 1000);
+      const used = cpuUsed();
       const r = JSON.parse(out.stdout.trim().split("\n").pop()!);
       const res = results.get(v)!;
       res.rate.push(r.perSecond);
@@ -140,9 +140,9 @@ try {
       res.p99.push(r.ttfbUs.p99);
       res.cpuUs.push((used / r.connections) * 1e6);
       res.segs.push((outSegs() - segs0) / r.connections);
-      await Bun.sleep(300); // let TIME_WAIT settle a little
-    }
-  }
+    },
+    300, // let TIME_WAIT settle a little
+  );
   console.log(`setup c=${C}, ${ROUNDS} rounds of ${SECONDS} s, medians:`);
   for (const v of variants) {
     const r = results.get(v)!;
@@ -150,8 +150,4 @@ try {
       `${v.name.padEnd(30)} ${median(r.rate).toFixed(0).padStart(6)} conn/s   first byte p50 ${median(r.ttfb).toFixed(0).padStart(6)} us, p99 ${median(r.p99).toFixed(0).padStart(6)} us   tunnel CPU ${median(r.cpuUs).toFixed(0).padStart(4)} us/conn   ${median(r.segs).toFixed(1)} segments/conn   (rates ${r.rate.map((x) => x.toFixed(0)).join(", ")})`,
     );
   }
-} finally {
-  for (const t of tunnels.values()) await t.stop();
-  await stopAll();
-  removeTempDirs();
 }

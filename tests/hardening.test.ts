@@ -47,6 +47,20 @@ async function raw(port: number, from = "127.0.0.1") {
   return { sock, nonce: ch.msg.nonce, next };
 }
 
+/** Registers `group` with one TCP app on `server` and logs in over a raw control connection from `from`: its session id and the app's public port. */
+async function rawSession(server: ReturnType<typeof testServer>, group: string, app: string, from = "127.0.0.1") {
+  await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${server.adminToken}` },
+    body: JSON.stringify({ name: group, token: TOKEN, apps: [{ name: app }] }),
+  });
+  const control = await raw(server.controlPort, from);
+  control.sock.write(encode({ type: FrameType.Login, group, proof: loginProof(TOKEN, control.nonce, group), apps: [{ name: app, type: "tcp" }] }));
+  const ok = await control.next();
+  if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
+  return { control, sessionId: ok.msg.sessionId, port: ok.msg.apps[0]!.remotePort };
+}
+
 const errorCode = (r: DecodeResult | null) => (r?.ok && r.msg.type === FrameType.Error ? r.msg.code : r?.ok ? FrameType[r.msg.type] : "closed");
 
 describe("logins", () => {
@@ -97,17 +111,7 @@ describe("work connections", () => {
   test("a work connection that never answers StartWork closes its user within userConnTimeout", async () => {
     const server = testServer({ userConnTimeout: 0.5, poolSize: 1 });
     cleanup.push(() => server.stop());
-    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${server.adminToken}` },
-      body: JSON.stringify({ name: "mute", token: TOKEN, apps: [{ name: "m" }] }),
-    });
-    const control = await raw(server.controlPort);
-    control.sock.write(encode({ type: FrameType.Login, group: "mute", proof: loginProof(TOKEN, control.nonce, "mute"), apps: [{ name: "m", type: "tcp" }] }));
-    const ok = await control.next();
-    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
-    const { sessionId } = ok.msg;
-    const port = ok.msg.apps[0]!.remotePort;
+    const { control, sessionId, port } = await rawSession(server, "mute", "m");
     // One work connection, authenticated, that will never answer.
     const work = rawConn(server.controlPort, encode({ type: FrameType.WorkHello, sessionId, seq: 0, proof: workProof(TOKEN, sessionId, 0) }));
     await until(() => server.hub.session("mute")!.pooled === 1, 3000, "pooled");
@@ -127,16 +131,7 @@ describe("work connections", () => {
   test("a work hello counts once: a replayed, a too old or a forged one is refused; one in the window is taken", async () => {
     const server = testServer({ poolSize: 8 });
     cleanup.push(() => server.stop());
-    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${server.adminToken}` },
-      body: JSON.stringify({ name: "replay", token: TOKEN, apps: [{ name: "r" }] }),
-    });
-    const control = await raw(server.controlPort, "127.0.0.7");
-    control.sock.write(encode({ type: FrameType.Login, group: "replay", proof: loginProof(TOKEN, control.nonce, "replay"), apps: [{ name: "r", type: "tcp" }] }));
-    const ok = await control.next();
-    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
-    const { sessionId } = ok.msg;
+    const { control, sessionId } = await rawSession(server, "replay", "r", "127.0.0.7");
     const hello = (seq: number, token = TOKEN) => encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(token, sessionId, seq) });
     const session = server.hub.session("replay")!;
     const taken = rawConn(server.controlPort, hello(10_000), "127.0.0.7");
@@ -218,17 +213,7 @@ describe("stream ends told on the control connection", () => {
   test("a stream-end below the bytes already sent, or a work-free before the user's end, resets that stream; the session serves on", async () => {
     const server = testServer({ poolSize: 1 });
     cleanup.push(() => server.stop());
-    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${server.adminToken}` },
-      body: JSON.stringify({ name: "liar", token: TOKEN, apps: [{ name: "l" }] }),
-    });
-    const control = await raw(server.controlPort);
-    control.sock.write(encode({ type: FrameType.Login, group: "liar", proof: loginProof(TOKEN, control.nonce, "liar"), apps: [{ name: "l", type: "tcp" }] }));
-    const ok = await control.next();
-    if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
-    const { sessionId } = ok.msg;
-    const port = ok.msg.apps[0]!.remotePort;
+    const { control, sessionId, port } = await rawSession(server, "liar", "l");
     const session = server.hub.session("liar")!;
     const work = (seq: number) => rawConn(server.controlPort, encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(TOKEN, sessionId, seq) }));
     const ack = encode({ type: FrameType.WorkAck, ok: true, message: "" });
