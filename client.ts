@@ -2,8 +2,7 @@
  * Warren client: runs beside the private apps of one group and relays their
  * users from the server. Usage: bun run client.ts --config client.toml
  */
-import { parseArgs } from "node:util";
-import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, type ClientConfig } from "./lib/config.ts";
+import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, parseFlags, type ClientConfig } from "./lib/config.ts";
 import { Connector } from "./lib/connector.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 
@@ -22,20 +21,20 @@ by itself (exponential backoff with jitter, at most 30 s apart).`;
 export async function loadClientConfig(argv: string[]): Promise<ClientConfig | null> {
   let args;
   try {
-    args = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+    args = parseFlags(argv);
   } catch (err) {
     console.error(`warren-client: ${(err as Error).message}\n\n${HELP}`);
     process.exit(EXIT_CONFIG);
   }
-  if (args.values.help) {
+  if (args.help) {
     console.log(HELP);
     return null;
   }
-  if (!args.values.config) {
+  if (!args.config) {
     console.error(`warren-client: --config FILE is required\n\n${HELP}`);
     process.exit(EXIT_CONFIG);
   }
-  return loadToml(ClientConfigSchema, args.values.config);
+  return loadToml(ClientConfigSchema, args.config);
 }
 
 async function main(): Promise<void> {

@@ -4,9 +4,8 @@
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { createApi, MAX_BODY_BYTES } from "./lib/api.ts";
-import { ConfigError, EXIT_CONFIG, loadToml, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
+import { ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
 import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
@@ -123,16 +122,16 @@ export function startServer(config: ServerConfig, file = "server.toml", print: (
 export async function loadServerConfig(argv: string[]): Promise<{ config: ServerConfig; file: string } | null> {
   let args;
   try {
-    args = parseArgs({ args: argv, options: { config: { type: "string", short: "c" }, help: { type: "boolean", short: "h" } }, strict: true, allowPositionals: false });
+    args = parseFlags(argv);
   } catch (err) {
     console.error(`warren-server: ${(err as Error).message}\n\n${HELP}`);
     process.exit(EXIT_CONFIG);
   }
-  if (args.values.help) {
+  if (args.help) {
     console.log(HELP);
     return null;
   }
-  const file = args.values.config;
+  const file = args.config;
   const config = file ? await loadToml(ServerConfigSchema, file) : validate(ServerConfigSchema, {}, "(defaults)");
   return { config, file: file ?? "(defaults)" };
 }

@@ -101,6 +101,21 @@ describe("health and auth", () => {
     }
   });
 
+  test("wrong tokens over HTTP block the caller's address, and only that address", async () => {
+    const server = testServer({ allowPorts: ALLOW, loginFailureLimit: 3 });
+    try {
+      for (let i = 0; i < 3; i++) expect((await call(server, "GET", "/api/groups", { auth: `Bearer wrong-token-${i}` })).status).toBe(401);
+      // The address is read from Bun's server: the guard holds 127.0.0.1, not an empty string.
+      expect(server.hub.guard.blocked("127.0.0.1")).toBe(true);
+      expect(server.hub.guard.blocked("")).toBe(false);
+      const r = await call(server, "GET", "/api/groups", { auth: `Bearer ${server.adminToken}` });
+      expect(r.status).toBe(429);
+      expect(r.json.error).toContain("too many failed logins");
+    } finally {
+      server.stop();
+    }
+  });
+
   test("every group route needs the admin token: none, wrong or malformed is 401", async () => {
     // A server of its own: so many wrong tokens would otherwise trip the lockout for every later test.
     const server = testServer({ allowPorts: ALLOW, loginFailureLimit: 1000 });

@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
-import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, ServerConfigSchema, validate } from "../lib/config.ts";
+import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate } from "../lib/config.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const tmp = fs.mkdtempSync(os.tmpdir() + "/warren-");
@@ -253,6 +253,17 @@ async function readUntil(stream: ReadableStream<Uint8Array>, needle: string, ms:
 }
 
 describe("CLI", () => {
+  test("flags: --config, -c, --config= and --help parse; anything else is refused by name", () => {
+    expect(parseFlags([])).toEqual({ help: false });
+    expect(parseFlags(["--config", "a.toml"])).toEqual({ config: "a.toml", help: false });
+    expect(parseFlags(["-c", "b.toml", "-h"])).toEqual({ config: "b.toml", help: true });
+    expect(parseFlags(["--config=c d.toml"])).toEqual({ config: "c d.toml", help: false });
+    expect(() => parseFlags(["--config"])).toThrow("'--config FILE' needs a value");
+    expect(() => parseFlags(["-c", "--help"])).toThrow("'-c FILE' needs a value");
+    expect(() => parseFlags(["--frobnicate"])).toThrow("unknown option '--frobnicate'");
+    expect(() => parseFlags(["stray.toml"])).toThrow("unexpected argument 'stray.toml'");
+  });
+
   test("server: a bad server.toml exits 2 and names the file and the key", async () => {
     const file = write("server.toml", GROUPS.replace("remotePort = 20543", "remotePort = 70000"));
     const r = await cli("server.ts", ["--config", file]);
