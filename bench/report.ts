@@ -62,7 +62,8 @@ function bulk(s: Any): string {
   return [
     `## 1. Bulk TCP (iperf3, ${s.seconds} s per run)`,
     "",
-    "Throughput as iperf3's receiver reports it. `-R` sends from the target app toward the user.",
+    "Throughput as iperf3's receiver reports it. `-R` sends from the target app toward the user." +
+      (s.pairSeconds ? ` Warren and the bare Bun chain, whose ratio the targets compare, take their ${s.seconds} s as two runs of ${s.pairSeconds} s each in the order A B B A (which goes first alternates), summed: drift on the shared machine falls on both alike.` : ""),
     "",
     gbps,
     "",
@@ -400,7 +401,7 @@ function targets(r: Any): string {
   return [
     "## Targets of the benchmark issue, in this run",
     "",
-    "Bulk and latency: one run each, so on this shared 2-core machine a bulk ratio moves by about ±8 % from run to run; connection setup: medians of three runs of Warren and of the bare Bun chain (see section 3 and the last section).",
+    "Bulk: Warren and the bare Bun chain in the order A B B A within each configuration (section 1); a single-stream ratio still moves by several per cent from run to run on this shared 2-core machine. Latency: one run each. Connection setup: medians of three runs of Warren and of the bare Bun chain (see section 3 and the last section).",
     "",
     table(["target", "goal", "this run", ""], rows),
     "",

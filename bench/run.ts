@@ -330,59 +330,88 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
   const iperf = spawnChild("iperf3-server", ["iperf3", "-s", "-B", "127.0.0.1", "-p", String(port)], { logFile: join(dir, "iperf3.log") });
   await waitPort(port, 10_000, "iperf3 server");
   const tunnels = await startPaths(paths, { iperf: port }, "bulk");
-  const rows: (Row & { streams: number; reverse: boolean })[] = [];
+  type BulkRow = Row & { streams: number; reverse: boolean };
+  const rows: BulkRow[] = [];
+  const runs: BulkRow[] = [];
+  /** One iperf3 run through path `p`: Gbit/s and the tunnel's CPU seconds, or the error. */
+  const once = async (p: PathName, cfg: { streams: number; reverse: boolean }, seconds: number): Promise<BulkRow> => {
+    const t = tunnels.get(p)!;
+    const args = ["iperf3", "-c", "127.0.0.1", "-p", String(t.entry.iperf), "-t", String(seconds), "-J", "-P", String(cfg.streams)];
+    if (cfg.reverse) args.push("-R");
+    const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+    const w0 = performance.now();
+    // The iperf3 server takes a moment to accept the next test after one ends.
+    await Bun.sleep(300);
+    let res = await run(args, { timeoutMs: seconds * 1000 + 30_000, allowFail: true });
+    if (res.code !== 0 && /busy/.test(res.stdout + res.stderr)) {
+      await Bun.sleep(1500);
+      res = await run(args, { timeoutMs: seconds * 1000 + 30_000, allowFail: true });
+    }
+    const wall = (performance.now() - w0) / 1000;
+    const [s1, c1] = [cpuSeconds(t.server), cpuSeconds(t.client)];
+    let out: { end?: { sum_received?: { bytes: number; bits_per_second: number; seconds: number } }; error?: string } = {};
+    try {
+      out = JSON.parse(res.stdout);
+    } catch {}
+    const sum = out.end?.sum_received;
+    const row = { path: p, streams: cfg.streams, reverse: cfg.reverse } as BulkRow;
+    if (!sum || res.code !== 0) row.error = out.error ?? (res.stderr.trim() || `iperf3 exited ${res.code}`);
+    else Object.assign(row, { bytes: sum.bytes, seconds: sum.seconds, wallSeconds: wall, cpuServer: s1 - s0, cpuClient: c1 - c0 });
+    runs.push(row);
+    if (row.error) await Bun.sleep(1000); // an aborted test can leave the iperf3 server busy
+    return row;
+  };
+  /** One row per path and configuration: bytes, seconds and CPU summed over its runs. */
+  const summed = (p: PathName, cfg: { streams: number; reverse: boolean }, parts: BulkRow[]): BulkRow => {
+    const row = { path: p, streams: cfg.streams, reverse: cfg.reverse, runs: parts.length } as BulkRow;
+    const failed = parts.find((r) => r.error);
+    if (failed) row.error = failed.error;
+    else {
+      const total = (k: string) => parts.reduce((a, r) => a + (r[k] as number), 0);
+      const [bytes, cpuServer, cpuClient] = [total("bytes"), total("cpuServer"), total("cpuClient")];
+      Object.assign(row, {
+        gbps: (bytes * 8) / total("seconds") / 1e9,
+        bytes,
+        seconds: total("seconds"),
+        wallSeconds: total("wallSeconds"),
+        cpuServer,
+        cpuClient,
+        cpuTotal: cpuServer + cpuClient,
+        cpuPerGB: p === "direct" ? null : (cpuServer + cpuClient) / (bytes / 1e9),
+        ...(parts.length > 1 ? { runGbps: parts.map((r) => ((r.bytes as number) * 8) / (r.seconds as number) / 1e9) } : {}),
+      });
+    }
+    rows.push(row);
+    say(`bulk P${cfg.streams}${cfg.reverse ? " -R" : "   "} ${p.padEnd(9)} ${row.error ? `error: ${String(row.error).slice(0, 120)}` : `${(row.gbps as number).toFixed(2)} Gbit/s, tunnel CPU ${(row.cpuTotal as number).toFixed(2)} s${parts.length > 1 ? ` (${parts.length} runs)` : ""}`}`);
+    return row;
+  };
+  // Warren and the bare chain, whose ratio the targets compare, share their time as two
+  // half-length runs each in the order A B B A: drift on a shared machine that is linear
+  // over those runs falls on both alike. The other paths get one run of the full length.
+  const pair = (["warren", "bun-chain"] as PathName[]).filter((p) => tunnels.has(p));
+  const half = Math.max(1, Math.round(plan.bulkSeconds / 2));
   try {
     let round = 0;
     for (const cfg of plan.bulkConfigs) {
-      for (const p of rotated([...tunnels.keys()], round++)) {
-        const t = tunnels.get(p)!;
-        const args = ["iperf3", "-c", "127.0.0.1", "-p", String(t.entry.iperf), "-t", String(plan.bulkSeconds), "-J", "-P", String(cfg.streams)];
-        if (cfg.reverse) args.push("-R");
-        const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
-        const w0 = performance.now();
-        // The iperf3 server takes a moment to accept the next test after one ends.
-        await Bun.sleep(300);
-        let res = await run(args, { timeoutMs: plan.bulkSeconds * 1000 + 30_000, allowFail: true });
-        if (res.code !== 0 && /busy/.test(res.stdout + res.stderr)) {
-          await Bun.sleep(1500);
-          res = await run(args, { timeoutMs: plan.bulkSeconds * 1000 + 30_000, allowFail: true });
+      const units: (PathName | "pair")[] = [...tunnels.keys()].filter((p) => pair.length < 2 || !pair.includes(p));
+      if (pair.length === 2) units.push("pair");
+      for (const u of rotated(units, round)) {
+        if (u !== "pair") {
+          summed(u, cfg, [await once(u, cfg, plan.bulkSeconds)]);
+          continue;
         }
-        const wall = (performance.now() - w0) / 1000;
-        const [s1, c1] = [cpuSeconds(t.server), cpuSeconds(t.client)];
-        let out: { end?: { sum_received?: { bytes: number; bits_per_second: number; seconds: number } }; error?: string } = {};
-        try {
-          out = JSON.parse(res.stdout);
-        } catch {}
-        const sum = out.end?.sum_received;
-        const row = { path: p, streams: cfg.streams, reverse: cfg.reverse } as Row & { streams: number; reverse: boolean };
-        if (!sum || res.code !== 0) row.error = out.error ?? (res.stderr.trim() || `iperf3 exited ${res.code}`);
-        else {
-          const cpuServer = s1 - s0;
-          const cpuClient = c1 - c0;
-          Object.assign(row, {
-            gbps: sum.bits_per_second / 1e9,
-            bytes: sum.bytes,
-            seconds: sum.seconds,
-            wallSeconds: wall,
-            cpuServer,
-            cpuClient,
-            cpuTotal: cpuServer + cpuClient,
-            cpuPerGB: p === "direct" ? null : (cpuServer + cpuClient) / (sum.bytes / 1e9),
-          });
-        }
-        rows.push(row);
-        say(`bulk P${cfg.streams}${cfg.reverse ? " -R" : "   "} ${p.padEnd(9)} ${row.error ? `error: ${String(row.error).slice(0, 120)}` : `${(row.gbps as number).toFixed(2)} Gbit/s, tunnel CPU ${(row.cpuTotal as number).toFixed(2)} s`}`);
-        if (row.error) {
-          // An aborted test can leave the iperf3 server busy: give it a moment.
-          await Bun.sleep(1000);
-        }
+        const [a, b] = round % 2 ? [pair[1]!, pair[0]!] : [pair[0]!, pair[1]!];
+        const got = new Map<PathName, BulkRow[]>([[a, []], [b, []]]);
+        for (const p of [a, b, b, a]) got.get(p)!.push(await once(p, cfg, half));
+        for (const p of pair) summed(p, cfg, got.get(p)!);
       }
+      round++;
     }
   } finally {
     await stopTunnels(tunnels);
     await stopChild(iperf);
   }
-  return { seconds: plan.bulkSeconds, rows };
+  return { seconds: plan.bulkSeconds, pairSeconds: pair.length === 2 ? half : null, rows, runs };
 }
 
 async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ latency?: unknown; setup?: unknown }> {

@@ -51,7 +51,12 @@ test(
     const s = r.scenarios;
     // Bulk needs iperf3, which smoke mode does not install: either it ran through Warren, or it says why not.
     if (s.bulk.skipped) expect(String(s.bulk.skipped)).toContain("iperf3");
-    else expect(s.bulk.rows.some((x: any) => x.path === "warren" && x.gbps > 0)).toBe(true);
+    else {
+      expect(s.bulk.rows.some((x: any) => x.path === "warren" && x.gbps > 0)).toBe(true);
+      // Warren and the bare chain share their time as A B B A: two runs each, summed.
+      for (const path of ["warren", "bun-chain"]) expect(s.bulk.rows.find((x: any) => x.path === path)?.runs).toBe(2);
+      expect(s.bulk.runs.filter((x: any) => x.path === "warren")).toHaveLength(2 * s.bulk.rows.filter((x: any) => x.path === "warren").length);
+    }
     for (const path of ["direct", "warren", "bun-chain"]) {
       const lat = s.latency.rows.find((x: any) => x.path === path);
       expect(lat?.error).toBeUndefined();
