@@ -102,7 +102,7 @@ const PLANS: Record<Mode, Plan> = {
     controlGroups: 1_000,
     controlApps: 5,
     apiSamples: 30,
-    udpSeconds: 4,
+    udpSeconds: 3,
     udpRates: [100, 250, 500, 1000],
     // Three bisection steps after the fixed rates find the rate within 60 Mbit/s; the
     // TLS comparison takes one alternation of 5 s runs: the whole run stays under 10 minutes.
