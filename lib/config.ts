@@ -186,7 +186,10 @@ export function parseFlags(argv: readonly string[]): { config?: string; help: bo
       const value = argv[++i];
       if (value === undefined || value.startsWith("-")) throw new Error(`option '${arg} FILE' needs a value`);
       out.config = value;
-    } else if (arg.startsWith("--config=")) out.config = arg.slice("--config=".length);
+    } else if (arg.startsWith("--config=")) {
+      out.config = arg.slice("--config=".length);
+      if (!out.config) throw new Error("option '--config FILE' needs a value");
+    }
     else if (arg.startsWith("-")) throw new Error(`unknown option '${arg}'`);
     else throw new Error(`unexpected argument '${arg}'`);
   }

@@ -259,6 +259,7 @@ describe("CLI", () => {
     expect(parseFlags(["-c", "b.toml", "-h"])).toEqual({ config: "b.toml", help: true });
     expect(parseFlags(["--config=c d.toml"])).toEqual({ config: "c d.toml", help: false });
     expect(() => parseFlags(["--config"])).toThrow("'--config FILE' needs a value");
+    expect(() => parseFlags(["--config="])).toThrow("'--config FILE' needs a value");
     expect(() => parseFlags(["-c", "--help"])).toThrow("'-c FILE' needs a value");
     expect(() => parseFlags(["--frobnicate"])).toThrow("unknown option '--frobnicate'");
     expect(() => parseFlags(["stray.toml"])).toThrow("unexpected argument 'stray.toml'");
