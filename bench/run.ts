@@ -388,13 +388,14 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
   // Warren and the bare chain, whose ratio the targets compare, share their time as two
   // half-length runs each in the order A B B A: drift on a shared machine that is linear
   // over those runs falls on both alike. The other paths get one run of the full length.
-  const pair = (["warren", "bun-chain"] as PathName[]).filter((p) => tunnels.has(p));
+  const both = (["warren", "bun-chain"] as PathName[]).filter((p) => tunnels.has(p));
+  const pair = both.length === 2 ? both : [];
   const half = Math.max(1, Math.round(plan.bulkSeconds / 2));
   try {
     let round = 0;
     for (const cfg of plan.bulkConfigs) {
-      const units: (PathName | "pair")[] = [...tunnels.keys()].filter((p) => pair.length < 2 || !pair.includes(p));
-      if (pair.length === 2) units.push("pair");
+      const units: (PathName | "pair")[] = [...tunnels.keys()].filter((p) => !pair.includes(p));
+      if (pair.length) units.push("pair");
       for (const u of rotated(units, round)) {
         if (u !== "pair") {
           summed(u, cfg, [await once(u, cfg, plan.bulkSeconds)]);
@@ -411,7 +412,7 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
     await stopTunnels(tunnels);
     await stopChild(iperf);
   }
-  return { seconds: plan.bulkSeconds, pairSeconds: pair.length === 2 ? half : null, rows, runs };
+  return { seconds: plan.bulkSeconds, pairSeconds: pair.length ? half : null, rows, runs };
 }
 
 async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ latency?: unknown; setup?: unknown }> {

@@ -189,8 +189,7 @@ export function parseFlags(argv: readonly string[]): { config?: string; help: bo
     } else if (arg.startsWith("--config=")) {
       out.config = arg.slice("--config=".length);
       if (!out.config) throw new Error("option '--config FILE' needs a value");
-    }
-    else if (arg.startsWith("-")) throw new Error(`unknown option '${arg}'`);
+    } else if (arg.startsWith("-")) throw new Error(`unknown option '${arg}'`);
     else throw new Error(`unexpected argument '${arg}'`);
   }
   return out;

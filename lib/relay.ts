@@ -236,15 +236,9 @@ export class Endpoint {
    */
   unpipe(): void {
     const other = this.peer;
-    this.peer = null;
-    this.onEnd = null;
-    this.relayed = 0;
-    this.#endAt = Infinity;
+    this.#detach();
     if (!other) return;
-    other.peer = null;
-    other.onEnd = null;
-    other.relayed = 0;
-    other.#endAt = Infinity;
+    other.#detach();
     if (this.#blocked === other) {
       this.#blocked = null;
       other.resume();
@@ -253,6 +247,14 @@ export class Endpoint {
       other.#blocked = null;
       this.resume();
     }
+  }
+
+  /** Forgets the peer and the stream's byte counts, ready for the next `pipe`. */
+  #detach(): void {
+    this.peer = null;
+    this.onEnd = null;
+    this.relayed = 0;
+    this.#endAt = Infinity;
   }
 
   /** Sends FIN once the queue is empty; reading goes on (a half-close). */
