@@ -3,7 +3,7 @@
  * users from the server. Usage: bun run client.ts --config client.toml
  */
 import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, parseFlags, type ClientConfig } from "./lib/config.ts";
-import { Connector } from "./lib/connector.ts";
+import { Connector, readTrustedCa } from "./lib/connector.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 
 const HELP = `warren-client: the private side of a Warren tunnel
@@ -50,14 +50,14 @@ async function main(): Promise<void> {
   }
   if (!config) return;
   setLogLevel(config.logLevel);
-  let connector: Connector;
+  let trustedCa: string | undefined;
   try {
-    connector = new Connector(config);
+    trustedCa = await readTrustedCa(config);
   } catch (err) {
-    // The one file the constructor reads is the CA bundle.
     console.error(`warren-client: config error: tls.trustedCaFile: cannot read ${config.tls.trustedCaFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     process.exit(EXIT_CONFIG);
   }
+  const connector = new Connector(config, { trustedCa });
   connector.on("fatal", () => process.exit(1));
   const shutdown = (sig: string) => {
     log.info("shutting down", { signal: sig });

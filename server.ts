@@ -2,10 +2,10 @@
  * Warren server: the control port, one public port per app, and the HTTP API.
  * Usage: bun run server.ts [--config server.toml]
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createApi, MAX_BODY_BYTES } from "./lib/api.ts";
 import { ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
+import { readText, writeNew } from "./lib/files.ts";
 import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
@@ -40,18 +40,17 @@ export interface RunningServer {
 }
 
 /** Finds the admin token: configured, stored in dataDir, or generated now (and then printed once). */
-function adminToken(config: ServerConfig, print: (line: string) => void): string {
+async function adminToken(config: ServerConfig, print: (line: string) => void): Promise<string> {
   if (config.adminToken) return config.adminToken;
   const file = join(config.dataDir, ADMIN_TOKEN_FILE);
-  if (config.dataDir !== ":memory:" && existsSync(file)) {
-    const stored = readFileSync(file, "utf8").trim();
+  const stored = config.dataDir === ":memory:" ? null : (await readText(file))?.trim();
+  if (typeof stored === "string") {
     if (stored.length < 16) throw new Error(`${file} holds no usable admin token (fewer than 16 characters): delete it to generate a new one, or set adminToken`);
     return stored;
   }
   const token = Buffer.from(randomBytes(24)).toString("base64url");
   if (config.dataDir !== ":memory:") {
-    mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(file, token + "\n", { mode: 0o600 });
+    await writeNew(file, token + "\n", { private: true });
     print(`Generated an admin token, stored in ${file} (mode 0600). It is shown this once:\n\n    ${token}\n`);
   } else print(`Generated an admin token for this run (dataDir is :memory:, nothing is stored):\n\n    ${token}\n`);
   return token;
@@ -61,17 +60,23 @@ function adminToken(config: ServerConfig, print: (line: string) => void): string
  * Starts a server from a validated config. `file` names the config in errors.
  * With `[tls] enabled`, `tls` is the material from `loadServerTls`.
  */
-export function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log, tls?: TlsMaterial): RunningServer {
+export async function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log, tls?: TlsMaterial): Promise<RunningServer> {
   if (config.tls.enabled && !tls) throw new Error("TLS is enabled but no certificate was loaded");
   const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
-  const registry = new Registry(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
+  const registry = await Registry.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
   const errors = registry.syncConfig(config.groups);
   if (errors.length) {
     registry.close();
     const [key, ...rest] = errors[0]!.split(": ");
     throw new ConfigError(file, key!, rest.join(": "));
   }
-  const token = adminToken(config, print);
+  let token: string;
+  try {
+    token = await adminToken(config, print);
+  } catch (err) {
+    registry.close();
+    throw err;
+  }
   const hub = new Hub(config, registry);
   let controlPort: number;
   try {
@@ -153,7 +158,7 @@ async function main(): Promise<void> {
         throw new ConfigError(loaded.file, t.certFile ? "tls.certFile" : "dataDir", `cannot load the TLS certificate and key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
       }
     }
-    const server = startServer(loaded.config, loaded.file, console.log, material);
+    const server = await startServer(loaded.config, loaded.file, console.log, material);
     const shutdown = (sig: string) => {
       log.info("shutting down", { signal: sig });
       server.stop();

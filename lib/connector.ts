@@ -4,7 +4,6 @@
  */
 import type { SocketHandler, TLSOptions } from "bun";
 import { EventEmitter } from "node:events";
-import { readFileSync } from "node:fs";
 import {
   encode,
   ErrorCode,
@@ -83,6 +82,14 @@ interface Stream {
 /** Knobs for tests; production uses the defaults. */
 export interface ConnectorOptions {
   readonly loginTimeoutMs?: number;
+  /** The PEM text of `tls.trustedCaFile` (see `readTrustedCa`): required when that is set. */
+  readonly trustedCa?: string;
+}
+
+/** Reads the client's `tls.trustedCaFile`, if one is set, for `ConnectorOptions.trustedCa`; throws when it cannot be read. */
+export async function readTrustedCa(config: ClientConfig): Promise<string | undefined> {
+  const file = config.tls.enabled ? config.tls.trustedCaFile : undefined;
+  return file === undefined ? undefined : Bun.file(file).text();
 }
 
 /** Events: "online" (statuses), "apps" (statuses), "offline" (reason), "fatal" (reason), "tlsError" (message). */
@@ -133,7 +140,9 @@ export class Connector extends EventEmitter {
     const tls = config.tls;
     if (tls.enabled) {
       const pin = tls.serverFingerprint;
-      const ca = tls.trustedCaFile ? readFileSync(tls.trustedCaFile, "utf8") : undefined;
+      // Read by the caller (readTrustedCa): the client loads no node:fs (lib/files.ts says why).
+      const ca = tls.trustedCaFile ? options.trustedCa : undefined;
+      if (tls.trustedCaFile && ca === undefined) throw new Error(`tls.trustedCaFile is set: pass its text as the trustedCa option (readTrustedCa)`);
       // With a pinned fingerprint the chain is not checked (a self-signed certificate is expected); the fingerprint is.
       this.#serverTls = { rejectUnauthorized: !pin, serverName: tls.serverName ?? config.serverAddr, ca };
       this.#serverHandler = relayHandler(undefined, (socket, authError) => {

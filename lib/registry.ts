@@ -4,8 +4,8 @@
  * port from `allowPorts` once, and keeps it.
  */
 import { Database } from "bun:sqlite";
-import { chmodSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { privately, writeNew } from "./files.ts";
 import type { AppType } from "../protocol.ts";
 import { PortSet } from "./ports.ts";
 
@@ -98,23 +98,27 @@ export class Registry {
   /** "type:port" -> owning group, for every app: port checks stay O(1) with thousands of groups. */
   #owners = new Map<string, string>();
 
-  /** Opens (creating) the registry in `dataDir`, or in memory for ":memory:". */
+  /** Opens the registry in `dataDir` (creating the folder 0700 and the file 0600 when missing), or in memory for ":memory:". */
+  static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set()): Promise<Registry> {
+    // An empty file is a valid empty SQLite database: writing one creates dataDir without node:fs (lib/files.ts).
+    if (dataDir !== ":memory:" && !(await Bun.file(join(dataDir, REGISTRY_FILE)).exists())) await writeNew(join(dataDir, REGISTRY_FILE), "", { private: true });
+    return new Registry(dataDir, allow, probe, reserved);
+  }
+
+  /** Opens the registry in an existing `dataDir` (see `open`), or in memory for ":memory:". */
   constructor(
     dataDir: string,
     private readonly allow: PortSet,
     private readonly probe: (port: number) => boolean,
     private readonly reserved: ReadonlySet<number> = new Set(),
   ) {
-    let path = ":memory:";
-    if (dataDir !== ":memory:") {
-      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-      path = join(dataDir, REGISTRY_FILE);
-      this.#db = new Database(path, { create: true, strict: true });
-      // Tokens live here: only the owner may read the file.
-      chmodSync(path, 0o600);
-    } else this.#db = new Database(path, { strict: true });
-    this.#db.exec("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
-    this.#db.exec(SCHEMA);
+    // Tokens live here: the database and its -wal and -shm files are created readable by the owner only.
+    this.#db = privately(() => {
+      const db = dataDir === ":memory:" ? new Database(":memory:", { strict: true }) : new Database(join(dataDir, REGISTRY_FILE), { create: true, strict: true });
+      db.exec("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+      db.exec(SCHEMA);
+      return db;
+    });
     this.#migrate();
     this.#load();
   }

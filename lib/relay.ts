@@ -11,7 +11,6 @@
  * timer is created per chunk.
  */
 import type { Socket, SocketHandler } from "bun";
-import { readFileSync } from "node:fs";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
@@ -25,14 +24,13 @@ export const FD_RESERVE = 64;
 /** Least number of sockets allowed whatever the file limit says. */
 const MIN_SOCKETS = 32;
 
-/** The soft limit on open files (Linux /proc), or 1024 where it cannot be read. */
-function fileLimit(): number {
-  try {
-    const m = /^Max open files\s+(\d+|unlimited)/m.exec(readFileSync("/proc/self/limits", "utf8"));
-    if (m) return m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
-  } catch {
-    // not Linux
-  }
+/** The soft limit on open files (Linux /proc), or 1024 where it cannot be read. Bun's file API, not node:fs: see lib/files.ts. */
+async function fileLimit(): Promise<number> {
+  const text = await Bun.file("/proc/self/limits")
+    .text()
+    .catch(() => ""); // not Linux
+  const m = /^Max open files\s+(\d+|unlimited)/m.exec(text);
+  if (m) return m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
   return 1024;
 }
 
@@ -41,7 +39,7 @@ function fileLimit(): number {
  * 100 % CPU when accept() fails with EMFILE (BUN-NOTES.md), so accepted sockets beyond
  * `max` are closed at once, while descriptors are still left.
  */
-export const sockets = { open: 0, max: Math.max(MIN_SOCKETS, fileLimit() - FD_RESERVE), refused: 0 };
+export const sockets = { open: 0, max: Math.max(MIN_SOCKETS, (await fileLimit()) - FD_RESERVE), refused: 0 };
 let lastRefusalLog = 0;
 
 /** Traffic counters of one app, shared by its streams. */

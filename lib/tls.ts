@@ -2,8 +2,8 @@
  * TLS material: the server's certificate (given, or self-signed on first
  * start and kept in dataDir) and SHA-256 fingerprints for pinning.
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { readText, writeNew } from "./files.ts";
 
 let x509Module: Promise<typeof import("@peculiar/x509")> | null = null;
 
@@ -45,21 +45,20 @@ export async function fingerprintOf(certPem: string): Promise<string> {
 /** Reads the configured certificate and key, or the generated pair in dataDir, creating it on first start. */
 export async function loadServerTls(dataDir: string, certFile?: string, keyFile?: string): Promise<TlsMaterial> {
   if (certFile && keyFile) {
-    const cert = readFileSync(certFile, "utf8");
-    return { cert, key: readFileSync(keyFile, "utf8"), fingerprint: await fingerprintOf(cert), generated: false };
+    // Bun.file(...).text() rejects with the errno code (ENOENT, EACCES) that the server's config error names.
+    const cert = await Bun.file(certFile).text();
+    return { cert, key: await Bun.file(keyFile).text(), fingerprint: await fingerprintOf(cert), generated: false };
   }
   const inMemory = dataDir === ":memory:";
   const certPath = join(dataDir, GENERATED_CERT_FILE);
   const keyPath = join(dataDir, GENERATED_KEY_FILE);
-  if (!inMemory && existsSync(certPath) && existsSync(keyPath)) {
-    const cert = readFileSync(certPath, "utf8");
-    return { cert, key: readFileSync(keyPath, "utf8"), fingerprint: await fingerprintOf(cert), generated: false };
-  }
+  const [storedCert, storedKey] = inMemory ? [null, null] : [await readText(certPath), await readText(keyPath)];
+  if (storedCert !== null && storedKey !== null) return { cert: storedCert, key: storedKey, fingerprint: await fingerprintOf(storedCert), generated: false };
   const { cert, key } = await selfSigned();
   if (!inMemory) {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    writeFileSync(keyPath, key, { mode: 0o600 });
-    writeFileSync(certPath, cert, { mode: 0o644 });
+    // The key first, into a folder created 0700; the certificate is public.
+    await writeNew(keyPath, key, { private: true });
+    await writeNew(certPath, cert, { private: false });
   }
   return { cert, key, fingerprint: await fingerprintOf(cert), generated: true };
 }

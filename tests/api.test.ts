@@ -89,7 +89,7 @@ function probe(port: number): Promise<string> {
 
 const portOf = (reply: Reply, app: string): number => reply.json.apps.find((a: { name: string }) => a.name === app)?.remotePort;
 
-const server = testServer({ allowPorts: ALLOW });
+const server = await testServer({ allowPorts: ALLOW });
 afterAll(() => server.stop());
 
 describe("health and auth", () => {
@@ -102,7 +102,7 @@ describe("health and auth", () => {
   });
 
   test("wrong tokens over HTTP block the caller's address, and only that address", async () => {
-    const server = testServer({ allowPorts: ALLOW, loginFailureLimit: 3 });
+    const server = await testServer({ allowPorts: ALLOW, loginFailureLimit: 3 });
     try {
       for (let i = 0; i < 3; i++) expect((await call(server, "GET", "/api/groups", { auth: `Bearer wrong-token-${i}` })).status).toBe(401);
       // The address is read from Bun's server: the guard holds 127.0.0.1, not an empty string.
@@ -118,7 +118,7 @@ describe("health and auth", () => {
 
   test("every group route needs the admin token: none, wrong or malformed is 401", async () => {
     // A server of its own: so many wrong tokens would otherwise trip the lockout for every later test.
-    const server = testServer({ allowPorts: ALLOW, loginFailureLimit: 1000 });
+    const server = await testServer({ allowPorts: ALLOW, loginFailureLimit: 1000 });
     try {
       await call(server, "POST", "/api/groups", { body: { name: "guarded", apps: [] } });
       const routes: [string, string, unknown?][] = [
@@ -148,7 +148,7 @@ describe("health and auth", () => {
   });
 
   test("a registration token may create groups, and nothing else", async () => {
-    const s = testServer({ registrationToken: REG_TOKEN, allowPorts: ALLOW });
+    const s = await testServer({ registrationToken: REG_TOKEN, allowPorts: ALLOW });
     try {
       const created = await call(s, "POST", "/api/groups", { auth: REG_TOKEN, body: { name: "selfreg", apps: [{ name: "ssh" }] } });
       expect(created.status).toBe(201);
@@ -266,7 +266,7 @@ describe("create", () => {
   });
 
   test("a port outside allowPorts is 400 naming apps[i].remotePort", async () => {
-    const s = testServer({ allowPorts: "20000-20100" });
+    const s = await testServer({ allowPorts: "20000-20100" });
     try {
       const out = await call(s, "POST", "/api/groups", { body: { name: "narrow", apps: [{ name: "a" }, { name: "b", remotePort: 30000 }] } });
       expect(out.status).toBe(400);
@@ -313,7 +313,7 @@ describe("create", () => {
 
 describe("read, update, delete", () => {
   test("GET /api/groups and /api/groups/:name have the documented shapes; unknown is 404", async () => {
-    const s = testServer({ allowPorts: ALLOW });
+    const s = await testServer({ allowPorts: ALLOW });
     try {
       expect((await call(s, "GET", "/api/groups")).json).toEqual({ groups: [] });
       await call(s, "POST", "/api/groups", { body: { name: "zeta", apps: [{ name: "a" }] } });
@@ -490,11 +490,12 @@ describe("changes reach online sessions at once", () => {
 });
 
 describe("persistence", () => {
-  test("groups, tokens and ports survive a restart; the database file is 0600", async () => {
-    const dataDir = fs.mkdtempSync(os.tmpdir() + "/warren-");
+  test("groups, tokens and ports survive a restart; a missing dataDir is created 0700, the database files 0600", async () => {
+    const parent = fs.mkdtempSync(os.tmpdir() + "/warren-");
+    const dataDir = join(parent, "data", "registry");
     const echo = await echoApp();
     try {
-      const first = testServer({ dataDir, allowPorts: ALLOW });
+      const first = await testServer({ dataDir, allowPorts: ALLOW });
       let created: Reply;
       try {
         created = await call(first, "POST", "/api/groups", { body: { name: "kept", token: TOKEN, apps: [{ name: "a" }, { name: "b", remotePort: 24680 }] } });
@@ -504,9 +505,10 @@ describe("persistence", () => {
         first.stop();
       }
       expect(fs.statSync(join(dataDir, REGISTRY_FILE)).mode & 0o777).toBe(0o600);
+      for (const d of [join(parent, "data"), dataDir]) expect((fs.statSync(d).mode & 0o777).toString(8)).toBe("700");
       for (const f of fs.readdirSync(dataDir)) expect(`${f} ${(fs.statSync(join(dataDir, f)).mode & 0o777).toString(8)}`).toBe(`${f} 600`);
 
-      const second = testServer({ dataDir, allowPorts: ALLOW });
+      const second = await testServer({ dataDir, allowPorts: ALLOW });
       try {
         const list = await call(second, "GET", "/api/groups");
         expect(list.json.groups.map((g: { name: string }) => g.name)).toEqual(["also", "kept"]);
@@ -529,7 +531,7 @@ describe("persistence", () => {
       }
     } finally {
       echo.close();
-      fs.rmSync(dataDir, { recursive: true, force: true });
+      fs.rmSync(parent, { recursive: true, force: true });
     }
   });
 });

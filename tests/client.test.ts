@@ -88,7 +88,7 @@ describe("liveness", () => {
   });
 
   test("the server drops a silent client at heartbeatTimeout", async () => {
-    const server = testServer({ heartbeatTimeout: 0.5 });
+    const server = await testServer({ heartbeatTimeout: 0.5 });
     cleanup.push(() => server.stop());
     await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
       method: "POST",
@@ -162,7 +162,7 @@ describe("self-registration and secrets", () => {
     const lines: string[] = [];
     setLogSink((l) => lines.push(l));
     const REG = "registration-token-abcdefgh";
-    const server = testServer({ registrationToken: REG, logLevel: "debug" });
+    const server = await testServer({ registrationToken: REG, logLevel: "debug" });
     cleanup.push(() => server.stop());
     try {
       const cfg = clientConfig(server, "newcomer", [{ name: "svc", localAddr: `127.0.0.1:${echo.port}` }], {

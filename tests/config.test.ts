@@ -302,6 +302,15 @@ describe("CLI", () => {
     expect(r.stderr).toContain(`${file}: apps[0].localAddr:`);
   });
 
+  test("client: a tls.trustedCaFile that cannot be read exits 2 and names the key and the file", async () => {
+    const ca = join(tmp, "missing-ca.pem");
+    const base = CLIENT_BASE.replace('serverAddr = "tunnel.example.com"', 'serverAddr = "127.0.0.1"\nserverPort = 1');
+    const file = write("client-ca.toml", `${base}\n[tls]\nenabled = true\ntrustedCaFile = ${JSON.stringify(ca)}\n`);
+    const r = await cli("client.ts", ["--config", file]);
+    expect(r.code).toBe(EXIT_CONFIG);
+    expect(r.stderr).toContain(`tls.trustedCaFile: cannot read ${ca} (ENOENT)`);
+  });
+
   test("client: no --config exits 2", async () => {
     const r = await cli("client.ts", []);
     expect(r.code).toBe(EXIT_CONFIG);

@@ -48,7 +48,7 @@ async function raw(port: number, from = "127.0.0.1") {
 }
 
 /** Registers `group` with one TCP app on `server` and logs in over a raw control connection from `from`: its session id and the app's public port. */
-async function rawSession(server: ReturnType<typeof testServer>, group: string, app: string, from = "127.0.0.1") {
+async function rawSession(server: Awaited<ReturnType<typeof testServer>>, group: string, app: string, from = "127.0.0.1") {
   await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
     method: "POST",
     headers: { authorization: `Bearer ${server.adminToken}` },
@@ -65,7 +65,7 @@ const errorCode = (r: DecodeResult | null) => (r?.ok && r.msg.type === FrameType
 
 describe("logins", () => {
   test("a login declaring too many or badly named apps is refused, and the server keeps serving", async () => {
-    const server = testServer();
+    const server = await testServer();
     cleanup.push(() => server.stop());
     await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
       method: "POST",
@@ -87,7 +87,7 @@ describe("logins", () => {
   });
 
   test("connections opened before a block cannot go on guessing after it", async () => {
-    const server = testServer({ loginFailureLimit: 3 });
+    const server = await testServer({ loginFailureLimit: 3 });
     cleanup.push(() => server.stop());
     await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
       method: "POST",
@@ -109,7 +109,7 @@ describe("logins", () => {
 
 describe("work connections", () => {
   test("a work connection that never answers StartWork closes its user within userConnTimeout", async () => {
-    const server = testServer({ userConnTimeout: 0.5, poolSize: 1 });
+    const server = await testServer({ userConnTimeout: 0.5, poolSize: 1 });
     cleanup.push(() => server.stop());
     const { control, sessionId, port } = await rawSession(server, "mute", "m");
     // One work connection, authenticated, that will never answer.
@@ -129,7 +129,7 @@ describe("work connections", () => {
   });
 
   test("a work hello counts once: a replayed, a too old or a forged one is refused; one in the window is taken", async () => {
-    const server = testServer({ poolSize: 8 });
+    const server = await testServer({ poolSize: 8 });
     cleanup.push(() => server.stop());
     const { control, sessionId } = await rawSession(server, "replay", "r", "127.0.0.7");
     const hello = (seq: number, token = TOKEN) => encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(token, sessionId, seq) });
@@ -181,7 +181,7 @@ describe("work connections", () => {
   });
 
   test("400 users at once, more than the client dials at a time: every one is served", async () => {
-    const server = testServer();
+    const server = await testServer();
     cleanup.push(() => server.stop());
     await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
       method: "POST",
@@ -211,7 +211,7 @@ describe("stream ends told on the control connection", () => {
   const closed = (sock: net.Socket) => (sock.closed ? Promise.resolve() : new Promise<void>((r) => sock.once("close", () => r())));
 
   test("a stream-end below the bytes already sent, or a work-free before the user's end, resets that stream; the session serves on", async () => {
-    const server = testServer({ poolSize: 1 });
+    const server = await testServer({ poolSize: 1 });
     cleanup.push(() => server.stop());
     const { control, sessionId, port } = await rawSession(server, "liar", "l");
     const session = server.hub.session("liar")!;

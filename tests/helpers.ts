@@ -13,7 +13,7 @@ import { freePort } from "../bench/common.ts";
 export const TOKEN = "test-token-0123456789abcdef";
 
 /** Starts an in-process server on ephemeral ports with an in-memory registry (`tls`: material from loadServerTls). */
-export function testServer(overrides: Record<string, unknown> = {}, tls?: TlsMaterial): RunningServer {
+export function testServer(overrides: Record<string, unknown> = {}, tls?: TlsMaterial): Promise<RunningServer> {
   const config: ServerConfig = validate(
     ServerConfigSchema,
     { bindAddr: "127.0.0.1", controlPort: 0, apiPort: 0, dataDir: ":memory:", adminToken: "admin-token-0123456789", logLevel: "warn", ...overrides },

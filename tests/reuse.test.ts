@@ -11,7 +11,7 @@ import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/session.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const POOL = 2;
-const server = testServer({ poolSize: POOL });
+const server = await testServer({ poolSize: POOL });
 const api = (path: string, init: RequestInit = {}) =>
   fetch(`http://127.0.0.1:${server.apiPort}${path}`, { ...init, headers: { authorization: `Bearer ${server.adminToken}`, ...(init.headers ?? {}) } });
 const echo = await echoApp();

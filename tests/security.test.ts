@@ -85,7 +85,7 @@ function userFrom(port: number, from: string, send = "ping"): Promise<string> {
 describe("TLS", async () => {
   const dir = tempDir();
   const material = await loadServerTls(dir);
-  const server = testServer({ tls: { enabled: true } }, material);
+  const server = await testServer({ tls: { enabled: true } }, material);
   cleanup.push(() => server.stop());
   await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "tls", token: TOKEN, apps: [{ name: "e" }] }) });
   const PLAIN = "PLAINTEXT-MARKER-7f3a";
@@ -98,7 +98,7 @@ describe("TLS", async () => {
     expect(again.fingerprint).toBe(material.fingerprint);
     expect(statSync(join(dir, GENERATED_KEY_FILE)).mode & 0o777).toBe(0o600);
     const lines: string[] = [];
-    const s2 = (await import("../server.ts")).startServer(
+    const s2 = await (await import("../server.ts")).startServer(
       (await import("../lib/config.ts")).validate(
         (await import("../lib/config.ts")).ServerConfigSchema,
         { bindAddr: "127.0.0.1", controlPort: 0, apiPort: 0, dataDir: ":memory:", adminToken: "admin-token-0123456789", tls: { enabled: true } },
@@ -130,7 +130,7 @@ describe("TLS", async () => {
   });
 
   test("the same capture without TLS does show the plaintext (the check above can fail)", async () => {
-    const plainServer = testServer();
+    const plainServer = await testServer();
     cleanup.push(() => plainServer.stop());
     await api(plainServer, "/api/groups", { method: "POST", body: JSON.stringify({ name: "clear", token: TOKEN, apps: [{ name: "e" }] }) });
     const proxy = await recordingProxy(plainServer.controlPort);
@@ -165,7 +165,7 @@ describe("TLS", async () => {
   });
 
   test("a TLS client against a plain server fails the handshake with a clear message", async () => {
-    const plainServer = testServer();
+    const plainServer = await testServer();
     cleanup.push(() => plainServer.stop());
     const c = new Connector(clientConfig(plainServer, "x", [{ name: "e", localAddr: `127.0.0.1:${echo.port}` }], { tls: { enabled: true, serverFingerprint: material.fingerprint } }));
     cleanup.push(() => c.stop());
@@ -178,7 +178,7 @@ describe("TLS", async () => {
 
 describe("login lockout", () => {
   test("the 11th failed login from 127.0.0.2 within a minute is refused, while a good client from 127.0.0.1 logs in", async () => {
-    const server = testServer();
+    const server = await testServer();
     cleanup.push(() => server.stop());
     await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "locked", token: TOKEN, apps: [] }) });
     for (let i = 0; i < 10; i++) expect(await rawLogin(server.controlPort, "127.0.0.2", "locked", "wrong-token-wrong-token")).toBe(ErrorCode.AuthFailed);
@@ -190,7 +190,7 @@ describe("login lockout", () => {
   });
 
   test("protocol garbage does not lock an address out", async () => {
-    const server = testServer();
+    const server = await testServer();
     cleanup.push(() => server.stop());
     await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "g", token: TOKEN, apps: [] }) });
     for (let i = 0; i < 15; i++) {
@@ -205,7 +205,7 @@ describe("login lockout", () => {
   });
 
   test("wrong API tokens count too: the 11th request from 127.0.0.3 gets 429", async () => {
-    const server = testServer();
+    const server = await testServer();
     cleanup.push(() => server.stop());
     const get = (token: string) =>
       new Promise<number>((resolve, reject) => {
@@ -224,7 +224,7 @@ describe("login lockout", () => {
 });
 
 describe("access lists and limits", async () => {
-  const server = testServer();
+  const server = await testServer();
   cleanup.push(() => server.stop());
   const created = await api(server, "/api/groups", {
     method: "POST",
@@ -315,15 +315,15 @@ describe("access lists and limits", async () => {
 });
 
 describe("limits in server.toml", () => {
-  test("maxApps and a group's allowPorts from the config are applied, and a violation names the key", () => {
-    const ok = testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 2, allowPorts: "22000-22005", apps: [{ name: "a" }, { name: "b", allowIPs: ["127.0.0.1"], maxConnections: 3 }] }] });
+  test("maxApps and a group's allowPorts from the config are applied, and a violation names the key", async () => {
+    const ok = await testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 2, allowPorts: "22000-22005", apps: [{ name: "a" }, { name: "b", allowIPs: ["127.0.0.1"], maxConnections: 3 }] }] });
     cleanup.push(() => ok.stop());
     const g = ok.hub.registry.get("cfg")!;
     expect(g.maxApps).toBe(2);
     for (const a of g.apps) expect(a.remotePort).toBeWithin(22000, 22006);
     expect(g.apps[1]).toMatchObject({ allowIPs: ["127.0.0.1"], maxConnections: 3 });
-    expect(() => testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }] })).toThrow("groups[0].apps: group \"cfg\" may have at most 1 apps");
-    expect(() => testServer({ groups: [{ name: "cfg", token: TOKEN, allowPorts: "22000-22005", apps: [{ name: "a", remotePort: 23000 }] }] })).toThrow("groups[0].apps[0].remotePort");
+    await expect(testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }] })).rejects.toThrow("groups[0].apps: group \"cfg\" may have at most 1 apps");
+    await expect(testServer({ groups: [{ name: "cfg", token: TOKEN, allowPorts: "22000-22005", apps: [{ name: "a", remotePort: 23000 }] }] })).rejects.toThrow("groups[0].apps[0].remotePort");
   });
 });
 

@@ -17,7 +17,7 @@ import {
   until,
 } from "./helpers.ts";
 
-const server = testServer({ userConnTimeout: 1 });
+const server = await testServer({ userConnTimeout: 1 });
 const api = (path: string, init: RequestInit = {}) =>
   fetch(`http://127.0.0.1:${server.apiPort}${path}`, { ...init, headers: { authorization: `Bearer ${server.adminToken}`, ...(init.headers ?? {}) } });
 const createGroup = async (name: string, apps: string[]) => {
@@ -290,7 +290,7 @@ describe("refusals", () => {
   });
 
   test("a connection that never finishes its hello is closed at the handshake timeout", async () => {
-    const quick = testServer({ handshakeTimeout: 0.3 });
+    const quick = await testServer({ handshakeTimeout: 0.3 });
     try {
       const t0 = performance.now();
       await new Promise<void>((resolve) => {

@@ -56,7 +56,7 @@ async function peer(): Promise<{ sock: Sock; got: Uint8Array[]; wake: () => void
   };
 }
 
-const server = testServer({ udpIdleTimeout: 0.4 });
+const server = await testServer({ udpIdleTimeout: 0.4 });
 const connectors: Connector[] = [];
 const sockets: { close(): void }[] = [];
 afterAll(() => {
