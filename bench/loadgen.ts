@@ -23,7 +23,7 @@ function percentiles(values: Float64Array): Record<string, number> {
   const q = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))] ?? NaN;
   let sum = 0;
   for (const v of s) sum += v;
-  return { p50: q(0.5), p99: q(0.99), p999: q(0.999), max: s[s.length - 1] ?? NaN, mean: sum / s.length, n: s.length };
+  return { p50: q(0.5), p90: q(0.9), p95: q(0.95), p99: q(0.99), p999: q(0.999), max: s[s.length - 1] ?? NaN, mean: sum / s.length, n: s.length };
 }
 
 async function latency(): Promise<unknown> {

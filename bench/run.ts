@@ -54,6 +54,8 @@ interface Plan {
   bulkConfigs: { streams: number; reverse: boolean }[];
   latencyCount: number;
   latencyWarmup: number;
+  /** Runs of Warren and the bare Bun chain (medians are reported; the other paths run once): a single run's p99 strays by about ±30 %. */
+  latencyRounds: number;
   setupSeconds: number;
   /** Unmeasured setup load for Warren and the bare chain first (the others get at most 1 s), at the highest concurrency: the JIT compiles a path's hot code during its first seconds under load (about 0.6 s of CPU per Warren process), which a long-running tunnel pays once. */
   setupWarmupSeconds: number;
@@ -90,12 +92,14 @@ const PLANS: Record<Mode, Plan> = {
     ],
     latencyCount: 10_000,
     latencyWarmup: 1_000,
-    // Warren and the bare chain three times each, alternating, for medians: one
-    // 5 s run of connection setup strays by about ±15 % on a shared machine.
-    setupSeconds: 3,
+    latencyRounds: 5,
+    // Warren and the bare chain five times each, alternating, for medians: one run of
+    // connection setup strays by about ±15 % on a shared machine, and its p99 by more
+    // (bursts of tens of milliseconds in which every path's connections slow down).
+    setupSeconds: 2.5,
     setupWarmupSeconds: 4,
     setupConcurrency: [1, 50],
-    setupRounds: 3,
+    setupRounds: 5,
     holdCounts: [1_000, 10_000],
     holdWindowSeconds: 5,
     holdIntervalMs: 5_000,
@@ -124,6 +128,7 @@ const PLANS: Record<Mode, Plan> = {
     ],
     latencyCount: 5_000,
     latencyWarmup: 500,
+    latencyRounds: 1,
     setupSeconds: 1,
     setupWarmupSeconds: 1.5,
     setupConcurrency: [1, 50],
@@ -149,6 +154,7 @@ const PLANS: Record<Mode, Plan> = {
     bulkConfigs: [{ streams: 1, reverse: false }],
     latencyCount: 500,
     latencyWarmup: 50,
+    latencyRounds: 2,
     setupSeconds: 0.4,
     setupWarmupSeconds: 0.2,
     setupConcurrency: [1, 8],
@@ -297,18 +303,23 @@ function startEcho(dir: string, port: number, udp = false): Child {
   return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port), ...(udp ? ["udp"] : [])], { logFile: join(dir, "echo.log") });
 }
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+/** Quantiles under `key` of several runs: each one the median of the runs' values; `${key}Runs` keeps every run's p50 and p99. */
+function medianQuantiles(rs: Record<string, any>[], key: string): Record<string, any> {
+  const q: Record<string, number> = {};
+  for (const k of Object.keys(rs[0]![key] ?? {})) q[k] = median(rs.map((r) => r[key][k]));
+  return { ...rs[0], [key]: q, ...(rs.length > 1 ? { [`${key}Runs`]: rs.map((r) => ({ p50: r[key].p50, p99: r[key].p99 })) } : {}) };
+}
+
 /** One row from several setup runs: each figure is the median of the runs' figures (a single run when there is one). */
 function medianRun(rs: Record<string, any>[]): Record<string, any> {
-  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  const ttfbUs: Record<string, number> = {};
-  for (const q of Object.keys(rs[0]!.ttfbUs ?? {})) ttfbUs[q] = med(rs.map((r) => r.ttfbUs[q]));
   return {
-    ...rs[0],
-    connections: med(rs.map((r) => r.connections)),
+    ...medianQuantiles(rs, "ttfbUs"),
+    connections: median(rs.map((r) => r.connections)),
     errors: rs.reduce((n, r) => n + (r.errors ?? 0), 0),
-    perSecond: med(rs.map((r) => r.perSecond)),
-    cpuTotal: med(rs.map((r) => r.cpuTotal)),
-    ttfbUs,
+    perSecond: median(rs.map((r) => r.perSecond)),
+    cpuTotal: median(rs.map((r) => r.cpuTotal)),
     perSecondRuns: rs.map((r) => r.perSecond),
   };
 }
@@ -425,19 +436,26 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
   try {
     if (which.has("latency")) {
       const rows: Row[] = [];
-      for (const p of rotated([...tunnels.keys()], 1)) {
-        const t = tunnels.get(p)!;
-        try {
-          const r = await loadgen("latency", { port: t.entry.echo!, count: plan.latencyCount, warmup: plan.latencyWarmup, size: 64 }, 120_000);
-          rows.push({ path: p, ...r });
-          const us = r.us as Record<string, number>;
-          say(`latency ${p.padEnd(9)} p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, p99.9 ${us.p999!.toFixed(0)} us`);
-        } catch (err) {
-          rows.push({ path: p, error: (err as Error).message });
-          say(`latency ${p}: ${(err as Error).message}`);
+      // Warren and the bare chain, whose ratio the targets compare, run latencyRounds times in alternation.
+      const repeated = new Set<PathName>(["warren", "bun-chain"]);
+      const runs = new Map<PathName, Record<string, any>[]>();
+      for (let k = 0; k < plan.latencyRounds; k++) {
+        for (const p of rotated([...tunnels.keys()], k + 1)) {
+          if (k > 0 && !repeated.has(p)) continue;
+          const t = tunnels.get(p)!;
+          try {
+            const r = await loadgen("latency", { port: t.entry.echo!, count: plan.latencyCount, warmup: plan.latencyWarmup, size: 64 }, 120_000);
+            runs.set(p, [...(runs.get(p) ?? []), r]);
+            const us = r.us as Record<string, number>;
+            say(`latency ${p.padEnd(9)} p50 ${us.p50!.toFixed(0)} us, p99 ${us.p99!.toFixed(0)} us, p99.9 ${us.p999!.toFixed(0)} us`);
+          } catch (err) {
+            if (!runs.has(p)) rows.push({ path: p, error: (err as Error).message });
+            say(`latency ${p}: ${(err as Error).message}`);
+          }
         }
       }
-      out.latency = { roundTrips: plan.latencyCount, warmup: plan.latencyWarmup, size: 64, rows };
+      for (const [p, rs] of runs) rows.push({ path: p, ...medianQuantiles(rs, "us"), runs: rs.length });
+      out.latency = { roundTrips: plan.latencyCount, warmup: plan.latencyWarmup, rounds: plan.latencyRounds, size: 64, rows };
     }
     if (which.has("setup")) {
       const rows: (Row & { concurrency: number })[] = [];

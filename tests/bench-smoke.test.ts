@@ -57,6 +57,12 @@ test(
       for (const path of ["warren", "bun-chain"]) expect(s.bulk.rows.find((x: any) => x.path === path)?.runs).toBe(2);
       expect(s.bulk.runs.filter((x: any) => x.path === "warren")).toHaveLength(2 * s.bulk.rows.filter((x: any) => x.path === "warren").length);
     }
+    // Warren and the bare chain repeat latency and setup runs in alternation; their rows are medians.
+    for (const path of ["warren", "bun-chain"]) {
+      expect(s.latency.rows.find((x: any) => x.path === path)?.usRuns).toHaveLength(s.latency.rounds);
+      for (const x of s.setup.rows.filter((x: any) => x.path === path)) expect(x.ttfbUsRuns).toHaveLength(s.setup.rounds);
+    }
+    expect(s.latency.rounds).toBeGreaterThan(1);
     for (const path of ["direct", "warren", "bun-chain"]) {
       const lat = s.latency.rows.find((x: any) => x.path === path);
       expect(lat?.error).toBeUndefined();
