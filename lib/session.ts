@@ -20,8 +20,12 @@ export const MAX_WORK_REQUEST = 64;
 /**
  * Work connections back from finished streams that the idle pool keeps beyond poolSize:
  * under steady load they serve the next users (closing them would mean dialing again).
+ * A stream holds its connection until the client's WorkFree, so 50 users at a time kept
+ * about 160 connections busy or idle: with 64 here, bursts of returns overflowed the pool
+ * while other users waited for new dials (about 700 closed and 700 dialed a second).
+ * Each idle connection costs about 4 KiB on either side; the sweep trims them after 30 s.
  */
-export const EXTRA_IDLE_WORK = 64;
+export const EXTRA_IDLE_WORK = 256;
 /** An idle work connection beyond poolSize unused this long is closed: the load that needed it has gone. */
 export const IDLE_WORK_TIMEOUT_MS = 30_000;
 
