@@ -5,7 +5,8 @@
  */
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { privately, writeNew } from "./files.ts";
+import { privately, tighten, writeNew } from "./files.ts";
+import { log } from "./log.ts";
 import type { AppType } from "../protocol.ts";
 import { PortSet } from "./ports.ts";
 
@@ -100,8 +101,13 @@ export class Registry {
 
   /** Opens the registry in `dataDir` (creating the folder 0700 and the file 0600 when missing), or in memory for ":memory:". */
   static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set()): Promise<Registry> {
-    // An empty file is a valid empty SQLite database: writing one creates dataDir without node:fs (lib/files.ts).
-    if (dataDir !== ":memory:" && !(await Bun.file(join(dataDir, REGISTRY_FILE)).exists())) await writeNew(join(dataDir, REGISTRY_FILE), "", { private: true });
+    if (dataDir !== ":memory:") {
+      const path = join(dataDir, REGISTRY_FILE);
+      // An empty file is a valid empty SQLite database: writing one creates dataDir without node:fs (lib/files.ts).
+      if (!(await Bun.file(path).exists())) await writeNew(path, "", { private: true });
+      // Tokens live there: a database that others may read (restored from a backup, say) is made 0600.
+      else if (await tighten(path)) log.warn("registry file was readable by others; made it 0600", { file: path });
+    }
     return new Registry(dataDir, allow, probe, reserved);
   }
 

@@ -8,7 +8,7 @@ import type { TCPSocketListener } from "bun";
 import { encode, ErrorCode, FrameReader, FrameType, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
-import { chain, Endpoint, holdUntilNextPoll, relayHandler, type Counters } from "./relay.ts";
+import { chain, Endpoint, holdUntilNextPoll, relayHandler, sockets, type Counters } from "./relay.ts";
 import { UdpPublic } from "./udp.ts";
 import { AccessList, SeqWindow } from "./guard.ts";
 import { Deadlines } from "./deadlines.ts";
@@ -24,6 +24,7 @@ export const MAX_WORK_REQUEST = 64;
  * about 160 connections busy or idle: with 64 here, bursts of returns overflowed the pool
  * while other users waited for new dials (about 700 closed and 700 dialed a second).
  * Each idle connection costs about 4 KiB on either side; the sweep trims them after 30 s.
+ * None are kept beyond poolSize while the server's sockets are over half its file limit.
  */
 export const EXTRA_IDLE_WORK = 256;
 /** An idle work connection beyond poolSize unused this long is closed: the load that needed it has gone. */
@@ -486,7 +487,10 @@ export class Session {
       this.#waitDeadlines.delete(waiting);
       return this.#startStream(w, waiting.user, waiting.app);
     }
-    if (this.#pool.length >= this.host.poolSize + EXTRA_IDLE_WORK) return w.ep.destroy();
+    // Beyond poolSize, a connection is kept only while the server has descriptors to spare: one group's
+    // spike must not hold the sockets that other groups' users need.
+    const extra = sockets.open > sockets.max / 2 ? 0 : EXTRA_IDLE_WORK;
+    if (this.#pool.length >= this.host.poolSize + extra) return w.ep.destroy();
     // Taken from the end: the oldest stay at the start, where trimIdle finds them.
     w.idleSince = performance.now();
     this.#pool.push(w);

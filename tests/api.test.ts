@@ -494,6 +494,8 @@ describe("persistence", () => {
     const parent = fs.mkdtempSync(os.tmpdir() + "/warren-");
     const dataDir = join(parent, "data", "registry");
     const echo = await echoApp();
+    // The usual umask: a stricter one in the runner would hide a file that was not made private.
+    const umask = process.umask(0o022);
     try {
       const first = await testServer({ dataDir, allowPorts: ALLOW });
       let created: Reply;
@@ -507,8 +509,11 @@ describe("persistence", () => {
       expect(fs.statSync(join(dataDir, REGISTRY_FILE)).mode & 0o777).toBe(0o600);
       for (const d of [join(parent, "data"), dataDir]) expect((fs.statSync(d).mode & 0o777).toString(8)).toBe("700");
       for (const f of fs.readdirSync(dataDir)) expect(`${f} ${(fs.statSync(join(dataDir, f)).mode & 0o777).toString(8)}`).toBe(`${f} 600`);
+      // A database that others may read (restored from a backup, say) is made 0600 at the next start.
+      fs.chmodSync(join(dataDir, REGISTRY_FILE), 0o644);
 
       const second = await testServer({ dataDir, allowPorts: ALLOW });
+      expect(fs.statSync(join(dataDir, REGISTRY_FILE)).mode & 0o777).toBe(0o600);
       try {
         const list = await call(second, "GET", "/api/groups");
         expect(list.json.groups.map((g: { name: string }) => g.name)).toEqual(["also", "kept"]);
@@ -530,6 +535,7 @@ describe("persistence", () => {
         second.stop();
       }
     } finally {
+      process.umask(umask);
       echo.close();
       fs.rmSync(parent, { recursive: true, force: true });
     }

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { createHash } from "node:crypto";
 import { Connector } from "../lib/connector.ts";
+import { sockets } from "../lib/relay.ts";
 import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/session.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
@@ -102,6 +103,27 @@ describe("work connection reuse", () => {
     session.trimIdle(performance.now() + IDLE_WORK_TIMEOUT_MS + 1);
     expect(session.pooled).toBe(POOL);
     const again = randomData(1 << 20, 5);
+    expect((await roundTrip(port, again)).hash).toBe(sha256(again));
+  });
+
+  test("while the server's sockets are over half its file limit, connections back from a spike beyond poolSize are closed", async () => {
+    const port = await online("pressed", echo.port);
+    const session = server.hub.session("pressed")!;
+    const max = sockets.max;
+    // Half the cap sits below the sockets a spike of 40 users opens (users, work and app connections, in one process).
+    sockets.max = sockets.open + 60;
+    try {
+      const datas = Array.from({ length: 40 }, (_, i) => randomData(2000 + i, 100 + i));
+      const results = await Promise.all(datas.map((d) => roundTrip(port, d)));
+      results.forEach((r, i) => expect(r.hash).toBe(sha256(datas[i]!)));
+      expect(sockets.open).toBeLessThan(sockets.max);
+      await until(() => session.counts.workFreed >= 40, 5000, "every stream freed");
+      expect(session.pooled).toBeLessThanOrEqual(POOL);
+    } finally {
+      sockets.max = max;
+    }
+    // With descriptors to spare again, the pool works as before.
+    const again = randomData(100_000, 9);
     expect((await roundTrip(port, again)).hash).toBe(sha256(again));
   });
 

@@ -84,7 +84,9 @@ function userFrom(port: number, from: string, send = "ping"): Promise<string> {
 
 describe("TLS", async () => {
   const dir = tempDir();
-  const material = await loadServerTls(dir);
+  // Generated under the usual umask, so that the key's 0600 below is Warren's doing, not the runner's.
+  const umask = process.umask(0o022);
+  const material = await loadServerTls(dir).finally(() => process.umask(umask));
   const server = await testServer({ tls: { enabled: true } }, material);
   cleanup.push(() => server.stop());
   await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "tls", token: TOKEN, apps: [{ name: "e" }] }) });
