@@ -63,7 +63,9 @@ function bulk(s: Any): string {
     `## 1. Bulk TCP (iperf3, ${s.seconds} s per run)`,
     "",
     "Throughput as iperf3's receiver reports it. `-R` sends from the target app toward the user." +
-      (s.pairSeconds ? ` Warren and the bare Bun chain, whose ratio the targets compare, take their ${s.seconds} s as two runs of ${s.pairSeconds} s each in the order A B B A (which goes first alternates), summed: drift on the shared machine falls on both alike.` : ""),
+      (s.pairSeconds
+        ? ` Warren and the bare Bun chain, whose ratio the targets compare, run ${s.pairRuns ?? 2} times for ${s.pairSeconds} s each, in the order ${(s.pairRuns ?? 2) >= 4 ? "A B B A B A A B" : "A B B A"} (which goes first alternates), and their runs are summed: drift on the shared machine falls on both alike.`
+        : ""),
     "",
     gbps,
     "",
@@ -409,7 +411,7 @@ function targets(r: Any): string {
   return [
     "## Targets of the benchmark issue, in this run",
     "",
-    `Bulk: Warren and the bare Bun chain in the order A B B A within each configuration (section 1); a single-stream ratio still moves by several per cent from run to run on this shared 2-core machine. Latency: ${runsOf(sc.latency?.rounds)}. Connection setup: ${runsOf(sc.setup?.rounds)} (see section 3 and the last section).`,
+    `Bulk: Warren and the bare Bun chain in alternation, ${sc.bulk?.pairRuns ?? 2} runs each per configuration (section 1); a single-stream ratio still moves by a few per cent from run to run on this shared 2-core machine. Latency: ${runsOf(sc.latency?.rounds)}. Connection setup: ${runsOf(sc.setup?.rounds)} (see section 3 and the last section).`,
     "",
     table(["target", "goal", "this run", ""], rows),
     "",

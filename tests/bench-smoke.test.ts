@@ -53,9 +53,10 @@ test(
     if (s.bulk.skipped) expect(String(s.bulk.skipped)).toContain("iperf3");
     else {
       expect(s.bulk.rows.some((x: any) => x.path === "warren" && x.gbps > 0)).toBe(true);
-      // Warren and the bare chain share their time as A B B A: two runs each, summed.
-      for (const path of ["warren", "bun-chain"]) expect(s.bulk.rows.find((x: any) => x.path === path)?.runs).toBe(2);
-      expect(s.bulk.runs.filter((x: any) => x.path === "warren")).toHaveLength(2 * s.bulk.rows.filter((x: any) => x.path === "warren").length);
+      // Warren and the bare chain run in alternation, pairRuns times each, summed.
+      expect(s.bulk.pairRuns).toBe(2);
+      for (const path of ["warren", "bun-chain"]) expect(s.bulk.rows.find((x: any) => x.path === path)?.runs).toBe(s.bulk.pairRuns);
+      expect(s.bulk.runs.filter((x: any) => x.path === "warren")).toHaveLength(s.bulk.pairRuns * s.bulk.rows.filter((x: any) => x.path === "warren").length);
     }
     // Warren and the bare chain repeat latency and setup runs in alternation; their rows are medians.
     for (const path of ["warren", "bun-chain"]) {
