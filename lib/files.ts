@@ -43,7 +43,6 @@ export function writeNew(path: string, text: string, opts: { private: boolean })
   return done;
 }
 
-
 /**
  * Makes an existing file readable by its owner only (0600) if it is not already; true if it had to.
  * Rare (a file restored from a backup that lost its mode), so node:fs is loaded only then.
