@@ -314,6 +314,9 @@ function startEcho(dir: string, port: number, udp = false): Child {
   return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port), ...(udp ? ["udp"] : [])], { logFile: join(dir, "echo.log") });
 }
 
+/** The two paths whose ratio the targets compare: they get repeated, alternating runs where the others get one. */
+const COMPARED: ReadonlySet<PathName> = new Set<PathName>(["warren", "bun-chain"]);
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 /** Quantiles under `key` of several runs: each one the median of the runs' values; `${key}Runs` keeps every run's p50 and p99. */
@@ -410,7 +413,7 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
   // Warren and the bare chain, whose ratio the targets compare, take bulkPairRuns shorter runs
   // each in the order A B B A B A A B: drift on a shared machine that is linear (or bent once)
   // over those runs falls on both alike. The other paths get one run of the full length.
-  const both = (["warren", "bun-chain"] as PathName[]).filter((p) => tunnels.has(p));
+  const both = [...COMPARED].filter((p) => tunnels.has(p));
   const pair = both.length === 2 ? both : [];
   const half = plan.bulkPairSeconds;
   /** A B B A, then B A A B, ...: `n` runs of each of a and b. */
@@ -455,11 +458,10 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
     if (which.has("latency")) {
       const rows: Row[] = [];
       // Warren and the bare chain, whose ratio the targets compare, run latencyRounds times in alternation.
-      const repeated = new Set<PathName>(["warren", "bun-chain"]);
       const runs = new Map<PathName, Record<string, any>[]>();
       for (let k = 0; k < plan.latencyRounds; k++) {
         for (const p of rotated([...tunnels.keys()], k + 1)) {
-          if (k > 0 && !repeated.has(p)) continue;
+          if (k > 0 && !COMPARED.has(p)) continue;
           const t = tunnels.get(p)!;
           try {
             const r = await loadgen("latency", { port: t.entry.echo!, count: plan.latencyCount, warmup: plan.latencyWarmup, size: 64 }, 120_000);
@@ -479,10 +481,9 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
       const rows: (Row & { concurrency: number })[] = [];
       let round = 0;
       // Warren and the bare chain, whose ratio the targets compare, run setupRounds times in alternation.
-      const repeated = new Set<PathName>(["warren", "bun-chain"]);
       const warmC = Math.max(...plan.setupConcurrency);
       for (const [p, t] of tunnels) {
-        const warm = repeated.has(p) ? plan.setupWarmupSeconds : Math.min(1, plan.setupWarmupSeconds);
+        const warm = COMPARED.has(p) ? plan.setupWarmupSeconds : Math.min(1, plan.setupWarmupSeconds);
         try {
           await loadgen("setup", { port: t.entry.echo!, concurrency: warmC, durationMs: warm * 1000, size: 64 }, warm * 1000 + 60_000);
         } catch (err) {
@@ -493,7 +494,7 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
         const runs = new Map<PathName, Record<string, any>[]>();
         for (let k = 0; k < plan.setupRounds; k++) {
           for (const p of rotated([...tunnels.keys()], round++)) {
-            if (k > 0 && !repeated.has(p)) continue;
+            if (k > 0 && !COMPARED.has(p)) continue;
             const t = tunnels.get(p)!;
             const [s0, c0] = [cpuSeconds(t.server), cpuSeconds(t.client)];
             try {
