@@ -16,6 +16,8 @@ import type { Socket, SocketHandler } from "bun";
 export const HIGH_WATER_BYTES = 256 * 1024;
 /** How long a closing side may make no progress flushing its last bytes before it is cut: a user that stopped reading must not hold a dead stream forever. */
 export const LINGER_MS = 30_000;
+/** The linger in force: LINGER_MS, lowered only by tests (a 30 s wait cannot be tested in a unit test). */
+export const linger = { ms: LINGER_MS };
 /** Queued control bytes toward a peer that does not read before the connection is dropped. */
 export const MAX_CONTROL_QUEUE_BYTES = 1024 * 1024;
 
@@ -95,6 +97,11 @@ export class Endpoint {
   #linger: Timer | null = null;
   /** A header held back to leave in the same write as the next relayed chunk (see `hold`). */
   #held: Uint8Array | null = null;
+
+  /** Whether reading from this socket is paused (backpressure, or waiting for a partner). */
+  get paused(): boolean {
+    return this.#paused;
+  }
 
   /** Bytes waiting in this endpoint's outgoing queue. */
   get queued(): number {
@@ -279,7 +286,7 @@ export class Endpoint {
     if (!this.socket) return this.destroy();
     this.#closePending = true;
     this.#abortPending ||= abort;
-    this.#linger ??= setTimeout(() => this.reset(), LINGER_MS);
+    this.#linger ??= setTimeout(() => this.reset(), linger.ms);
   }
 
   /** Closes now, dropping anything queued. */

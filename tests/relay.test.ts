@@ -1,10 +1,10 @@
-/** Unit tests of the relay's held headers and of the shared-timer deadlines, on real loopback sockets. */
+/** Unit tests of the relay's held headers, stream ends, limits and the shared-timer deadlines, on real loopback sockets. */
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { Deadlines } from "../lib/deadlines.ts";
 import { randomBytes } from "node:crypto";
-import { Endpoint, holdUntilNextPoll, relayHandler } from "../lib/relay.ts";
-import { until } from "./helpers.ts";
+import { Endpoint, HIGH_WATER_BYTES, holdUntilNextPoll, linger, LINGER_MS, MAX_CONTROL_QUEUE_BYTES, relayHandler } from "../lib/relay.ts";
+import { sha256, until } from "./helpers.ts";
 
 const servers: net.Server[] = [];
 afterAll(() => {
@@ -153,6 +153,113 @@ describe("stream ends", () => {
       a.destroy();
       b.destroy();
       fromSock.destroy();
+    }
+  });
+});
+
+/** Most bytes Bun hands to one `data` callback: a queue may pass its high-water mark by one such chunk. */
+const MAX_READ_BYTES = 512 * 1024;
+
+describe("limits", () => {
+  test("HIGH_WATER_BYTES: a source is paused once more than that is queued toward a peer that does not read, and resumed when it drains, with every byte delivered", async () => {
+    const data = randomBytes(24 << 20); // far more than the loopback socket buffers hold
+    const sender = net.createServer((s) => s.end(data));
+    servers.push(sender);
+    await new Promise<void>((r) => sender.listen(0, "127.0.0.1", r));
+    const reader = await recorder();
+    const dst = await dial(reader.port);
+    const readerSock = await reader.connected;
+    readerSock.pause();
+    const src = await dial((sender.address() as net.AddressInfo).port);
+    src.pipe(dst);
+    await until(() => dst.queued > HIGH_WATER_BYTES, 10_000, "the queue toward the stalled reader to fill");
+    expect(src.paused).toBe(true);
+    expect(dst.queued).toBeLessThanOrEqual(HIGH_WATER_BYTES + MAX_READ_BYTES);
+    readerSock.resume();
+    await reader.ended;
+    const got = Buffer.concat(reader.chunks);
+    expect(got.length).toBe(data.length);
+    expect(sha256(got)).toBe(sha256(data));
+    expect(src.paused).toBe(false);
+    dst.destroy();
+  });
+
+  test("MAX_CONTROL_QUEUE_BYTES: a peer that lets more control bytes than that pile up is cut off; up to it is kept", () => {
+    const ep = new Endpoint(); // no socket yet: every frame queues
+    const frame = new Uint8Array(64 * 1024);
+    for (let i = 0; i < MAX_CONTROL_QUEUE_BYTES / frame.length; i++) ep.send(frame);
+    expect(ep.queued).toBe(MAX_CONTROL_QUEUE_BYTES);
+    expect(ep.closed).toBe(false);
+    ep.send(new Uint8Array(1));
+    expect(ep.closed).toBe(true);
+    expect(ep.queued).toBe(0); // dropped with the connection
+  });
+
+  test("LINGER_MS: a closing side whose peer takes nothing for that long is reset, its queued bytes dropped", async () => {
+    expect(LINGER_MS).toBe(30_000);
+    linger.ms = 150; // the default, 30 s, is too long for a unit test
+    try {
+      const peer = await recorder();
+      const ep = await dial(peer.port);
+      const sock = await peer.connected;
+      sock.pause();
+      const error = new Promise<string>((r) => sock.on("error", (e: NodeJS.ErrnoException) => r(e.code ?? e.message)));
+      const data = randomBytes(16 << 20);
+      ep.write(data, null);
+      expect(ep.queued).toBeGreaterThan(0);
+      const closed = new Promise<void>((r) => (ep.onClose = () => r()));
+      const t0 = performance.now();
+      ep.endWhenFlushed();
+      await closed;
+      // Timers may fire a little early in Bun; never by a tenth of the wait.
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(linger.ms * 0.9);
+      sock.resume();
+      expect(await error).toBe("ECONNRESET");
+      expect(Buffer.concat(peer.chunks).length).toBeLessThan(data.length);
+    } finally {
+      linger.ms = LINGER_MS;
+    }
+  });
+
+  test("LINGER_MS: a slow peer that keeps taking bytes is not cut, however long the flush takes", async () => {
+    linger.ms = 150;
+    try {
+      const peer = await recorder();
+      const ep = await dial(peer.port);
+      const sock = await peer.connected;
+      let failed = "";
+      sock.on("error", (e: NodeJS.ErrnoException) => (failed = e.code ?? e.message));
+      const sockClosed = new Promise<void>((r) => sock.on("close", () => r()));
+      // The peer reads at most 512 KiB every 25 ms: about 20 MB/s.
+      const BUDGET = 512 * 1024;
+      let budget = 0;
+      sock.pause();
+      sock.on("data", (d: Buffer) => {
+        budget -= d.length;
+        if (budget <= 0) sock.pause();
+      });
+      let t0 = 0;
+      let lastQueued = 0; // when our queue was last seen non-empty, after endWhenFlushed
+      const tick = setInterval(() => {
+        if (ep.queued > 0) lastQueued = performance.now();
+        budget = BUDGET;
+        sock.resume();
+      }, 25);
+      const data = randomBytes(16 << 20);
+      ep.write(data, null);
+      t0 = performance.now();
+      ep.endWhenFlushed();
+      await Promise.race([peer.ended, sockClosed]); // a clean end, or a reset (which fails below)
+      clearInterval(tick);
+      const got = Buffer.concat(peer.chunks);
+      expect(failed).toBe("");
+      expect(got.length).toBe(data.length);
+      expect(sha256(got)).toBe(sha256(data));
+      // The flush outlasted the linger: without the refresh on progress it would have been cut.
+      expect(lastQueued - t0).toBeGreaterThan(linger.ms * 2);
+      sock.destroy();
+    } finally {
+      linger.ms = LINGER_MS;
     }
   });
 });
