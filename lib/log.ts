@@ -15,9 +15,10 @@ export function setLogLevel(level: LogLevel): void {
   threshold = RANK[level];
 }
 
-/** Redirects log lines (tests capture them to check that no secret leaks). */
+/** Redirects log lines (tests capture them to check that no secret leaks); a new sink starts with fresh bursts. */
 export function setLogSink(fn: (line: string) => void): void {
   sink = fn;
+  bursts.clear();
 }
 
 function fmt(fields: Record<string, unknown>): string {
@@ -30,9 +31,55 @@ function fmt(fields: Record<string, unknown>): string {
   return out;
 }
 
+/** Lines of one warning or error message printed per window; the rest are counted and reported when it ends. */
+export const LOG_BURST = 20;
+/** The window of LOG_BURST: a flood of bad connections (each one a warning) must not flood the log or the disk behind it. */
+export const LOG_WINDOW_MS = 10_000;
+/** Distinct messages whose bursts are tracked at once. Messages are constant strings, so this is a guard, not a tuning knob. */
+const MAX_TRACKED_MESSAGES = 1_000;
+/** The rate limit in force: LOG_BURST per LOG_WINDOW_MS, lowered only by tests. */
+export const logRate = { burst: LOG_BURST, windowMs: LOG_WINDOW_MS };
+
+interface Burst {
+  start: number;
+  printed: number;
+  suppressed: number;
+}
+const bursts = new Map<string, Burst>();
+
+function line(level: LogLevel, text: string): string {
+  return `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
+}
+
+/** Whether a warning or error may be printed now; counts it when it may not, and reports the count once its window ends. */
+function admit(level: LogLevel, msg: string): boolean {
+  const now = performance.now();
+  const key = `${level} ${msg}`;
+  let b = bursts.get(key);
+  if (!b || now - b.start >= logRate.windowMs) {
+    if (!b && bursts.size >= MAX_TRACKED_MESSAGES) bursts.clear();
+    b = { start: now, printed: 0, suppressed: 0 };
+    bursts.set(key, b);
+  }
+  if (b.printed < logRate.burst) {
+    b.printed++;
+    return true;
+  }
+  if (b.suppressed++ === 0) {
+    const burst = b;
+    // Unref'd: a pending report never keeps a stopping process alive.
+    setTimeout(() => {
+      sink(line(level, `${burst.suppressed} more "${msg}" lines in ${logRate.windowMs / 1000} s were not printed`));
+      if (bursts.get(key) === burst) bursts.delete(key);
+    }, burst.start + logRate.windowMs - now).unref();
+  }
+  return false;
+}
+
 function emit(level: LogLevel, msg: string, fields: Record<string, unknown>): void {
   if (RANK[level] < threshold) return;
-  sink(`${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${msg}${fmt(fields)}`);
+  if (RANK[level] >= RANK.warn && !admit(level, msg)) return;
+  sink(line(level, `${msg}${fmt(fields)}`));
 }
 
 /** The logger: `log.info("message", { group, app })`. */

@@ -1,0 +1,68 @@
+/** The logger's rate limit: a flood of one warning prints LOG_BURST lines per window and one count. */
+import { afterEach, beforeEach, expect, test } from "bun:test";
+import { log, LOG_BURST, LOG_WINDOW_MS, logRate, setLogLevel, setLogSink } from "../lib/log.ts";
+
+let lines: string[] = [];
+let waiters: { match: RegExp; resolve: (line: string) => void }[] = [];
+
+beforeEach(() => {
+  lines = [];
+  waiters = [];
+  setLogLevel("info");
+  setLogSink((l) => {
+    lines.push(l);
+    for (const w of waiters.filter((w) => w.match.test(l))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve(l);
+    }
+  });
+});
+
+afterEach(() => {
+  logRate.burst = LOG_BURST;
+  logRate.windowMs = LOG_WINDOW_MS;
+  setLogLevel("warn");
+  setLogSink((l) => process.stderr.write(l + "\n"));
+});
+
+/** Resolves with the next log line that matches. */
+function next(match: RegExp): Promise<string> {
+  return new Promise((resolve) => waiters.push({ match, resolve }));
+}
+
+test("the defaults: 20 lines of one message per 10 s", () => {
+  expect(LOG_BURST).toBe(20);
+  expect(LOG_WINDOW_MS).toBe(10_000);
+});
+
+test("a flood of one warning prints the first LOG_BURST lines, then how many were not printed once the window ends", async () => {
+  logRate.windowMs = 200; // the default, 10 s, is too long for a unit test
+  const report = next(/more "login failed" lines/);
+  for (let i = 0; i < 1000; i++) log.warn("login failed", { from: `127.0.0.${i % 250}` });
+  expect(lines.length).toBe(LOG_BURST);
+  expect(lines.every((l) => l.includes("WARN  login failed from=127.0.0."))).toBe(true);
+  expect(await report).toContain(`${1000 - LOG_BURST} more "login failed" lines in 0.2 s were not printed`);
+  // A new window: printed again.
+  log.warn("login failed", { from: "127.0.0.1" });
+  expect(lines.at(-1)).toContain("login failed from=127.0.0.1");
+});
+
+test("each message has its own burst; info lines are never limited", () => {
+  for (let i = 0; i < 50; i++) {
+    log.warn("bad datagram frame from client");
+    log.error("relay failed");
+    log.info("app online", { app: `a${i}` });
+  }
+  expect(lines.filter((l) => l.includes("bad datagram frame")).length).toBe(LOG_BURST);
+  expect(lines.filter((l) => l.includes("ERROR relay failed")).length).toBe(LOG_BURST);
+  expect(lines.filter((l) => l.includes("app online")).length).toBe(50);
+});
+
+test("a message that stays under the burst is printed in full and leaves no report", async () => {
+  logRate.windowMs = 50;
+  for (let i = 0; i < LOG_BURST; i++) log.warn("heartbeat timeout; dropping session", { n: i });
+  expect(lines.length).toBe(LOG_BURST);
+  // Nothing was held back, so nothing is reported when the window ends: wait past it to show that.
+  await new Promise((r) => setTimeout(r, 120));
+  expect(lines.length).toBe(LOG_BURST);
+});
