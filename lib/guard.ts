@@ -26,6 +26,11 @@ export class LoginGuard {
     private readonly blockMs = LOGIN_BLOCK_S * 1000,
   ) {}
 
+  /** Addresses tracked now; never more than MAX_TRACKED_ADDRESSES. */
+  get tracked(): number {
+    return this.#by.size;
+  }
+
   /** Whether logins from `address` are refused now. */
   blocked(address: string, now = Date.now()): boolean {
     const r = this.#by.get(address);

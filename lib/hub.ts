@@ -24,7 +24,7 @@ import { NAME_PATTERN, type ServerConfig } from "./config.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
 import { Endpoint, relayHandler, sockets } from "./relay.ts";
-import { Session, type AppStats, type SessionHost } from "./session.ts";
+import { Session, WORK_REQUEST_TIMEOUT_MS, type AppStats, type SessionHost } from "./session.ts";
 import { LoginGuard } from "./guard.ts";
 import { Deadlines } from "./deadlines.ts";
 
@@ -89,6 +89,10 @@ export class Hub implements SessionHost {
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
   readonly udpIdleTimeoutMs: number;
+  /** MAX_PENDING_HANDSHAKES, held here so a test can lower it (as it lowers `sockets.max`) instead of opening 4,096 sockets; not a config key. */
+  maxPendingHandshakes = MAX_PENDING_HANDSHAKES;
+  /** WORK_REQUEST_TIMEOUT_MS, held here so a test need not wait 5 s for a re-request; not a config key. */
+  workRequestTimeoutMs = WORK_REQUEST_TIMEOUT_MS;
   readonly #heartbeatTimeoutMs: number;
   readonly #handshakeTimeoutMs: number;
   #sessions = new Map<string, Session>();
@@ -145,8 +149,9 @@ export class Hub implements SessionHost {
       return ep;
     }
     // Unfinished handshakes may hold at most half the sockets, so logged-in groups always have room.
-    if (this.#pending >= Math.min(MAX_PENDING_HANDSHAKES, sockets.max / 2)) {
-      log.warn("too many unfinished handshakes; refusing a connection", { from: addr(), limit: MAX_PENDING_HANDSHAKES });
+    const limit = Math.min(this.maxPendingHandshakes, sockets.max / 2);
+    if (this.#pending >= limit) {
+      log.warn("too many unfinished handshakes; refusing a connection", { from: addr(), limit: Math.ceil(limit) });
       ep.onOpen = (e) => {
         e.send(withMagic(encode({ type: FrameType.Error, code: ErrorCode.Overloaded, message: "server busy: too many unfinished handshakes" })));
         e.endWhenFlushed();
@@ -376,6 +381,11 @@ export class Hub implements SessionHost {
         };
       }),
     };
+  }
+
+  /** Control-port connections that have not finished their hello (bounded by maxPendingHandshakes). */
+  get pendingHandshakes(): number {
+    return this.#pending;
   }
 
   /** Number of online sessions. */

@@ -46,6 +46,8 @@ export interface SessionHost {
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
   readonly udpIdleTimeoutMs: number;
+  /** How long an unanswered OpenWork counts as in flight: WORK_REQUEST_TIMEOUT_MS, lowered only by tests. */
+  readonly workRequestTimeoutMs: number;
   statsFor(group: string, app: string): AppStats;
   /** Called once when the session has ended. */
   ended(session: Session): void;
@@ -520,7 +522,7 @@ export class Session {
     // Not before LoginOk: the client can open work connections only once it knows the session id.
     if (this.#ended || !this.#started) return;
     const now = Date.now();
-    if (this.#requested > 0 && now - this.#requestedAt > WORK_REQUEST_TIMEOUT_MS) this.#requested = 0;
+    if (this.#requested > 0 && now - this.#requestedAt > this.host.workRequestTimeoutMs) this.#requested = 0;
     // Refill in batches once the pool is half spent (sooner when someone waits): the client's dials
     // and our hellos then stay off the path of most new streams.
     const waiting = this.#waiting.length + this.#udpWaiting.length;
@@ -530,7 +532,7 @@ export class Session {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = null;
         this.#refill();
-      }, WORK_REQUEST_TIMEOUT_MS + 1);
+      }, this.host.workRequestTimeoutMs + 1);
     }
     const want = this.host.poolSize + waiting - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
