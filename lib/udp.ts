@@ -54,8 +54,11 @@ export interface UdpCounters {
 class DropLog {
   #last = 0;
   #since = 0;
+  /** Drops noted since this log was made: the lines are rate-limited, the count is not. */
+  total = 0;
   constructor(private readonly fields: Record<string, unknown>) {}
   note(reason: string): void {
+    this.total++;
     this.#since++;
     const now = Date.now();
     if (now - this.#last < DROP_LOG_INTERVAL_MS) return;
@@ -178,6 +181,11 @@ export class UdpPublic {
     this.stats.bytesIn += payload.length;
     this.#peers.set(key, Date.now());
     if (!this.#batcher.add(address, port, payload)) this.#drops.note(this.work ? "work connection backed up" : "no work connection");
+  }
+
+  /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
+  get dropped(): number {
+    return this.#drops.total;
   }
 
   /** The bound public port. */
