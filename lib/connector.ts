@@ -81,7 +81,16 @@ interface Stream {
 
 /** Knobs for tests; production uses the defaults. */
 export interface ConnectorOptions {
+  /** Replaces LOGIN_TIMEOUT_MS. */
   readonly loginTimeoutMs?: number;
+  /** Replaces LOCAL_CONNECT_TIMEOUT_MS. */
+  readonly localConnectTimeoutMs?: number;
+  /** Replaces REGISTER_TIMEOUT_MS. */
+  readonly registerTimeoutMs?: number;
+  /** Replaces MAX_WORK_DIALS. */
+  readonly maxWorkDials?: number;
+  /** Replaces MAX_WANTED_WORK. */
+  readonly maxWantedWork?: number;
   /** The PEM text of `tls.trustedCaFile` (see `readTrustedCa`): required when that is set. */
   readonly trustedCa?: string;
 }
@@ -109,7 +118,7 @@ export class Connector extends EventEmitter {
   /** Work connections holding their WorkAck; release() does nothing once the ack has gone with the app's bytes. */
   readonly #heldAcks = new Deadlines<Endpoint>(ACK_HOLD_MS, (work) => work.release());
   /** Local dials still connecting, abandoned after LOCAL_CONNECT_TIMEOUT_MS. */
-  readonly #localDials = new Deadlines<Endpoint>(LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
+  readonly #localDials: Deadlines<Endpoint>;
   /** Work connections the server asked for that are not dialed yet. */
   #wantedWork = 0;
   #pumpScheduled = false;
@@ -128,6 +137,9 @@ export class Connector extends EventEmitter {
   online = false;
 
   readonly #loginTimeoutMs: number;
+  readonly #registerTimeoutMs: number;
+  readonly #maxWorkDials: number;
+  readonly #maxWantedWork: number;
 
   readonly #serverHandler: SocketHandler<Endpoint>;
   readonly #serverTls: TLSOptions | undefined;
@@ -153,6 +165,10 @@ export class Connector extends EventEmitter {
       });
     } else this.#serverHandler = dialHandler;
     this.#loginTimeoutMs = options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
+    this.#registerTimeoutMs = options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS;
+    this.#maxWorkDials = options.maxWorkDials ?? MAX_WORK_DIALS;
+    this.#maxWantedWork = options.maxWantedWork ?? MAX_WANTED_WORK;
+    this.#localDials = new Deadlines<Endpoint>(options.localConnectTimeoutMs ?? LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
     this.#token = config.token;
     this.#apps = new Map(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
   }
@@ -179,7 +195,7 @@ export class Connector extends EventEmitter {
         method: "POST",
         headers: { authorization: `Bearer ${registrationToken}`, "content-type": "application/json" },
         body: JSON.stringify({ name: group, token: this.#token, apps: this.config.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort })) }),
-        signal: AbortSignal.timeout(REGISTER_TIMEOUT_MS),
+        signal: AbortSignal.timeout(this.#registerTimeoutMs),
       });
       const body = (await res.json().catch(() => ({}))) as { error?: string };
       if (res.status === 201) log.info("group registered with the server", { group });
@@ -292,7 +308,7 @@ export class Connector extends EventEmitter {
         return true;
       case FrameType.OpenWork:
         // Dials beyond MAX_WORK_DIALS wait their turn rather than being dropped (the server counts on them).
-        this.#wantedWork = Math.min(this.#wantedWork + msg.count, MAX_WANTED_WORK);
+        this.#wantedWork = Math.min(this.#wantedWork + msg.count, this.#maxWantedWork);
         this.#pumpWork();
         return true;
       case FrameType.StreamEnd:
@@ -379,11 +395,11 @@ export class Connector extends EventEmitter {
 
   #pumpWork(): void {
     if (this.#stopped) return;
-    for (let i = 0; i < DIALS_PER_TURN && this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && this.#sessionId; i++) {
+    for (let i = 0; i < DIALS_PER_TURN && this.#wantedWork > 0 && this.#dials < this.#maxWorkDials && this.#sessionId; i++) {
       this.#wantedWork--;
       this.#openWork();
     }
-    if (this.#wantedWork > 0 && this.#dials < MAX_WORK_DIALS && !this.#pumpScheduled) {
+    if (this.#wantedWork > 0 && this.#dials < this.#maxWorkDials && !this.#pumpScheduled) {
       this.#pumpScheduled = true;
       setImmediate(() => {
         this.#pumpScheduled = false;
