@@ -235,7 +235,7 @@ export class Connector extends EventEmitter {
           else log.error("protocol error from server", { error: res.error.message });
           return e.destroy();
         }
-        this.#lastSeen = Date.now();
+        this.#lastSeen = performance.now();
         if (!this.#onControl(e, res.msg)) return;
         if (res.msg.type === FrameType.LoginOk) {
           loggedIn = true;
@@ -352,7 +352,8 @@ export class Connector extends EventEmitter {
     const timeoutMs = this.config.heartbeatTimeout * 1000;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
-      if (Date.now() - this.#lastSeen > timeoutMs) {
+      // Monotonic: a wall-clock step must not look like a silent server.
+      if (performance.now() - this.#lastSeen > timeoutMs) {
         log.warn("no answer from the server within heartbeatTimeout; reconnecting", { server: this.#serverName() });
         ep.destroy();
         return;

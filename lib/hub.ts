@@ -296,8 +296,9 @@ export class Hub implements SessionHost {
   }
 
   #checkHeartbeats(): void {
-    const deadline = Date.now() - this.#heartbeatTimeoutMs;
+    // Monotonic, like lastSeen: a wall-clock step (a time sync, a resumed VM) drops no session.
     const now = performance.now();
+    const deadline = now - this.#heartbeatTimeoutMs;
     for (const s of this.#sessions.values()) {
       s.trimIdle(now);
       if (s.lastSeen < deadline) {

@@ -102,7 +102,8 @@ export class Session {
   readonly onlineSince = new Date();
   /** Work-connection sequence numbers already used (replay protection). */
   readonly workSeqs = new SeqWindow();
-  lastSeen = Date.now();
+  /** When the client last sent a frame (performance.now(): monotonic, so a wall-clock step drops no session). */
+  lastSeen = performance.now();
   /** Work connections taken in (authenticated hellos) and streams started on one that came back from an earlier stream. */
   readonly counts = { workOpened: 0, workReused: 0, workFreed: 0 };
   #apps = new Map<string, AppRuntime>();
@@ -521,7 +522,7 @@ export class Session {
   #refill(): void {
     // Not before LoginOk: the client can open work connections only once it knows the session id.
     if (this.#ended || !this.#started) return;
-    const now = Date.now();
+    const now = performance.now(); // monotonic: a wall-clock step back must not stall lost requests
     if (this.#requested > 0 && now - this.#requestedAt > this.host.workRequestTimeoutMs) this.#requested = 0;
     // Refill in batches once the pool is half spent (sooner when someone waits): the client's dials
     // and our hellos then stay off the path of most new streams.
@@ -557,7 +558,7 @@ export class Session {
 
   /** A frame from the client arrived: it is alive. */
   touch(): void {
-    this.lastSeen = Date.now();
+    this.lastSeen = performance.now();
     this.#refill();
   }
 

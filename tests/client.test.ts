@@ -1,5 +1,5 @@
 /** The client's engine: backoff, login timeout, heartbeats both ways, self-registration, and logs that never show a secret. */
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setSystemTime, test } from "bun:test";
 import net from "node:net";
 import { backoffDelay, BACKOFF_MAX_MS, Connector } from "../lib/connector.ts";
 import { setLogSink } from "../lib/log.ts";
@@ -115,6 +115,32 @@ describe("liveness", () => {
     expect(ms).toBeGreaterThanOrEqual(450);
     expect(ms).toBeLessThan(1500);
     expect(server.hub.online).toBe(0);
+  });
+
+  test("a step of the wall clock (a time sync, a resumed VM) drops no session on either side", async () => {
+    const server = await testServer({ heartbeatTimeout: 0.5 });
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "steady", token: TOKEN, apps: [{ name: "a" }] }),
+    });
+    const cfg = clientConfig(server, "steady", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }], { heartbeatInterval: 0.1, heartbeatTimeout: 0.5 });
+    const { connector, apps } = await onlineClient(cfg);
+    cleanup.push(() => connector.stop());
+    let offline = 0;
+    connector.on("offline", () => offline++);
+    try {
+      setSystemTime(new Date(Date.now() + 3_600_000)); // an hour ahead
+      // Proving that nothing happens takes a wait: four heartbeat timeouts, many sweeps on both sides.
+      await Bun.sleep(2_000);
+    } finally {
+      setSystemTime();
+    }
+    expect(offline).toBe(0);
+    expect(server.hub.online).toBe(1);
+    const data = randomData(50_000, 3);
+    expect((await roundTrip(apps[0]!.remotePort, data)).hash).toBe(sha256(data));
   });
 });
 
