@@ -47,7 +47,9 @@ test("a flood of one warning prints the first LOG_BURST lines, then how many wer
   expect(lines.at(-1)).toContain("login failed from=127.0.0.1");
 });
 
-test("each message has its own burst; info lines are never limited", () => {
+test("each message has its own burst and report; info lines are never limited", async () => {
+  logRate.windowMs = 100;
+  const reports = Promise.all([next(/more "bad datagram frame from client" lines/), next(/more "relay failed" lines/)]);
   for (let i = 0; i < 50; i++) {
     log.warn("bad datagram frame from client");
     log.error("relay failed");
@@ -56,6 +58,9 @@ test("each message has its own burst; info lines are never limited", () => {
   expect(lines.filter((l) => l.includes("bad datagram frame")).length).toBe(LOG_BURST);
   expect(lines.filter((l) => l.includes("ERROR relay failed")).length).toBe(LOG_BURST);
   expect(lines.filter((l) => l.includes("app online")).length).toBe(50);
+  const [warn, error] = await reports;
+  expect(warn).toContain(`WARN  ${50 - LOG_BURST} more`);
+  expect(error).toContain(`ERROR ${50 - LOG_BURST} more`);
 });
 
 test("a message that stays under the burst is printed in full and leaves no report", async () => {
