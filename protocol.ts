@@ -35,6 +35,12 @@ export const MAX_FRAME_BYTES = 64 * 1024;
 export const NONCE_BYTES = 32;
 /** Bytes in a session id. */
 export const SESSION_ID_BYTES = 16;
+/**
+ * Longest error text of one app status, in UTF-8 bytes; longer ones are cut (ending in "...").
+ * With it, 256 statuses (hub.ts's MAX_DECLARED_APPS) with 64-byte names take at most 64,274
+ * bytes: a LoginOk always fits in one frame, whatever an error (an OS message) says.
+ */
+export const MAX_STATUS_ERROR_BYTES = 180;
 /** Bytes in an HMAC-SHA256 proof. */
 export const PROOF_BYTES = 32;
 
@@ -125,6 +131,7 @@ export interface ProtocolError {
 export type DecodeResult = { readonly ok: true; readonly msg: Message } | { readonly ok: false; readonly error: ProtocolError };
 
 const utf8 = new TextEncoder();
+const ELLIPSIS = utf8.encode("...");
 /** The one empty buffer readers hold when they hold nothing. */
 const EMPTY = new Uint8Array(0);
 // ignoreBOM: a string that starts with U+FEFF must keep it, or decoding would not invert encoding.
@@ -159,6 +166,19 @@ class Writer {
   str(s: string): this {
     const b = utf8.encode(s);
     if (b.length > 0xffff) throw new RangeError("string longer than 65535 bytes");
+    return this.u16(b.length).bytes(b);
+  }
+  /** A string of at most `max` UTF-8 bytes: a longer one is cut at a character boundary and ends in "...". */
+  clippedStr(s: string, max: number): this {
+    let b = utf8.encode(s);
+    if (b.length > max) {
+      let end = max - 3;
+      while (end > 0 && (b[end]! & 0xc0) === 0x80) end--; // not inside a multi-byte character
+      const cut = new Uint8Array(end + 3);
+      cut.set(b.subarray(0, end));
+      cut.set(ELLIPSIS, end);
+      b = cut;
+    }
     return this.u16(b.length).bytes(b);
   }
   #flushParts(): void {
@@ -232,7 +252,7 @@ class Reader {
 
 function writeAppStatuses(w: Writer, apps: readonly AppStatus[]): Writer {
   w.u16(apps.length);
-  for (const a of apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type)).u16(a.remotePort).str(a.error);
+  for (const a of apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type)).u16(a.remotePort).clippedStr(a.error, MAX_STATUS_ERROR_BYTES);
   return w;
 }
 

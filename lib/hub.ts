@@ -36,7 +36,7 @@ export const MAX_SWEEP_INTERVAL_MS = 1000;
 /** The same sentence for a wrong token and an unknown group, so a stranger learns nothing. */
 const AUTH_FAILED = "authentication failed";
 const BLOCKED = "too many failed logins from this address; try again later";
-/** Most apps one login may declare: their statuses must fit in one LoginOk frame (64 KiB). */
+/** Most apps one login may declare: their statuses must fit in one LoginOk frame (64 KiB; see MAX_STATUS_ERROR_BYTES). */
 export const MAX_DECLARED_APPS = 256;
 /** Idle time before TCP keepalive probes on control and work connections: a pooled connection whose path died is found. */
 export const KEEPALIVE_MS = 30_000;

@@ -16,6 +16,7 @@ import {
   MAX_DATAGRAM_BYTES,
   MAX_FRAME_BYTES,
   MAX_PEER_ADDRESS_BYTES,
+  MAX_STATUS_ERROR_BYTES,
   NONCE_BYTES,
   PROOF_BYTES,
   proofEquals,
@@ -179,6 +180,39 @@ describe("round trip", () => {
     reader.push(withMagic(frame));
     expect(reader.next()).toEqual({ ok: true, msg: big });
     expect(() => encode({ ...big, message: big.message + "x" })).toThrow(RangeError);
+  });
+});
+
+describe("app statuses", () => {
+  const decodeOne = (frame: Uint8Array) => {
+    const reader = new FrameReader();
+    reader.push(withMagic(frame));
+    const r = reader.next();
+    if (!r?.ok) throw new Error("did not decode");
+    return r.msg;
+  };
+
+  test("an error text over MAX_STATUS_ERROR_BYTES is cut at a character boundary and ends in '...'; one at the limit is kept whole", () => {
+    const atLimit = "e".repeat(MAX_STATUS_ERROR_BYTES);
+    const long = "端口".repeat(200); // 3 bytes per character: no cut at the limit falls on a boundary by luck
+    const msg = decodeOne(encode({ type: FrameType.Apps, apps: [{ name: "a", type: "tcp", remotePort: 1, error: atLimit }, { name: "b", type: "udp", remotePort: 2, error: long }] }));
+    if (msg.type !== FrameType.Apps) throw new Error("wrong type");
+    expect(msg.apps[0]!.error).toBe(atLimit);
+    const cut = msg.apps[1]!.error;
+    expect(Buffer.byteLength(cut)).toBeLessThanOrEqual(MAX_STATUS_ERROR_BYTES);
+    expect(cut.endsWith("...")).toBe(true);
+    expect(long.startsWith(cut.slice(0, -3))).toBe(true);
+    expect(cut.length).toBe(3 + Math.floor((MAX_STATUS_ERROR_BYTES - 3) / 3));
+  });
+
+  test("256 statuses with 64-byte names and long errors always fit in one LoginOk", () => {
+    const apps = Array.from({ length: 256 }, (_, i) => ({ name: `${i}`.padStart(64, "n"), type: "tcp" as const, remotePort: 65535, error: `port 65535 cannot be bound (${"x".repeat(5000)})` }));
+    const frame = encode({ type: FrameType.LoginOk, sessionId: new Uint8Array(SESSION_ID_BYTES), apps });
+    expect(frame.length - FRAME_HEADER_BYTES).toBeLessThanOrEqual(MAX_FRAME_BYTES);
+    const msg = decodeOne(frame);
+    if (msg.type !== FrameType.LoginOk) throw new Error("wrong type");
+    expect(msg.apps.length).toBe(256);
+    expect(msg.apps.every((a) => Buffer.byteLength(a.error) === MAX_STATUS_ERROR_BYTES)).toBe(true);
   });
 });
 
