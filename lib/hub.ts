@@ -69,6 +69,7 @@ export interface AppView {
   bytesOut: number;
   deniedConnections: number;
   overLimitConnections: number;
+  droppedDatagrams: number;
 }
 
 /** Live state of one group, as the API shows it. */
@@ -312,7 +313,7 @@ export class Hub implements SessionHost {
   statsFor(group: string, app: string): AppStats {
     const key = `${group}/${app}`;
     let s = this.#stats.get(key);
-    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, streams: new Set() }));
+    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, streams: new Set() }));
     return s;
   }
 
@@ -379,6 +380,7 @@ export class Hub implements SessionHost {
           bytesOut: st?.bytesOut ?? 0,
           deniedConnections: st?.denied ?? 0,
           overLimitConnections: st?.overLimit ?? 0,
+          droppedDatagrams: st?.dropped ?? 0,
         };
       }),
     };

@@ -37,6 +37,8 @@ export interface AppStats extends Counters {
   denied: number;
   /** Users refused because the app was at maxConnections. */
   overLimit: number;
+  /** UDP datagrams dropped: too large, no or a backed-up work connection, replies to peers that never sent. */
+  dropped: number;
 }
 
 /** What a session needs from the server around it. */

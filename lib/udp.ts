@@ -24,6 +24,7 @@ interface UdpAppRecord {
 interface UdpAppStats extends Counters {
   denied: number;
   overLimit: number;
+  dropped: number;
 }
 
 /** Default seconds after which a silent peer's state is freed. */
@@ -38,6 +39,8 @@ export const UDP_MAX_QUEUED_BYTES = 1024 * 1024;
 export const UDP_PENDING_PER_PEER = 64;
 /** At most one "datagrams dropped" log line per app in this interval. */
 export const DROP_LOG_INTERVAL_MS = 5_000;
+/** The drop-log interval in force: DROP_LOG_INTERVAL_MS, lowered only by tests (its timer is real time). */
+export const dropLog = { intervalMs: DROP_LOG_INTERVAL_MS };
 /** Longest gap between idle sweeps. */
 const MAX_SWEEP_MS = 1_000;
 
@@ -50,19 +53,25 @@ export interface UdpCounters {
   localErrors: number;
 }
 
-/** Logs drops at most once per DROP_LOG_INTERVAL_MS, with the count since the last line. */
+/** Logs drops at most once per DROP_LOG_INTERVAL_MS, with the count since the last line; drops after a line are reported when the interval ends. */
 class DropLog {
   #last = 0;
   #since = 0;
-  /** Drops noted since this log was made: the lines are rate-limited, the count is not. */
-  total = 0;
+  #reason = "";
+  #tail: Timer | null = null;
   constructor(private readonly fields: Record<string, unknown>) {}
   note(reason: string): void {
-    this.total++;
     this.#since++;
+    this.#reason = reason;
     const now = Date.now();
-    if (now - this.#last < DROP_LOG_INTERVAL_MS) return;
-    log.warn("udp datagrams dropped", { ...this.fields, reason, count: this.#since });
+    if (now - this.#last >= dropLog.intervalMs) return this.#print(now);
+    // Drops that stop within the interval must still be told: once it ends (unref'd: it never holds a stopping process).
+    this.#tail ??= setTimeout(() => this.#print(Date.now()), this.#last + dropLog.intervalMs - now).unref();
+  }
+  #print(now: number): void {
+    if (this.#tail) clearTimeout(this.#tail);
+    this.#tail = null;
+    log.warn("udp datagrams dropped", { ...this.fields, reason: this.#reason, count: this.#since });
     this.#last = now;
     this.#since = 0;
   }
@@ -170,7 +179,7 @@ export class UdpPublic {
 
   #fromPeer(payload: Uint8Array, port: number, address: string): void {
     // IPv6 allows up to 65,527 bytes; the protocol carries at most MAX_DATAGRAM_BYTES.
-    if (payload.length > MAX_DATAGRAM_BYTES) return this.#drops.note("datagram larger than 65,507 bytes");
+    if (payload.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
     const key = `${address}|${port}`;
     if (!this.#peers.has(key)) {
       // A new peer: the access list and the peer limit decide before anything is relayed.
@@ -178,14 +187,19 @@ export class UdpPublic {
       if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
       this.stats.connections = this.#peers.size + 1;
     }
-    this.stats.bytesIn += payload.length;
     this.#peers.set(key, Date.now());
-    if (!this.#batcher.add(address, port, payload)) this.#drops.note(this.work ? "work connection backed up" : "no work connection");
+    if (!this.#batcher.add(address, port, payload)) return this.#drop(this.work && !this.work.closed ? "work connection backed up" : "no work connection");
+    this.stats.bytesIn += payload.length; // relayed bytes only: a dropped datagram counts in `dropped`
   }
 
   /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
   get dropped(): number {
-    return this.#drops.total;
+    return this.stats.dropped;
+  }
+
+  #drop(reason: string): void {
+    this.stats.dropped++;
+    this.#drops.note(reason);
   }
 
   /** The bound public port. */
@@ -200,7 +214,7 @@ export class UdpPublic {
     this.#reader = new DatagramReader((address, port, payload) => {
       // Replies go only to peers that sent to this app (and so passed its access list): a client
       // must not make the server send datagrams to anyone it likes.
-      if (!this.#peers.has(`${address}|${port}`)) return this.#drops.note("reply to an unknown peer");
+      if (!this.#peers.has(`${address}|${port}`)) return this.#drop("reply to an unknown peer");
       this.stats.bytesOut += payload.length;
       this.#replies.push(payload, port, address);
     });
@@ -214,7 +228,7 @@ export class UdpPublic {
         this.#socket.sendMany(this.#replies);
       } catch (err) {
         // An ICMP error from an earlier send can surface here; the peer is gone, the app is not.
-        this.#drops.note(`sending to peers: ${(err as Error).message}`);
+        this.#drop(`sending to peers: ${(err as Error).message}`);
       }
     }
     this.#replies = [];

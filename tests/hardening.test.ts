@@ -255,7 +255,7 @@ describe("stream ends told on the control connection", () => {
 });
 
 describe("udp", () => {
-  const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0 });
+  const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0 });
   const record = { name: "u", remotePort: 0, allowIPs: [], denyIPs: [], maxConnections: 0 };
 
   test("the server sends replies only to peers that sent to the app", async () => {
@@ -294,6 +294,7 @@ describe("udp", () => {
     peer.send(new Uint8Array(100), app.port, "::1");
     await until(() => st.bytesIn > 0, 2000, "the small datagram");
     expect(st.bytesIn).toBe(100);
+    expect(st.dropped).toBe(1);
     expect(work.closed).toBe(false);
   });
 });

@@ -4,7 +4,7 @@ import type { udp } from "bun";
 import { datagramFrameBytes, DatagramReader, encodeDatagramInto } from "../protocol.ts";
 import { setLogLevel, setLogSink } from "../lib/log.ts";
 import { Endpoint, relayHandler } from "../lib/relay.ts";
-import { DatagramBatcher, DROP_LOG_INTERVAL_MS, UDP_BATCH_BYTES, UDP_MAX_QUEUED_BYTES, UDP_PENDING_PER_PEER, UdpLocal, UdpPublic } from "../lib/udp.ts";
+import { DatagramBatcher, DROP_LOG_INTERVAL_MS, dropLog, UDP_BATCH_BYTES, UDP_MAX_QUEUED_BYTES, UDP_PENDING_PER_PEER, UdpLocal, UdpPublic } from "../lib/udp.ts";
 import { randomData, sha256, until } from "./helpers.ts";
 
 type Sock = udp.Socket<"uint8array">;
@@ -89,7 +89,7 @@ function frameOf(address: string, port: number, payload: Uint8Array): Uint8Array
 }
 
 function udpStats() {
-  return { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0 };
+  return { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0 };
 }
 
 async function openPublic(maxConnections: number, stats: ReturnType<typeof udpStats>): Promise<UdpPublic> {
@@ -259,6 +259,33 @@ describe("DROP_LOG_INTERVAL_MS", () => {
     // 99 held back after the first line, one just before the interval ended, and this one.
     expect(counts()).toEqual([1, 101]);
     expect(local.counters.dropped).toBe(102);
+  });
+
+  test("drops that stop after a line are still reported, once the interval has ended", async () => {
+    const app = await udpSock();
+    const work = new Endpoint();
+    cleanup.push(() => work.destroy());
+    setLogLevel("warn");
+    let tail!: (line: string) => void;
+    const tailLine = new Promise<string>((r) => (tail = r));
+    const lines: string[] = [];
+    setLogSink((line) => {
+      if (!line.includes("app=droptail")) return;
+      lines.push(line);
+      if (lines.length === 2) tail(line);
+    });
+    dropLog.intervalMs = 100; // the default, 5 s, is a real-time wait
+    cleanup.push(() => {
+      dropLog.intervalMs = DROP_LOG_INTERVAL_MS;
+      setLogSink((line) => console.error(line));
+    });
+    const local = new UdpLocal(work, { name: "droptail", host: "127.0.0.1", port: app.sock.port }, 60_000, 16);
+    cleanup.push(() => local.close());
+    const t0 = performance.now();
+    for (let i = 0; i < UDP_PENDING_PER_PEER + 6; i++) expect(local.push(frameOf("192.0.2.10", 53, new Uint8Array([i])))).toBeNull();
+    expect(lines).toHaveLength(1); // the first drop, at once; the other five wait for the interval's end
+    expect(await tailLine).toMatch(/reason="local socket not ready" count=5$/);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(90);
   });
 });
 

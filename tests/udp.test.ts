@@ -133,6 +133,7 @@ describe("udp apps", () => {
     expect(view.apps[0].type).toBe("udp");
     expect(view.apps[0].bytesIn).toBe(total);
     expect(view.apps[0].bytesOut).toBe(total);
+    expect(view.apps[0].droppedDatagrams).toBe(0);
   }, 60_000);
 
   test("idle peers are freed on both sides; the peer cap evicts the least recently seen", async () => {
