@@ -33,7 +33,12 @@ export const BACKOFF_MAX_MS = 30_000;
 export const MAX_WORK_DIALS = 256;
 /** Work connections dialed per event-loop turn: a refill batch is spread over turns, so no single stream in flight absorbs all of its dials. */
 export const DIALS_PER_TURN = 2;
-/** Most undialed work connections remembered; the server re-asks for lost ones after its request timeout. */
+/**
+ * Most work connections idle, being dialed or wanted at once. A server needs at most
+ * poolSize + 256 idle ones plus one per waiting user (1,288 with the defaults), so this
+ * only stops a server that keeps asking from making the client hold sockets without end;
+ * the server re-asks for lost ones after its request timeout.
+ */
 export const MAX_WANTED_WORK = 4096;
 /** Idle time before TCP keepalive probes on control and work connections. */
 export const KEEPALIVE_MS = 30_000;
@@ -308,7 +313,8 @@ export class Connector extends EventEmitter {
         return true;
       case FrameType.OpenWork:
         // Dials beyond MAX_WORK_DIALS wait their turn rather than being dropped (the server counts on them).
-        this.#wantedWork = Math.min(this.#wantedWork + msg.count, this.#maxWantedWork);
+        // Idle work connections include those being dialed.
+        this.#wantedWork = Math.min(this.#wantedWork + msg.count, Math.max(0, this.#maxWantedWork - this.#idleWork.size));
         this.#pumpWork();
         return true;
       case FrameType.StreamEnd:
