@@ -25,6 +25,12 @@ import { Deadlines } from "./deadlines.ts";
 export const LOGIN_TIMEOUT_MS = 10_000;
 /** How long dialing a local app may take before the user is told it is unreachable. */
 export const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
+/**
+ * Connects to local apps in flight at once, abandoned ones included: Bun cannot cancel a connect,
+ * so one given up after LOCAL_CONNECT_TIMEOUT_MS keeps its descriptor until the kernel gives up
+ * (about 2 minutes for a local app that drops SYNs). Beyond this, users are refused at once.
+ */
+export const MAX_LOCAL_DIALS = 1024;
 /** First reconnect delay; it doubles per failure. */
 export const BACKOFF_MIN_MS = 250;
 /** Longest reconnect delay. */
@@ -96,6 +102,8 @@ export interface ConnectorOptions {
   readonly maxWorkDials?: number;
   /** Replaces MAX_WANTED_WORK. */
   readonly maxWantedWork?: number;
+  /** Replaces MAX_LOCAL_DIALS. */
+  readonly maxLocalDials?: number;
   /** The PEM text of `tls.trustedCaFile` (see `readTrustedCa`): required when that is set. */
   readonly trustedCa?: string;
 }
@@ -145,6 +153,9 @@ export class Connector extends EventEmitter {
   readonly #registerTimeoutMs: number;
   readonly #maxWorkDials: number;
   readonly #maxWantedWork: number;
+  readonly #maxLocalDials: number;
+  /** Connects to local apps the kernel has not finished (see MAX_LOCAL_DIALS). */
+  #localConnecting = 0;
 
   readonly #serverHandler: SocketHandler<Endpoint>;
   readonly #serverTls: TLSOptions | undefined;
@@ -173,6 +184,7 @@ export class Connector extends EventEmitter {
     this.#registerTimeoutMs = options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS;
     this.#maxWorkDials = options.maxWorkDials ?? MAX_WORK_DIALS;
     this.#maxWantedWork = options.maxWantedWork ?? MAX_WANTED_WORK;
+    this.#maxLocalDials = options.maxLocalDials ?? MAX_LOCAL_DIALS;
     this.#localDials = new Deadlines<Endpoint>(options.localConnectTimeoutMs ?? LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
     this.#token = config.token;
     this.#apps = new Map(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
@@ -477,6 +489,11 @@ export class Connector extends EventEmitter {
       return work.endWhenFlushed();
     }
     if (app.type === "udp") return this.#startUdp(work, app, pending);
+    if (this.#localConnecting >= this.#maxLocalDials) {
+      log.warn("too many connects to local apps unfinished; refusing a user", { app: appName, user: userAddr, limit: this.#maxLocalDials });
+      work.send(encode({ type: FrameType.WorkAck, ok: false, message: `too many connects to local apps unfinished (${this.#maxLocalDials})` }));
+      return work.endWhenFlushed();
+    }
     const local = new Endpoint();
     const s: Stream = { work: w, local, upEnded: false, downEnded: false, noReuse: this.#works.get(w.seq) !== w };
     w.stream = s;
@@ -509,7 +526,10 @@ export class Connector extends EventEmitter {
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `local app ${app.localAddr} is unreachable` }));
       work.endWhenFlushed();
     };
-    this.#dial(local, app.host, app.port);
+    this.#localConnecting++;
+    const settled = () => void this.#localConnecting--;
+    // Settles when the kernel is done with the connect (open or error), however long after our own timeout.
+    Bun.connect<Endpoint>({ hostname: app.host, port: app.port, data: local, allowHalfOpen: true, socket: dialHandler }).then(settled, settled);
   }
 
   /** The server's StreamEnd: the user's bytes on work connection `seq` end after `bytes`. */
@@ -596,12 +616,6 @@ export class Connector extends EventEmitter {
   /** Counters of a UDP app's current work connection (peers, expiries, evictions, drops). */
   udpCounters(app: string): UdpCounters | undefined {
     return this.#udp.get(app)?.counters;
-  }
-
-  #dial(ep: Endpoint, host: string, port: number): void {
-    Bun.connect<Endpoint>({ hostname: host, port, data: ep, allowHalfOpen: true, socket: dialHandler }).catch(() => {
-      // connectError has already closed the endpoint.
-    });
   }
 
   /** Stops for good: closes the session, idle work connections and streams. */

@@ -290,6 +290,40 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     await hub.watch.until(() => work.closed, "the work connection closed");
     expect(logs.some((l) => l.includes("local app unreachable") && l.includes(`localAddr=127.0.0.1:${hole.port}`))).toBe(true);
   });
+
+  test("MAX_LOCAL_DIALS: a connect given up on still counts until the kernel ends it, and users beyond the cap are refused at once", async () => {
+    const hole = await blackHole();
+    cleanup.push(() => hole.close());
+    const hub = await plainHub((control) => control.write(openWork(2)));
+    const c = connector(hub.port, { localConnectTimeoutMs: 200, maxLocalDials: 1 }, `127.0.0.1:${hole.port}`);
+    c.start();
+    await hub.watch.until(() => hub.works.length === 2, "two work hellos");
+    const [first, second] = hub.works as [WorkConn, WorkConn];
+    const start = (w: WorkConn) => w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000" })));
+    start(first);
+    await hub.watch.until(() => first.frames.length > 0, "the first WorkAck", 3000);
+    expect(first.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: `local app 127.0.0.1:${hole.port} is unreachable` }]);
+    // The kernel is still trying the first connect (SYN retries for about 2 minutes): the cap of one is taken.
+    const t0 = performance.now();
+    start(second);
+    await hub.watch.until(() => second.frames.length > 0, "the second WorkAck", 3000);
+    expect(second.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: "too many connects to local apps unfinished (1)" }]);
+    expect(performance.now() - t0).toBeLessThan(200); // at once, not after another connect timeout
+    expect(logs.some((l) => l.includes("too many connects to local apps unfinished") && l.includes("limit=1"))).toBe(true);
+  });
+
+  test("MAX_LOCAL_DIALS: a connect that completes gives its place back", async () => {
+    const hub = await plainHub((control) => control.write(openWork(3)));
+    const c = connector(hub.port, { maxLocalDials: 1 }); // the echo app
+    c.start();
+    await hub.watch.until(() => hub.works.length === 3, "three work hellos");
+    for (const w of hub.works) {
+      w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000" })));
+      // The ack leaves when the echo app has opened (held up to ACK_HOLD_MS for its first bytes; it has none).
+      await hub.watch.until(() => w.frames.length > 0, "a WorkAck", 3000);
+      expect(w.frames[0]).toEqual({ type: FrameType.WorkAck, ok: true, message: "" });
+    }
+  });
 });
 
 describe("registration timeout (REGISTER_TIMEOUT_MS)", () => {
