@@ -17,7 +17,7 @@ import {
 } from "../protocol.ts";
 import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
-import { chain, Endpoint, holdUntilNextPoll, relayHandler } from "./relay.ts";
+import { chain, Endpoint, holdUntilNextPoll, KEEPALIVE_MS, relayHandler } from "./relay.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
 import { Deadlines } from "./deadlines.ts";
 
@@ -46,8 +46,6 @@ export const DIALS_PER_TURN = 2;
  * the server re-asks for lost ones after its request timeout.
  */
 export const MAX_WANTED_WORK = 4096;
-/** Idle time before TCP keepalive probes on control and work connections. */
-export const KEEPALIVE_MS = 30_000;
 /** Time allowed for the self-registration request. */
 export const REGISTER_TIMEOUT_MS = 10_000;
 /**

@@ -23,7 +23,7 @@ import {
 import { NAME_PATTERN, type ServerConfig } from "./config.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
-import { Endpoint, relayHandler, sockets } from "./relay.ts";
+import { Endpoint, KEEPALIVE_MS, relayHandler, sockets } from "./relay.ts";
 import { Session, WORK_REQUEST_TIMEOUT_MS, type AppStats, type SessionHost } from "./session.ts";
 import { LoginGuard } from "./guard.ts";
 import { Deadlines } from "./deadlines.ts";
@@ -38,8 +38,6 @@ const AUTH_FAILED = "authentication failed";
 const BLOCKED = "too many failed logins from this address; try again later";
 /** Most apps one login may declare: their statuses must fit in one LoginOk frame (64 KiB; see MAX_STATUS_ERROR_BYTES). */
 export const MAX_DECLARED_APPS = 256;
-/** Idle time before TCP keepalive probes on control and work connections: a pooled connection whose path died is found. */
-export const KEEPALIVE_MS = 30_000;
 /** Token used to compute a proof for unknown groups, so that both failures take the same time. */
 const DUMMY_TOKEN = Buffer.from(randomBytes(32)).toString("hex");
 

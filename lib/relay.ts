@@ -18,6 +18,8 @@ export const HIGH_WATER_BYTES = 256 * 1024;
 export const LINGER_MS = 30_000;
 /** The linger in force: LINGER_MS, lowered only by tests (a 30 s wait cannot be tested in a unit test). */
 export const linger = { ms: LINGER_MS };
+/** Idle time before TCP keepalive probes on control and work connections (both sides): a pooled connection whose path died is found. */
+export const KEEPALIVE_MS = 30_000;
 /** Queued control bytes toward a peer that does not read before the connection is dropped. */
 export const MAX_CONTROL_QUEUE_BYTES = 1024 * 1024;
 
