@@ -10,6 +10,23 @@ export const LOGIN_FAILURE_WINDOW_S = 60;
 export const LOGIN_BLOCK_S = 60;
 /** Addresses tracked at once; the stalest is forgotten beyond it, so a spray of sources cannot exhaust memory. */
 export const MAX_TRACKED_ADDRESSES = 65_536;
+/** Oldest records looked at for one that is not blocked when one must be forgotten: a spray of new sources must not lift blocks. */
+const EVICTION_SCAN = 64;
+/** IPv6 prefix length counted as one source: a single host or subscriber gets a whole /64, and would otherwise have 2^64 addresses to fail from. */
+export const IPV6_SOURCE_PREFIX = 64;
+
+/** The key one source's failures count under: an IPv4 address (mapped IPv6 ones included), or an IPv6 /64. */
+export function sourceKey(address: string): string {
+  let a: ipaddr.IPv4 | ipaddr.IPv6;
+  try {
+    a = ipaddr.process(address);
+  } catch {
+    return address; // not an address (cannot happen for a socket's peer): counted as it is
+  }
+  if (a.kind() === "ipv4") return a.toString();
+  const parts = (a as ipaddr.IPv6).parts.slice(0, IPV6_SOURCE_PREFIX / 16);
+  return `${parts.map((p) => p.toString(16)).join(":")}::/${IPV6_SOURCE_PREFIX}`;
+}
 
 interface Record {
   failures: number[];
@@ -31,26 +48,37 @@ export class LoginGuard {
     return this.#by.size;
   }
 
-  /** Whether logins from `address` are refused now. */
+  /** Whether logins from `address` (its IPv6 /64) are refused now. */
   blocked(address: string, now = Date.now()): boolean {
-    const r = this.#by.get(address);
+    const r = this.#by.get(sourceKey(address));
     return !!r && r.blockedUntil > now;
   }
 
-  /** Records a failed login; blocks the address at the limit (logged once per block). */
+  /** Records a failed login; blocks the address (its IPv6 /64) at the limit (logged once per block). */
   fail(address: string, where: string, now = Date.now()): void {
-    let r = this.#by.get(address);
-    if (r) this.#by.delete(address); // re-insert: Map order is recency order
+    const key = sourceKey(address);
+    let r = this.#by.get(key);
+    if (r) this.#by.delete(key); // re-insert: Map order is recency order
     else r = { failures: [], blockedUntil: 0 };
-    this.#by.set(address, r);
-    if (this.#by.size > MAX_TRACKED_ADDRESSES) this.#by.delete(this.#by.keys().next().value!);
+    this.#by.set(key, r);
+    if (this.#by.size > MAX_TRACKED_ADDRESSES) this.#forgetOne(now);
     r.failures = r.failures.filter((t) => t > now - this.windowMs);
     r.failures.push(now);
     if (r.failures.length >= this.limit && r.blockedUntil <= now) {
       r.blockedUntil = now + this.blockMs;
       r.failures = [];
-      log.warn("address blocked after repeated failed logins", { from: address, failures: this.limit, where, blockedForS: this.blockMs / 1000 });
+      log.warn("address blocked after repeated failed logins", { from: key, failures: this.limit, where, blockedForS: this.blockMs / 1000 });
     }
+  }
+
+  /** Forgets the stalest record that is not blocked among the oldest EVICTION_SCAN, or the stalest of all. */
+  #forgetOne(now: number): void {
+    let n = 0;
+    for (const [key, r] of this.#by) {
+      if (r.blockedUntil <= now) return void this.#by.delete(key);
+      if (++n >= EVICTION_SCAN) break;
+    }
+    this.#by.delete(this.#by.keys().next().value!);
   }
 }
 

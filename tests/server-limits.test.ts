@@ -5,7 +5,7 @@
  */
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { LOGIN_BLOCK_S, LOGIN_FAILURE_WINDOW_S, LoginGuard, MAX_TRACKED_ADDRESSES } from "../lib/guard.ts";
+import { LOGIN_BLOCK_S, LOGIN_FAILURE_WINDOW_S, LoginGuard, MAX_TRACKED_ADDRESSES, sourceKey } from "../lib/guard.ts";
 import { MAX_DECLARED_APPS, MAX_PENDING_HANDSHAKES } from "../lib/hub.ts";
 import { setLogSink } from "../lib/log.ts";
 import { sockets } from "../lib/relay.ts";
@@ -167,7 +167,7 @@ describe("login lockout (LoginGuard, explicit clock)", () => {
     expect(d.blocked("10.1.0.4", 100_000 + W - 1)).toBe(true); // a millisecond sooner: all ten count
   });
 
-  test("the tracked-address map is bounded by MAX_TRACKED_ADDRESSES: the address whose last failure is oldest is forgotten, block and all", () => {
+  test("the tracked-address map is bounded by MAX_TRACKED_ADDRESSES: the stalest address that is not blocked is forgotten; a spray of sources lifts no block", () => {
     const guard = new LoginGuard(3, 60_000, 60_000);
     guard.fail("refreshed-b", "test", 0); // the first address tracked
     for (const t of [1, 2, 3]) guard.fail("blocked-a", "test", t);
@@ -182,10 +182,10 @@ describe("login lockout (LoginGuard, explicit clock)", () => {
     expect(guard.blocked("blocked-a", 20)).toBe(true); // at the cap nothing is forgotten yet
     // A failure moves an address to the young end: b, tracked first, is no longer the oldest.
     guard.fail("refreshed-b", "test", 5);
-    // One address more than the cap: the oldest (a, blocked, last failure at 3) goes.
+    // One address more than the cap: the oldest (a, last failure at 3) is blocked and stays; the next oldest goes.
     guard.fail("one-more", "test", 20);
     expect(guard.tracked).toBe(MAX_TRACKED_ADDRESSES);
-    expect(guard.blocked("blocked-a", 20)).toBe(false);
+    expect(guard.blocked("blocked-a", 20)).toBe(true);
     // b kept its two failures and blocks at the next (a forgotten b would count from one).
     guard.fail("refreshed-b", "test", 21);
     expect(guard.blocked("refreshed-b", 21)).toBe(true);
@@ -196,10 +196,36 @@ describe("login lockout (LoginGuard, explicit clock)", () => {
     }
     expect(most).toBe(MAX_TRACKED_ADDRESSES);
     expect(guard.tracked).toBe(MAX_TRACKED_ADDRESSES);
+    expect(guard.blocked("blocked-a", 30)).toBe(true); // still: the spray did not lift it
+    expect(guard.blocked("blocked-a", 3 + 60_000)).toBe(false); // until its block time is over
     // "filler-0" (one failure) was forgotten: three more are needed to block it again, not two.
     guard.fail("filler-0", "test", 40);
     guard.fail("filler-0", "test", 41);
     expect(guard.blocked("filler-0", 41)).toBe(false);
+  });
+
+  test("the map stays bounded even when every old record is blocked: then the stalest goes, block and all", () => {
+    const guard = new LoginGuard(1, 60_000, 60_000); // one failure blocks
+    for (let i = 0; i < MAX_TRACKED_ADDRESSES; i++) guard.fail(`b-${i}`, "test", 0);
+    expect(guard.blocked("b-0", 1)).toBe(true);
+    guard.fail("new", "test", 1);
+    expect(guard.tracked).toBe(MAX_TRACKED_ADDRESSES);
+    expect(guard.blocked("b-0", 1)).toBe(false);
+    expect(guard.blocked("b-1", 1)).toBe(true);
+  });
+
+  test("IPv6 sources count per /64 (one host or subscriber), IPv4 per address, mapped IPv4 as IPv4", () => {
+    expect(sourceKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
+    expect(sourceKey("::ffff:192.0.2.7")).toBe("192.0.2.7");
+    expect(sourceKey("192.0.2.7")).toBe("192.0.2.7");
+    const guard = new LoginGuard(3, 60_000, 60_000);
+    // Three failures from three addresses of one /64 block the whole /64, and no other.
+    for (const [i, a] of ["2001:db8:1:2::1", "2001:db8:1:2::2", "2001:db8:1:2:ffff:ffff:ffff:ffff"].entries()) guard.fail(a, "test", i);
+    expect(guard.blocked("2001:db8:1:2::99", 3)).toBe(true);
+    expect(guard.blocked("2001:db8:1:3::1", 3)).toBe(false);
+    expect(guard.tracked).toBe(1);
+    for (const [i, a] of ["192.0.2.1", "192.0.2.2", "192.0.2.3"].entries()) guard.fail(a, "test", i);
+    expect(guard.blocked("192.0.2.4", 3)).toBe(false);
   });
 });
 
