@@ -1,5 +1,6 @@
 /**
- * Warren wire protocol, version 3: every byte layout lives here.
+ * Warren wire protocol, version 4: every byte layout lives here (and, at the
+ * end, the PROXY protocol header a client may put before a user's bytes).
  *
  * Every connection to the control port opens with MAGIC from both sides.
  * MAGIC is eight bytes so that a plain client facing a TLS server sends a
@@ -23,7 +24,7 @@
  */
 
 /** Protocol version carried in the last byte of MAGIC. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
 export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
 const VERSION_AT = MAGIC.length - 1;
@@ -113,7 +114,8 @@ export type Message =
   | { readonly type: FrameType.OpenWork; readonly count: number }
   | { readonly type: FrameType.Hello }
   | { readonly type: FrameType.WorkHello; readonly sessionId: Uint8Array; readonly seq: number; readonly proof: Uint8Array }
-  | { readonly type: FrameType.StartWork; readonly app: string; readonly userAddr: string }
+  /** A user's stream: `userAddr` is the user's "ip:port" ("[ip]:port" for IPv6), `publicAddr` the server's address it connected to. */
+  | { readonly type: FrameType.StartWork; readonly app: string; readonly userAddr: string; readonly publicAddr: string }
   | { readonly type: FrameType.WorkAck; readonly ok: boolean; readonly message: string }
   | { readonly type: FrameType.Error; readonly code: ErrorCode; readonly message: string }
   /** The sender's direction of the stream on work connection `seq` ended after `bytes` bytes. */
@@ -287,7 +289,7 @@ export function encode(msg: Message): Uint8Array {
     case FrameType.WorkHello:
       return w.bytes(msg.sessionId).bytes(seqBytes(msg.seq)).bytes(msg.proof).frame(msg.type);
     case FrameType.StartWork:
-      return w.str(msg.app).str(msg.userAddr).frame(msg.type);
+      return w.str(msg.app).str(msg.userAddr).str(msg.publicAddr).frame(msg.type);
     case FrameType.WorkAck:
       return w.u8(msg.ok ? 1 : 0).str(msg.message).frame(msg.type);
     case FrameType.Error:
@@ -346,7 +348,7 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
         break;
       }
       case FrameType.StartWork:
-        msg = { type, app: r.str(), userAddr: r.str() };
+        msg = { type, app: r.str(), userAddr: r.str(), publicAddr: r.str() };
         break;
       case FrameType.WorkAck: {
         const flag = r.u8();
@@ -664,4 +666,82 @@ export class DatagramReader {
     this.#start = this.#end = 0;
     return { code: ErrorCode.MalformedFrame, message };
   }
+}
+
+// ---------------------------------------------------------------- PROXY protocol
+// HAProxy's PROXY protocol (www.haproxy.org/download/2.9/doc/proxy-protocol.txt): a header
+// the client writes to a local app before the user's bytes, so that the app (nginx, HAProxy,
+// Postfix, ...) learns the user's address. Version 1 is one text line, version 2 binary.
+
+/** The PROXY protocol versions an app may ask for. */
+export type ProxyVersion = "v1" | "v2";
+const PROXY_V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+/** Version 2, command PROXY; version 2, command LOCAL (no addresses: the receiver uses the connection's own). */
+const PROXY_V2_PROXY = 0x21;
+const PROXY_V2_LOCAL = 0x20;
+/** Address family and transport bytes of version 2: TCP over IPv4, TCP over IPv6, unspecified. */
+const PROXY_V2_TCP4 = 0x11;
+const PROXY_V2_TCP6 = 0x21;
+const PROXY_V2_UNSPEC = 0x00;
+
+/** One end of a TCP connection for a PROXY header. */
+export interface ProxyEnd {
+  readonly ip: string;
+  readonly port: number;
+}
+
+function ipv4Bytes(s: string): number[] | null {
+  const parts = s.split(".");
+  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return null;
+  return parts.map(Number);
+}
+
+function ipv6Bytes(s: string): number[] | null {
+  let v4: number[] | null = null;
+  if (s.includes(".")) {
+    const at = s.lastIndexOf(":");
+    v4 = ipv4Bytes(s.slice(at + 1));
+    if (!v4) return null;
+    s = `${s.slice(0, at + 1)}0:0`; // two words in place of the dotted tail
+  }
+  const halves = s.split("::");
+  if (halves.length > 2) return null;
+  const words = (h: string) => (h === "" ? [] : h.split(":").map((w) => (/^[0-9a-f]{1,4}$/i.test(w) ? parseInt(w, 16) : NaN)));
+  const head = words(halves[0]!);
+  const tail = halves.length === 2 ? words(halves[1]!) : [];
+  const zeros = 8 - head.length - tail.length;
+  if (halves.length === 1 ? zeros !== 0 : zeros < 1) return null;
+  const all = [...head, ...new Array<number>(halves.length === 2 ? zeros : 0).fill(0), ...tail];
+  if (all.some(Number.isNaN)) return null;
+  const out = all.flatMap((w) => [w >> 8, w & 0xff]);
+  if (v4) out.splice(12, 4, ...v4);
+  return out;
+}
+
+/** An address as PROXY sees it: IPv4 (IPv4-mapped IPv6 included) or IPv6, with its bytes and text; null when malformed. */
+function proxyAddress(ip: string): { v6: boolean; bytes: number[]; text: string } | null {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) ip = mapped[1]!;
+  const v4 = ipv4Bytes(ip);
+  if (v4) return { v6: false, bytes: v4, text: ip };
+  const v6 = ipv6Bytes(ip);
+  return v6 ? { v6: true, bytes: v6, text: ip.toLowerCase() } : null;
+}
+
+/**
+ * The PROXY header for a TCP stream from `src` (the user) to `dst` (the public address it
+ * connected to). Ends of different families, or ones that are not addresses, give the header
+ * that says "unknown" (v1 UNKNOWN, v2 LOCAL): the app then sees the client's own address.
+ */
+export function proxyHeader(version: ProxyVersion, src: ProxyEnd, dst: ProxyEnd): Uint8Array {
+  const s = proxyAddress(src.ip);
+  const d = proxyAddress(dst.ip);
+  const known = s && d && s.v6 === d.v6;
+  if (version === "v1") {
+    const line = known ? `PROXY ${s.v6 ? "TCP6" : "TCP4"} ${s.text} ${d.text} ${src.port} ${dst.port}\r\n` : "PROXY UNKNOWN\r\n";
+    return utf8.encode(line);
+  }
+  const body = known ? [...s.bytes, ...d.bytes, src.port >> 8, src.port & 0xff, dst.port >> 8, dst.port & 0xff] : [];
+  const family = known ? (s.v6 ? PROXY_V2_TCP6 : PROXY_V2_TCP4) : PROXY_V2_UNSPEC;
+  return Uint8Array.from([...PROXY_V2_SIGNATURE, known ? PROXY_V2_PROXY : PROXY_V2_LOCAL, family, body.length >> 8, body.length & 0xff, ...body]);
 }

@@ -140,12 +140,20 @@ export const ServerConfigSchema = v.strictObject({
 });
 
 /** A local app of the client. */
-export const ClientAppSchema = v.strictObject({
-  name: NameSchema,
-  type: v.optional(AppTypeSchema, "tcp"),
-  localAddr: v.pipe(v.string("must be a string like 127.0.0.1:22"), v.check((s) => parseHostPort(s) !== null, "must be host:port, like 127.0.0.1:22 or [::1]:22")),
-  remotePort: v.optional(PortSchema, 0),
-});
+export const ClientAppSchema = v.pipe(
+  v.strictObject({
+    name: NameSchema,
+    type: v.optional(AppTypeSchema, "tcp"),
+    localAddr: v.pipe(v.string("must be a string like 127.0.0.1:22"), v.check((s) => parseHostPort(s) !== null, "must be host:port, like 127.0.0.1:22 or [::1]:22")),
+    remotePort: v.optional(PortSchema, 0),
+    /** A PROXY protocol header (HAProxy's) before the user's bytes, so the app learns the user's address. */
+    proxyProtocol: v.optional(v.picklist(["v1", "v2"], 'must be "v1" or "v2"')),
+  }),
+  v.forward(
+    v.check((a) => !(a.type === "udp" && a.proxyProtocol), "is for TCP apps only"),
+    ["proxyProtocol"],
+  ),
+);
 
 /** `client.toml`. */
 export const ClientConfigSchema = v.strictObject({

@@ -10,10 +10,12 @@ import {
   FrameReader,
   FrameType,
   loginProof,
+  proxyHeader,
   withMagic,
   workProof,
   type AppStatus,
   type Message,
+  type ProxyEnd,
 } from "../protocol.ts";
 import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
 import { log } from "./log.ts";
@@ -451,7 +453,7 @@ export class Connector extends EventEmitter {
         if (msg.type === FrameType.StartWork) {
           this.#idleWork.delete(e);
           this.#streams.add(e);
-          return this.#startWork(w, msg.app, msg.userAddr, reader.rest());
+          return this.#startWork(w, msg.app, msg.userAddr, msg.publicAddr, reader.rest());
         } else {
           if (msg.type === FrameType.Error) log.debug("work connection refused", { reason: msg.message });
           return e.destroy();
@@ -479,7 +481,7 @@ export class Connector extends EventEmitter {
   }
 
   /** Dials the local app for a user; the user's first bytes (`pending`) wait in the local side's queue. */
-  #startWork(w: Work, appName: string, userAddr: string, pending: Uint8Array): void {
+  #startWork(w: Work, appName: string, userAddr: string, publicAddr: string, pending: Uint8Array): void {
     const work = w.ep;
     const app = this.#apps.get(appName);
     if (!app) {
@@ -498,6 +500,8 @@ export class Connector extends EventEmitter {
     work.onData = null;
     work.onEnd = this.#workEnded;
     work.peer = local;
+    // Queued before the user's bytes: the app reads it first, whenever its connection opens.
+    if (app.proxyProtocol) local.write(proxyHeader(app.proxyProtocol, endOf(userAddr), endOf(publicAddr)), null);
     work.forward(pending);
     if (w.upBytes >= 0) {
       const bytes = w.upBytes;
@@ -638,3 +642,9 @@ export class Connector extends EventEmitter {
 
 /** One handler for every socket the client dials. */
 const dialHandler = relayHandler();
+
+/** An "ip:port" of StartWork as a PROXY header end; one that does not parse makes the header say "unknown". */
+function endOf(addr: string): ProxyEnd {
+  const hp = parseHostPort(addr);
+  return hp ? { ip: hp.host, port: hp.port } : { ip: "", port: 0 };
+}

@@ -59,6 +59,8 @@ interface AppRuntime {
   readonly record: AppRecord;
   readonly listener?: TCPSocketListener<Endpoint>;
   readonly udp?: UdpPublic;
+  /** The address users reach the app at, when bindAddr names one (not a wildcard): then no per-user getsockname. */
+  readonly publicAddr?: string;
 }
 
 interface WaitingUser {
@@ -212,7 +214,7 @@ export class Session {
       if (bound instanceof UdpPublic) {
         this.#apps.set(d.name, { record: rec, udp: bound });
         this.#wantUdpWork(bound);
-      } else this.#apps.set(d.name, { record: rec, listener: bound });
+      } else this.#apps.set(d.name, { record: rec, listener: bound, publicAddr: specificIp(this.host.bindAddr) ? hostPort(this.host.bindAddr, bound.port) : undefined });
       keep.add(d.name);
       statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
       log.info("app online", { group: group.name, app: d.name, type: rec.type, port: rec.remotePort });
@@ -242,7 +244,7 @@ export class Session {
   #startUdp(w: Work, app: UdpPublic): void {
     const { ep: work, reader } = w;
     // A UDP app keeps its work connection for good.
-    const start = encode({ type: FrameType.StartWork, app: app.name, userAddr: "" });
+    const start = encode({ type: FrameType.StartWork, app: app.name, userAddr: "", publicAddr: "" });
     work.send(w.greeted ? start : withMagic(start));
     w.greeted = true;
     app.attach(work);
@@ -363,10 +365,13 @@ export class Session {
   /** Sends StartWork, relays the user's bytes at once, and joins both ways when the client acknowledges. */
   #startStream(w: Work, user: Endpoint, app: string): void {
     const work = w.ep;
-    const userAddr = user.socket ? `${user.socket.remoteAddress}:${user.socket.remotePort}` : "";
+    const sock = user.socket;
+    // Both ends of the user's connection: the client logs the first and, for an app with proxyProtocol, tells the app both.
+    const userAddr = sock ? hostPort(sock.remoteAddress, sock.remotePort) : "";
+    const publicAddr = this.#apps.get(app)?.publicAddr ?? (sock ? hostPort(sock.localAddress, sock.localPort) : "");
     // StartWork (with MAGIC on a new connection) leaves with the user's first bytes when
     // those come within a loop turn, as they do for a user who speaks first.
-    const start = encode({ type: FrameType.StartWork, app, userAddr });
+    const start = encode({ type: FrameType.StartWork, app, userAddr, publicAddr });
     holdUntilNextPoll(work, w.greeted ? start : withMagic(start));
     if (w.greeted) this.counts.workReused++;
     w.greeted = true;
@@ -599,3 +604,14 @@ function sameServing(a: AppRecord, b: AppRecord): boolean {
   return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }
 
+
+/** "ip:port", or "[ip]:port" for IPv6: the form parseHostPort reads. */
+function hostPort(ip: string, port: number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+/** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::): a listener bound to it is reached at it. */
+function specificIp(addr: string): boolean {
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(addr)) return addr !== "0.0.0.0";
+  return addr.includes(":") && !/^[0:]*$/.test(addr);
+}

@@ -280,7 +280,7 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     await hub.watch.until(() => hub.works.length === 1, "a work hello");
     const work = hub.works[0]!;
     startedAt = performance.now();
-    work.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000" })));
+    work.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000", publicAddr: "127.0.0.1:6000" })));
     await hub.watch.until(() => work.frames.length > 0, "a WorkAck", 3000);
     const ms = performance.now() - startedAt;
     expect(work.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: `local app 127.0.0.1:${hole.port} is unreachable` }]);
@@ -300,7 +300,7 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     c.start();
     await hub.watch.until(() => hub.works.length === 2, "two work hellos");
     const [first, second] = hub.works as [WorkConn, WorkConn];
-    const start = (w: WorkConn) => w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000" })));
+    const start = (w: WorkConn) => w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000", publicAddr: "127.0.0.1:6000" })));
     start(first);
     await hub.watch.until(() => first.frames.length > 0, "the first WorkAck", 3000);
     expect(first.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: `local app 127.0.0.1:${hole.port} is unreachable` }]);
@@ -319,7 +319,7 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     c.start();
     await hub.watch.until(() => hub.works.length === 3, "three work hellos");
     for (const w of hub.works) {
-      w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000" })));
+      w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000", publicAddr: "127.0.0.1:6000" })));
       // The ack leaves when the echo app has opened (held up to ACK_HOLD_MS for its first bytes; it has none).
       await hub.watch.until(() => w.frames.length > 0, "a WorkAck", 3000);
       expect(w.frames[0]).toEqual({ type: FrameType.WorkAck, ok: true, message: "" });

@@ -76,9 +76,9 @@ const SAMPLES: readonly Message[] = [
   { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: 0, proof: bytes(PROOF_BYTES, 7) },
   { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: 2 ** 32 + 5, proof: bytes(PROOF_BYTES, 7) },
   { type: FrameType.WorkHello, sessionId: bytes(SESSION_ID_BYTES, 6), seq: Number.MAX_SAFE_INTEGER, proof: bytes(PROOF_BYTES, 7) },
-  { type: FrameType.StartWork, app: "ssh", userAddr: "203.0.113.9:51234" },
-  { type: FrameType.StartWork, app: "\uFEFFbom-first", userAddr: "[2001:db8::1]:443" },
-  { type: FrameType.StartWork, app: "", userAddr: "" },
+  { type: FrameType.StartWork, app: "ssh", userAddr: "203.0.113.9:51234", publicAddr: "127.0.0.1:6000" },
+  { type: FrameType.StartWork, app: "\uFEFFbom-first", userAddr: "[2001:db8::1]:443", publicAddr: "127.0.0.1:6000" },
+  { type: FrameType.StartWork, app: "", userAddr: "", publicAddr: "" },
   { type: FrameType.WorkAck, ok: true, message: "" },
   { type: FrameType.WorkAck, ok: false, message: "local app 127.0.0.1:22 is unreachable" },
   { type: FrameType.Error, code: ErrorCode.AuthFailed, message: "authentication failed" },
@@ -296,10 +296,12 @@ describe("errors", () => {
     const reader = new FrameReader();
     reader.push(MAGIC.subarray(0, MAGIC.length - 1));
     expect(reader.next()).toBeNull();
-    reader.push(new Uint8Array([0x04, ...encode({ type: FrameType.Ping, seq: 1 })]));
+    reader.push(new Uint8Array([0x05, ...encode({ type: FrameType.Ping, seq: 1 })]));
     const res = reader.next();
-    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: expect.stringContaining("v4") } });
-    // Version 1 (work hellos without sequence numbers) and 2 (work connections used once) peers are told the same way.
+    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: "peer speaks Warren protocol v5, this side speaks v4" } });
+    // Version 1 (work hellos without sequence numbers), 2 (work connections used once) and 3 (no public
+    // address in StartWork) peers are told the same way.
+    expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x03]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x01]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x02]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x00]))).toBe(ErrorCode.VersionMismatch);
@@ -358,8 +360,8 @@ describe("errors", () => {
     reader.push(new Uint8Array([9])); // a spent reader takes nothing
     expect(reader.buffered).toBe(0);
     reader.reopen();
-    reader.push(encode({ type: FrameType.StartWork, app: "ssh", userAddr: "" }));
-    expect(reader.next()).toEqual({ ok: true, msg: { type: FrameType.StartWork, app: "ssh", userAddr: "" } });
+    reader.push(encode({ type: FrameType.StartWork, app: "ssh", userAddr: "", publicAddr: "" }));
+    expect(reader.next()).toEqual({ ok: true, msg: { type: FrameType.StartWork, app: "ssh", userAddr: "", publicAddr: "" } });
     expect(reader.next()).toBeNull();
   });
 
@@ -414,7 +416,7 @@ function randomMessage(r: () => number): Message {
     case 7:
       return { type: FrameType.WorkHello, sessionId: raw(SESSION_ID_BYTES), seq: int(2 ** 53), proof: raw(PROOF_BYTES) };
     case 8:
-      return { type: FrameType.StartWork, app: str(), userAddr: str() };
+      return { type: FrameType.StartWork, app: str(), userAddr: str(), publicAddr: str() };
     case 9:
       return { type: FrameType.WorkAck, ok: r() < 0.5, message: str() };
     case 10:

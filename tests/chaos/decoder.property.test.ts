@@ -26,7 +26,7 @@ const message: fc.Arbitrary<Message> = fc.oneof(
   fc.record({ type: fc.constant(FrameType.OpenWork), count: fc.integer({ min: 0, max: 65535 }) }),
   fc.record({ type: fc.constant(FrameType.Hello) }),
   fc.record({ type: fc.constant(FrameType.WorkHello), sessionId: bytes(16, 16), seq: fc.integer({ min: 0, max: Number.MAX_SAFE_INTEGER }), proof: bytes(32, 32) }),
-  fc.record({ type: fc.constant(FrameType.StartWork), app: str, userAddr: str }),
+  fc.record({ type: fc.constant(FrameType.StartWork), app: str, userAddr: str, publicAddr: str }),
   fc.record({ type: fc.constant(FrameType.WorkAck), ok: fc.boolean(), message: str }),
   fc.record({ type: fc.constant(FrameType.Error), code: fc.integer({ min: 0, max: 255 }), message: str }),
 ) as fc.Arbitrary<Message>;

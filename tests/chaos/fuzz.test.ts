@@ -62,7 +62,7 @@ function validFrames(r: Rng): Uint8Array[] {
     { type: FrameType.Pong, seq: r.int(2 ** 32) },
     { type: FrameType.OpenWork, count: r.int(65536) },
     { type: FrameType.WorkHello, sessionId: id, seq: r.int(2 ** 32), proof: r.bytes(32) },
-    { type: FrameType.StartWork, app: "f", userAddr: "127.0.0.1:1" },
+    { type: FrameType.StartWork, app: "f", userAddr: "127.0.0.1:1", publicAddr: "127.0.0.1:6000" },
     { type: FrameType.WorkAck, ok: true, message: "" },
     { type: FrameType.Error, code: 1, message: "x" },
     { type: FrameType.Hello },

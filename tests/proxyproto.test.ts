@@ -1,0 +1,190 @@
+/** PROXY protocol: the header's bytes, the config key, and a local app that learns the real user's address through the tunnel. */
+import { afterAll, describe, expect, test } from "bun:test";
+import net from "node:net";
+import ipaddr from "ipaddr.js";
+import { ClientConfigSchema, ConfigError, validate } from "../lib/config.ts";
+import { proxyHeader, type ProxyVersion } from "../protocol.ts";
+import { clientConfig, onlineClient, randomData, sha256, testServer, TOKEN } from "./helpers.ts";
+
+const cleanup: (() => void)[] = [];
+afterAll(() => {
+  for (const f of cleanup.reverse()) f();
+});
+
+const text = (b: Uint8Array) => Buffer.from(b).toString("latin1");
+const V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];
+
+describe("header bytes", () => {
+  test("v1: one line naming TCP4 or TCP6, both addresses and both ports; IPv4-mapped IPv6 is IPv4", () => {
+    expect(text(proxyHeader("v1", { ip: "192.0.2.7", port: 40000 }, { ip: "198.51.100.1", port: 6000 }))).toBe("PROXY TCP4 192.0.2.7 198.51.100.1 40000 6000\r\n");
+    expect(text(proxyHeader("v1", { ip: "2001:DB8::1", port: 1 }, { ip: "::1", port: 65535 }))).toBe("PROXY TCP6 2001:db8::1 ::1 1 65535\r\n");
+    expect(text(proxyHeader("v1", { ip: "::ffff:192.0.2.7", port: 5 }, { ip: "198.51.100.1", port: 6 }))).toBe("PROXY TCP4 192.0.2.7 198.51.100.1 5 6\r\n");
+  });
+
+  test("v1 and v2 say 'unknown' for ends of different families or ones that are not addresses", () => {
+    for (const [src, dst] of [
+      ["192.0.2.7", "::1"],
+      ["", "127.0.0.1"],
+      ["not-an-ip", "127.0.0.1"],
+      ["1.2.3", "127.0.0.1"],
+      ["1:2:3:4:5:6:7:8:9", "::1"],
+      ["1::2::3", "::1"],
+    ]) {
+      expect(text(proxyHeader("v1", { ip: src!, port: 1 }, { ip: dst!, port: 2 }))).toBe("PROXY UNKNOWN\r\n");
+      expect([...proxyHeader("v2", { ip: src!, port: 1 }, { ip: dst!, port: 2 })]).toEqual([...V2_SIGNATURE, 0x20, 0x00, 0x00, 0x00]);
+    }
+  });
+
+  test("v2: signature, PROXY command, TCP over IPv4 (12 address bytes) or IPv6 (36), ports in network order", () => {
+    expect([...proxyHeader("v2", { ip: "192.0.2.7", port: 0x1234 }, { ip: "198.51.100.1", port: 6000 })]).toEqual([
+      ...V2_SIGNATURE, 0x21, 0x11, 0x00, 12, 192, 0, 2, 7, 198, 51, 100, 1, 0x12, 0x34, 6000 >> 8, 6000 & 0xff,
+    ]);
+    const v6 = proxyHeader("v2", { ip: "2001:db8::1", port: 443 }, { ip: "::ffff:1.2.3.4", port: 80 });
+    // A mapped IPv4 end against an IPv6 one: different families, so LOCAL.
+    expect([...v6.subarray(12, 16)]).toEqual([0x20, 0x00, 0x00, 0x00]);
+    const both6 = proxyHeader("v2", { ip: "2001:db8::1", port: 443 }, { ip: "::1", port: 80 });
+    expect([...both6.subarray(12, 16)]).toEqual([0x21, 0x21, 0x00, 36]);
+    expect([...both6.subarray(16, 32)]).toEqual(ipaddr.parse("2001:db8::1").toByteArray());
+    expect([...both6.subarray(32, 48)]).toEqual(ipaddr.parse("::1").toByteArray());
+    expect([...both6.subarray(48)]).toEqual([443 >> 8, 443 & 0xff, 0, 80]);
+  });
+
+  test("IPv6 addresses in every written form give the bytes ipaddr.js gives (2,000 seeded random addresses)", () => {
+    let x = 12345;
+    const rnd = () => ((x = (x * 1103515245 + 12345) >>> 0) >>> 16) & 0xffff;
+    for (let i = 0; i < 2000; i++) {
+      // Runs of zero words, so that "::" appears in every position.
+      const words = Array.from({ length: 8 }, () => (rnd() % 3 === 0 ? 0 : rnd()));
+      const addr = ipaddr.fromByteArray(words.flatMap((w) => [w >> 8, w & 0xff])) as ipaddr.IPv6;
+      for (const form of [addr.toString(), addr.toNormalizedString(), addr.toNormalizedString().toUpperCase()]) {
+        const h = proxyHeader("v2", { ip: form, port: 1 }, { ip: "::1", port: 2 });
+        expect([...h.subarray(12, 16)]).toEqual([0x21, 0x21, 0x00, 36]);
+        expect([...h.subarray(16, 32)]).toEqual(addr.toByteArray());
+      }
+    }
+  });
+});
+
+describe("config", () => {
+  const base = { serverAddr: "127.0.0.1", group: "g", token: TOKEN };
+  test("proxyProtocol is v1 or v2, for TCP apps only; errors name the key", () => {
+    const ok = validate(ClientConfigSchema, { ...base, apps: [{ name: "web", localAddr: "127.0.0.1:80", proxyProtocol: "v2" }] }, "client.toml");
+    expect(ok.apps[0]!.proxyProtocol).toBe("v2");
+    const bad = (app: Record<string, unknown>) => {
+      try {
+        validate(ClientConfigSchema, { ...base, apps: [app] }, "client.toml");
+      } catch (e) {
+        return (e as ConfigError).message;
+      }
+      return "no error";
+    };
+    expect(bad({ name: "web", localAddr: "127.0.0.1:80", proxyProtocol: "v3" })).toBe('client.toml: apps[0].proxyProtocol: must be "v1" or "v2"');
+    expect(bad({ name: "dns", type: "udp", localAddr: "127.0.0.1:53", proxyProtocol: "v1" })).toBe("client.toml: apps[0].proxyProtocol: is for TCP apps only");
+  });
+});
+
+/** A local app that reads a PROXY header (either version), records both ends, then echoes every byte after it. */
+async function proxyEcho(): Promise<{ port: number; seen: { src: string; dst: string }[] }> {
+  const seen: { src: string; dst: string }[] = [];
+  const server = net.createServer({ allowHalfOpen: true }, (s) => {
+    let buf = Buffer.alloc(0);
+    const onData = (d: Buffer) => {
+      buf = Buffer.concat([buf, d]);
+      let rest: Buffer | null = null;
+      if (buf.subarray(0, 6).toString() === "PROXY ") {
+        const end = buf.indexOf("\r\n");
+        if (end < 0) return;
+        const [, , src, dst, sport, dport] = buf.subarray(0, end).toString().split(" ");
+        seen.push({ src: `${src}:${sport}`, dst: `${dst}:${dport}` });
+        rest = buf.subarray(end + 2);
+      } else if (buf.length >= 16 && V2_SIGNATURE.every((b, i) => buf[i] === b)) {
+        const len = buf.readUInt16BE(14);
+        if (buf.length < 16 + len) return;
+        const six = buf[13] === 0x21;
+        const n = six ? 16 : 4;
+        const ip = (at: number) => ipaddr.fromByteArray([...buf.subarray(at, at + n)]).toString();
+        seen.push({ src: `${ip(16)}:${buf.readUInt16BE(16 + 2 * n)}`, dst: `${ip(16 + n)}:${buf.readUInt16BE(18 + 2 * n)}` });
+        rest = buf.subarray(16 + len);
+      } else if (buf.length >= 16) {
+        seen.push({ src: "no header", dst: "" });
+        return void s.destroy();
+      } else return;
+      s.off("data", onData);
+      if (rest.length) s.write(rest);
+      s.pipe(s);
+    };
+    s.on("data", onData);
+    s.on("error", () => {});
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
+  cleanup.push(() => server.close());
+  return { port: (server.address() as net.AddressInfo).port, seen };
+}
+
+/** Sends `data` from `host` to the public port, half-closes, and returns the local end's port and what came back. */
+function userRoundTrip(host: string, port: number, data: Uint8Array): Promise<{ localPort: number; hash: string; received: number }> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let localPort = 0;
+    const s = net.connect({ host, port, allowHalfOpen: true }, () => {
+      localPort = s.localPort!;
+      s.end(data);
+    });
+    s.on("data", (d: Buffer) => chunks.push(d));
+    s.on("end", () => {
+      const got = Buffer.concat(chunks);
+      resolve({ localPort, hash: sha256(got), received: got.length });
+      s.end();
+    });
+    s.on("error", reject);
+  });
+}
+
+describe("through the tunnel", () => {
+  for (const [version, bindAddr] of [
+    ["v1", "127.0.0.1"],
+    ["v2", "127.0.0.1"],
+    ["v1", "::1"],
+    ["v2", "::1"],
+  ] as [ProxyVersion, string][]) {
+    test(`${version} on ${bindAddr}: the app reads the user's own address and port and the public port, then every byte, on each of several streams`, async () => {
+      const app = await proxyEcho();
+      const server = await testServer({ bindAddr });
+      cleanup.push(() => server.stop());
+      const api = (path: string, body: unknown) =>
+        fetch(`http://127.0.0.1:${server.apiPort}${path}`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify(body) });
+      expect((await api("/api/groups", { name: "pp", token: TOKEN, apps: [{ name: "web" }] })).status).toBe(201);
+      const cfg = validate(ClientConfigSchema, { serverAddr: bindAddr, serverPort: server.controlPort, group: "pp", token: TOKEN, logLevel: "warn", apps: [{ name: "web", localAddr: `127.0.0.1:${app.port}`, proxyProtocol: version }] }, "test");
+      const online = await onlineClient(cfg);
+      cleanup.push(() => online.connector.stop());
+      const remotePort = online.apps[0]!.remotePort;
+      expect(online.apps[0]!.error).toBe("");
+      const fmt = (ip: string, port: number) => `${ip}:${port}`;
+      // Sequential streams reuse work connections: each still gets its own header.
+      for (let i = 0; i < 3; i++) {
+        const data = randomData(300_000 + i, 40 + i);
+        const r = await userRoundTrip(bindAddr, remotePort, data);
+        expect(r.received).toBe(data.length);
+        expect(r.hash).toBe(sha256(data));
+        expect(app.seen[i]).toEqual({ src: fmt(bindAddr, r.localPort), dst: fmt(bindAddr, remotePort) });
+      }
+      expect(app.seen.length).toBe(3);
+    });
+  }
+
+  test("an app without proxyProtocol gets no header: the user's first bytes are the first it reads", async () => {
+    const app = await proxyEcho();
+    const server = await testServer();
+    cleanup.push(() => server.stop());
+    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify({ name: "plain", token: TOKEN, apps: [{ name: "web" }] }) });
+    const { connector, apps } = await onlineClient(clientConfig(server, "plain", [{ name: "web", localAddr: `127.0.0.1:${app.port}` }]));
+    cleanup.push(() => connector.stop());
+    const data = randomData(1000, 7);
+    const s = net.connect({ host: "127.0.0.1", port: apps[0]!.remotePort });
+    s.on("error", () => {});
+    const closed = new Promise<void>((r) => s.on("close", () => r()));
+    s.write(data);
+    await closed; // the app closes a connection without a header
+    expect(app.seen).toEqual([{ src: "no header", dst: "" }]);
+  });
+});
