@@ -4,7 +4,11 @@ import net from "node:net";
 import ipaddr from "ipaddr.js";
 import { ClientConfigSchema, ConfigError, validate } from "../lib/config.ts";
 import { proxyHeader, type ProxyVersion } from "../protocol.ts";
+import { rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { freePort, waitPort } from "../bench/common.ts";
 import { clientConfig, onlineClient, randomData, sha256, testServer, TOKEN } from "./helpers.ts";
+import { tempDir } from "./procs.ts";
 
 const cleanup: (() => void)[] = [];
 afterAll(() => {
@@ -186,5 +190,79 @@ describe("through the tunnel", () => {
     s.write(data);
     await closed; // the app closes a connection without a header
     expect(app.seen).toEqual([{ src: "no header", dst: "" }]);
+  });
+});
+
+// nginx (Debian's package, which .ci/run installs) is a real reader of the PROXY protocol: what it
+// reports as the client's address is what a production app behind Warren would log and check.
+const NGINX = Bun.which("nginx") ?? (Bun.file("/usr/sbin/nginx").size > 0 ? "/usr/sbin/nginx" : null);
+
+describe("with nginx as the app", () => {
+  const name = "nginx reads both header versions: $proxy_protocol_addr and _port are the user's, the server address and port the public ones";
+  test.skipIf(!NGINX)(NGINX ? name : `${name} (skipped: nginx is not installed)`, async () => {
+    const dir = tempDir();
+    cleanup.push(() => rmSync(dir, { recursive: true, force: true }));
+    const port = await freePort();
+    const port2 = await freePort();
+    writeFileSync(
+      join(dir, "nginx.conf"),
+      [
+        "daemon off;",
+        "master_process off;",
+        "worker_processes 1;",
+        `pid ${join(dir, "nginx.pid")};`,
+        `error_log ${join(dir, "error.log")} warn;`,
+        "events { worker_connections 64; }",
+        "http {",
+        `  access_log off; client_body_temp_path ${dir}/b; proxy_temp_path ${dir}/p; fastcgi_temp_path ${dir}/f; uwsgi_temp_path ${dir}/u; scgi_temp_path ${dir}/s;`,
+        `  server { listen 127.0.0.1:${port} proxy_protocol; listen 127.0.0.1:${port2} proxy_protocol;`,
+        '    location / { default_type text/plain; return 200 "$proxy_protocol_addr $proxy_protocol_port $proxy_protocol_server_addr $proxy_protocol_server_port"; } }',
+        "}",
+      ].join("\n"),
+    );
+    const nginx = Bun.spawn([NGINX!, "-e", join(dir, "error.log"), "-p", dir, "-c", join(dir, "nginx.conf")], { stdout: "ignore", stderr: "pipe" });
+    cleanup.push(() => nginx.kill());
+    await waitPort(port, 10_000, "nginx");
+    const server = await testServer();
+    cleanup.push(() => server.stop());
+    const res = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "ngx", token: TOKEN, apps: [{ name: "one" }, { name: "two" }] }),
+    });
+    expect(res.status).toBe(201);
+    const cfg = validate(
+      ClientConfigSchema,
+      {
+        serverAddr: "127.0.0.1",
+        serverPort: server.controlPort,
+        group: "ngx",
+        token: TOKEN,
+        logLevel: "warn",
+        apps: [
+          { name: "one", localAddr: `127.0.0.1:${port}`, proxyProtocol: "v1" },
+          { name: "two", localAddr: `127.0.0.1:${port2}`, proxyProtocol: "v2" },
+        ],
+      },
+      "test",
+    );
+    const { connector, apps } = await onlineClient(cfg);
+    cleanup.push(() => connector.stop());
+    for (const app of apps) {
+      expect(app.error).toBe("");
+      // One request per connection, from a socket whose port we know: nginx must name exactly it.
+      const answer = await new Promise<{ body: string; localPort: number }>((resolve, reject) => {
+        let localPort = 0;
+        let got = "";
+        const s = net.connect({ host: "127.0.0.1", port: app.remotePort }, () => {
+          localPort = s.localPort!;
+          s.write("GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+        });
+        s.on("data", (d: Buffer) => (got += d.toString()));
+        s.on("end", () => resolve({ body: got.slice(got.indexOf("\r\n\r\n") + 4), localPort }));
+        s.on("error", reject);
+      });
+      expect(answer.body).toBe(`127.0.0.1 ${answer.localPort} 127.0.0.1 ${app.remotePort}`);
+    }
   });
 });
