@@ -26,6 +26,10 @@ export const UpdateGroupBody = v.strictObject({
   maxApps: v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"))),
   allowPorts: v.optional(v.nullable(PortSpecSchema)),
 });
+/** Body of POST /api/groups/:name/token (may be empty): the new token, or none to have one generated. */
+export const NewTokenBody = v.strictObject({ token: v.optional(TokenSchema) });
+/** Random bytes of a generated group token (base64url: 32 characters). */
+const GENERATED_TOKEN_BYTES = 24;
 
 function sameSecret(given: string, expected: string | undefined): boolean {
   if (!expected) return false;
@@ -69,12 +73,13 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     await next();
   });
 
-  async function body<S extends v.GenericSchema>(c: Context, schema: S): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
+  /** Parses and checks a JSON body; `emptyAs` stands for an empty one where a route allows it. */
+  async function body<S extends v.GenericSchema>(c: Context, schema: S, emptyAs?: unknown): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
     const text = await c.req.text();
     if (Buffer.byteLength(text) > MAX_BODY_BYTES) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
     let data: unknown;
     try {
-      data = JSON.parse(text);
+      data = emptyAs !== undefined && text.trim() === "" ? emptyAs : JSON.parse(text);
     } catch {
       return { ok: false, res: c.json({ error: "body is not valid JSON" }, 400) };
     }
@@ -98,7 +103,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!who) return unauthorized(c);
     const b = await body(c, CreateGroupBody);
     if (!b.ok) return b.res;
-    const token = b.value.token ?? Buffer.from(randomBytes(24)).toString("base64url");
+    const token = b.value.token ?? Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
     const source: GroupSource = who === "admin" ? "api" : "client";
     const res = registry.create(b.value.name, token, source, b.value.apps, { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts });
     if (!res.ok) return registryError(c, res.error);
@@ -135,6 +140,24 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     await hub.groupChanged(res.group);
     log.info("group updated", { group: name, apps: publicApps(res.group).length });
     return c.json(hub.view(res.group));
+  });
+
+  app.post("/api/groups/:name/token", async (c) => {
+    if (role(c) !== "admin") return unauthorized(c);
+    const name = c.req.param("name");
+    const g = registry.get(name);
+    if (!g) return c.json({ error: `group "${name}" does not exist` }, 404);
+    // server.toml would put its own token back at the next start.
+    if (g.source === "config") return c.json({ error: `group "${name}" comes from server.toml: change its token there and restart the server` }, 409);
+    const b = await body(c, NewTokenBody, {});
+    if (!b.ok) return b.res;
+    const token = b.value.token ?? Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
+    registry.setToken(name, token);
+    // A new token revokes the old one: whoever holds it, online now, is cut off with its streams.
+    hub.tokenChanged(name);
+    log.info("group token changed", { group: name });
+    // The one response that carries the new token.
+    return c.json({ name, token });
   });
 
   app.delete("/api/groups/:name", (c) => {

@@ -345,6 +345,13 @@ export class Hub implements SessionHost {
     for (const key of [...this.#stats.keys()]) if (key.startsWith(`${name}/`)) this.#cut(key);
   }
 
+  /** A group's token changed: its session (logged in with the old one) ends, and its streams are cut. */
+  tokenChanged(name: string): void {
+    this.#sessions.get(name)?.end(ErrorCode.AuthFailed, "the group's token was changed by the administrator");
+    // The apps stay, and so do their counters.
+    for (const [key, s] of this.#stats) if (key.startsWith(`${name}/`)) for (const user of [...s.streams]) user.reset();
+  }
+
   #cut(key: string): void {
     const s = this.#stats.get(key);
     this.#stats.delete(key);

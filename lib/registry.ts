@@ -243,6 +243,12 @@ export class Registry {
     return errors;
   }
 
+  /** Replaces a group's token (the caller checked that the group exists). */
+  setToken(name: string, token: string): void {
+    this.#db.run("UPDATE groups SET token = ? WHERE name = ?", [token, name]);
+    this.#groups.set(name, { ...this.#groups.get(name)!, token });
+  }
+
   #setSource(name: string, source: GroupSource): void {
     this.#db.run("UPDATE groups SET source = ? WHERE name = ?", [source, name]);
     this.#groups.set(name, { ...this.#groups.get(name)!, source });

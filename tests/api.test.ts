@@ -51,7 +51,8 @@ async function call(server: RunningServer, method: string, path: string, opts: {
   expect(res.status).not.toBe(500);
   const json = res.status === 204 ? null : JSON.parse(text);
   if (res.status !== 204) expect(res.headers.get("content-type") ?? "").toContain("application/json");
-  const created = method === "POST" && res.status === 201;
+  // A creation, and a token change, are the responses that hand a group token back.
+  const created = method === "POST" && (res.status === 201 || (res.status === 200 && path.endsWith("/token")));
   if (created) {
     expect(typeof json.token).toBe("string");
     groupTokens.add(json.token);
@@ -485,6 +486,65 @@ describe("changes reach online sessions at once", () => {
     } finally {
       connector.stop();
       echo.close();
+    }
+  });
+
+  test("POST /api/groups/:name/token: a new token (generated, or given) cuts the session and its streams; the old one fails, the new one logs in", async () => {
+    const echo = await echoApp();
+    const created = await call(server, "POST", "/api/groups", { body: { name: "rotated", token: TOKEN, apps: [{ name: "a" }] } });
+    const port = portOf(created, "a");
+    const { connector } = await within(onlineClient(clientConfig(server, "rotated", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }])), 10_000, "login");
+    try {
+      const user = net.connect({ port, host: "127.0.0.1" });
+      user.on("error", () => {});
+      const echoed = new Promise<void>((r) => user.once("data", () => r()));
+      user.write("hello");
+      await within(echoed, 5_000, "an echo");
+      const closed = new Promise<void>((r) => user.on("close", () => r()));
+      const offline = new Promise<string>((r) => connector.once("offline", r));
+
+      const rotated = await call(server, "POST", "/api/groups/rotated/token", { raw: "" }); // no body: one is generated
+      expect(rotated.status).toBe(200);
+      expect(Object.keys(rotated.json).sort()).toEqual(["name", "token"]);
+      const fresh = rotated.json.token as string;
+      expect(fresh).toMatch(/^[A-Za-z0-9_-]{32}$/);
+      await within(closed, 5_000, "the user's stream being cut");
+      await within(offline, 5_000, "the client going offline");
+      connector.stop();
+      // The app and its counters stay; only the token changed.
+      const view = await call(server, "GET", "/api/groups/rotated");
+      expect(view.json.apps[0]).toMatchObject({ name: "a", remotePort: port, bytesIn: 5, bytesOut: 5 });
+      expect(server.hub.registry.get("rotated")!.token).toBe(fresh);
+
+      const again = await within(onlineClient({ ...clientConfig(server, "rotated", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }]), token: fresh }), 10_000, "login with the new token");
+      const data = randomData(100_000, 5);
+      expect((await roundTrip(port, data)).hash).toBe(sha256(data));
+      again.connector.stop();
+
+      // A given token; one too short is a 400 that names the key.
+      const given = "a-new-group-token-given-by-the-admin";
+      expect((await call(server, "POST", "/api/groups/rotated/token", { body: { token: given } })).json).toEqual({ name: "rotated", token: given });
+      const short = await call(server, "POST", "/api/groups/rotated/token", { body: { token: "short" } });
+      expect(short.status).toBe(400);
+      expect(short.json.issues[0].path).toBe("token");
+      expect((await call(server, "POST", "/api/groups/rotated/token", { body: { token: given, extra: 1 } })).status).toBe(400);
+      expect((await call(server, "POST", "/api/groups/nobody/token", { raw: "" })).status).toBe(404);
+      expect((await call(server, "POST", "/api/groups/rotated/token", { raw: "", auth: null })).status).toBe(401);
+    } finally {
+      connector.stop();
+      echo.close();
+    }
+  });
+
+  test("a group from server.toml keeps its token: changing it through the API is 409", async () => {
+    const s = await testServer({ allowPorts: ALLOW, groups: [{ name: "fromconfig", token: TOKEN, apps: [{ name: "a" }] }] });
+    try {
+      const res = await call(s, "POST", "/api/groups/fromconfig/token", { raw: "" });
+      expect(res.status).toBe(409);
+      expect(res.json.error).toBe('group "fromconfig" comes from server.toml: change its token there and restart the server');
+      expect(s.hub.registry.get("fromconfig")!.token).toBe(TOKEN);
+    } finally {
+      s.stop();
     }
   });
 });
