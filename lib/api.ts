@@ -130,7 +130,9 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!registry.get(name)) return c.json({ error: `group "${name}" does not exist` }, 404);
     const b = await body(c, UpdateGroupBody);
     if (!b.ok) return b.res;
-    const old = registry.get(name)!;
+    // Looked up again once the body has been read: the group may have been deleted meanwhile.
+    const old = registry.get(name);
+    if (!old) return c.json({ error: `group "${name}" does not exist` }, 404);
     const limits =
       b.value.maxApps === undefined && b.value.allowPorts === undefined
         ? undefined
@@ -145,14 +147,16 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
   app.post("/api/groups/:name/token", async (c) => {
     if (role(c) !== "admin") return unauthorized(c);
     const name = c.req.param("name");
+    if (!registry.get(name)) return c.json({ error: `group "${name}" does not exist` }, 404);
+    const b = await body(c, NewTokenBody, {});
+    if (!b.ok) return b.res;
+    // Looked up again once the body has been read: the group may have been deleted meanwhile.
     const g = registry.get(name);
     if (!g) return c.json({ error: `group "${name}" does not exist` }, 404);
     // server.toml would put its own token back at the next start.
     if (g.source === "config") return c.json({ error: `group "${name}" comes from server.toml: change its token there and restart the server` }, 409);
-    const b = await body(c, NewTokenBody, {});
-    if (!b.ok) return b.res;
     const token = b.value.token ?? Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
-    registry.setToken(name, token);
+    if (!registry.setToken(name, token)) return c.json({ error: `group "${name}" does not exist` }, 404);
     // A new token revokes the old one: whoever holds it, online now, is cut off with its streams.
     hub.tokenChanged(name);
     log.info("group token changed", { group: name });

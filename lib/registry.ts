@@ -243,10 +243,13 @@ export class Registry {
     return errors;
   }
 
-  /** Replaces a group's token (the caller checked that the group exists). */
-  setToken(name: string, token: string): void {
+  /** Replaces a group's token; false when there is no such group. */
+  setToken(name: string, token: string): boolean {
+    const old = this.#groups.get(name);
+    if (!old) return false;
     this.#db.run("UPDATE groups SET token = ? WHERE name = ?", [token, name]);
-    this.#groups.set(name, { ...this.#groups.get(name)!, token });
+    this.#groups.set(name, { ...old, token });
+    return true;
   }
 
   #setSource(name: string, source: GroupSource): void {

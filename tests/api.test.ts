@@ -536,6 +536,32 @@ describe("changes reach online sessions at once", () => {
     }
   });
 
+  test("a group deleted while a PUT or a token change is still sending its body is 404, and the registry stays whole", async () => {
+    for (const [method, path, payload] of [
+      ["POST", "/api/groups/racing/token", JSON.stringify({ token: "a-token-sent-slowly-0123456789" })],
+      ["PUT", "/api/groups/racing", JSON.stringify({ apps: [{ name: "b" }], maxApps: 3 })],
+    ] as const) {
+      expect((await call(server, "POST", "/api/groups", { body: { name: "racing", token: TOKEN, apps: [{ name: "a" }] } })).status).toBe(201);
+      groupTokens.add("a-token-sent-slowly-0123456789");
+      // Headers and half the body now; the rest once the group is gone.
+      const sock = net.connect({ port: server.apiPort, host: "127.0.0.1" });
+      let answer = "";
+      sock.on("data", (d: Buffer) => (answer += d.toString()));
+      const done = new Promise<void>((r) => sock.on("close", () => r()));
+      await new Promise<void>((r) => sock.once("connect", () => r()));
+      const half = Math.floor(payload.length / 2);
+      sock.write(`${method} ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${server.adminToken}\r\nContent-Type: application/json\r\nContent-Length: ${payload.length}\r\nConnection: close\r\n\r\n${payload.slice(0, half)}`);
+      expect((await call(server, "DELETE", "/api/groups/racing")).status).toBe(204);
+      sock.write(payload.slice(half));
+      await within(done, 5_000, "the answer");
+      expect(answer).toStartWith("HTTP/1.1 404");
+      expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4))).toEqual({ error: 'group "racing" does not exist' });
+      expect(answer).not.toContain("a-token-sent-slowly");
+      expect(server.hub.registry.get("racing")).toBeUndefined();
+      expect((await call(server, "GET", "/api/groups")).status).toBe(200);
+    }
+  });
+
   test("a group from server.toml keeps its token: changing it through the API is 409", async () => {
     const s = await testServer({ allowPorts: ALLOW, groups: [{ name: "fromconfig", token: TOKEN, apps: [{ name: "a" }] }] });
     try {
