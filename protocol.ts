@@ -82,6 +82,8 @@ export enum ErrorCode {
   UnknownApp = 15,
   HeartbeatTimeout = 16,
   Blocked = 17,
+  /** The group's token was changed: this client's token is no longer valid. */
+  TokenChanged = 18,
 }
 
 /** App transport types, as carried on the wire. */

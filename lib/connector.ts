@@ -351,6 +351,13 @@ export class Connector extends EventEmitter {
       this.stop();
       return false;
     }
+    if (code === ErrorCode.TokenChanged) {
+      // Retrying with the old token cannot succeed, and its failures would lock this address out (other groups' clients behind it too).
+      log.error("the group's token was changed on the server; put the new token in client.toml and start again", { group: this.config.group });
+      this.emit("fatal", message);
+      this.stop();
+      return false;
+    }
     const level = code === ErrorCode.AuthFailed ? "error" : "warn";
     log[level]("server closed the session", { group: this.config.group, reason: message, code: ErrorCode[code] ?? code });
     ep.destroy();

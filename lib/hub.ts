@@ -347,7 +347,7 @@ export class Hub implements SessionHost {
 
   /** A group's token changed: its session (logged in with the old one) ends, and its streams are cut. */
   tokenChanged(name: string): void {
-    this.#sessions.get(name)?.end(ErrorCode.AuthFailed, "the group's token was changed by the administrator");
+    this.#sessions.get(name)?.end(ErrorCode.TokenChanged, "the group's token was changed by the administrator");
     // The apps stay, and so do their counters.
     for (const [key, s] of this.#stats) if (key.startsWith(`${name}/`)) for (const user of [...s.streams]) user.reset();
   }

@@ -501,7 +501,8 @@ describe("changes reach online sessions at once", () => {
       user.write("hello");
       await within(echoed, 5_000, "an echo");
       const closed = new Promise<void>((r) => user.on("close", () => r()));
-      const offline = new Promise<string>((r) => connector.once("offline", r));
+      // The client stops for good: retrying with the old token would only lock its address out.
+      const fatal = new Promise<string>((r) => connector.once("fatal", r));
 
       const rotated = await call(server, "POST", "/api/groups/rotated/token", { raw: "" }); // no body: one is generated
       expect(rotated.status).toBe(200);
@@ -509,8 +510,9 @@ describe("changes reach online sessions at once", () => {
       const fresh = rotated.json.token as string;
       expect(fresh).toMatch(/^[A-Za-z0-9_-]{32}$/);
       await within(closed, 5_000, "the user's stream being cut");
-      await within(offline, 5_000, "the client going offline");
-      connector.stop();
+      expect(await within(fatal, 5_000, "the client stopping")).toBe("the group's token was changed by the administrator");
+      expect(logLines.some((l) => l.includes("the group's token was changed on the server; put the new token in client.toml"))).toBe(true);
+      expect(connector.online).toBe(false);
       // The app and its counters stay; only the token changed.
       const view = await call(server, "GET", "/api/groups/rotated");
       expect(view.json.apps[0]).toMatchObject({ name: "a", remotePort: port, bytesIn: 5, bytesOut: 5 });
@@ -577,6 +579,7 @@ describe("changes reach online sessions at once", () => {
 
 describe("persistence", () => {
   test("groups, tokens and ports survive a restart; a missing dataDir is created 0700, the database files 0600", async () => {
+    const CHANGED = "a-changed-token-kept-on-disk-0123";
     const parent = fs.mkdtempSync(os.tmpdir() + "/warren-");
     const dataDir = join(parent, "data", "registry");
     const echo = await echoApp();
@@ -589,6 +592,8 @@ describe("persistence", () => {
         created = await call(first, "POST", "/api/groups", { body: { name: "kept", token: TOKEN, apps: [{ name: "a" }, { name: "b", remotePort: 24680 }] } });
         expect(created.status).toBe(201);
         await call(first, "POST", "/api/groups", { body: { name: "also", apps: [] } });
+        // A changed token is stored too: "also" logs in with it after the restart, not with its first one.
+        expect((await call(first, "POST", "/api/groups/also/token", { body: { token: CHANGED } })).status).toBe(200);
       } finally {
         first.stop();
       }
@@ -608,6 +613,7 @@ describe("persistence", () => {
           ["a", portOf(created, "a")],
           ["b", 24680],
         ]);
+        expect(second.hub.registry.get("also")!.token).toBe(CHANGED);
         // The stored token still logs in, and the app is served on its old port.
         const { connector, apps } = await within(onlineClient(clientConfig(second, "kept", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }])), 10_000, "login after restart");
         try {
