@@ -28,9 +28,10 @@ export const LOGIN_TIMEOUT_MS = 10_000;
 /** How long dialing a local app may take before the user is told it is unreachable. */
 export const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
 /**
- * Connects to local apps in flight at once, abandoned ones included: Bun cannot cancel a connect,
+ * Connects to one local app in flight at once, abandoned ones included: Bun cannot cancel a connect,
  * so one given up after LOCAL_CONNECT_TIMEOUT_MS keeps its descriptor until the kernel gives up
- * (about 2 minutes for a local app that drops SYNs). Beyond this, users are refused at once.
+ * (about 2 minutes for a local app that drops SYNs). Beyond this, that app's users are refused at
+ * once; counted per app, so one app that swallows connects does not starve the others.
  */
 export const MAX_LOCAL_DIALS = 1024;
 /** First reconnect delay; it doubles per failure. */
@@ -154,8 +155,8 @@ export class Connector extends EventEmitter {
   readonly #maxWorkDials: number;
   readonly #maxWantedWork: number;
   readonly #maxLocalDials: number;
-  /** Connects to local apps the kernel has not finished (see MAX_LOCAL_DIALS). */
-  #localConnecting = 0;
+  /** Connects to each local app the kernel has not finished (see MAX_LOCAL_DIALS). */
+  readonly #localConnecting = new Map<string, number>();
 
   readonly #serverHandler: SocketHandler<Endpoint>;
   readonly #serverTls: TLSOptions | undefined;
@@ -496,9 +497,9 @@ export class Connector extends EventEmitter {
       return work.endWhenFlushed();
     }
     if (app.type === "udp") return this.#startUdp(work, app, pending);
-    if (this.#localConnecting >= this.#maxLocalDials) {
-      log.warn("too many connects to local apps unfinished; refusing a user", { app: appName, user: userAddr, limit: this.#maxLocalDials });
-      work.send(encode({ type: FrameType.WorkAck, ok: false, message: `too many connects to local apps unfinished (${this.#maxLocalDials})` }));
+    if ((this.#localConnecting.get(appName) ?? 0) >= this.#maxLocalDials) {
+      log.warn("too many connects to the local app unfinished; refusing a user", { app: appName, localAddr: app.localAddr, user: userAddr, limit: this.#maxLocalDials });
+      work.send(encode({ type: FrameType.WorkAck, ok: false, message: `too many connects to local app ${app.localAddr} unfinished (${this.#maxLocalDials})` }));
       return work.endWhenFlushed();
     }
     const local = new Endpoint();
@@ -535,10 +536,21 @@ export class Connector extends EventEmitter {
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `local app ${app.localAddr} is unreachable` }));
       work.endWhenFlushed();
     };
-    this.#localConnecting++;
-    const settled = () => void this.#localConnecting--;
-    // Settles when the kernel is done with the connect (open or error), however long after our own timeout.
-    Bun.connect<Endpoint>({ hostname: app.host, port: app.port, data: local, allowHalfOpen: true, socket: dialHandler }).then(settled, settled);
+    const counts = this.#localConnecting;
+    counts.set(appName, (counts.get(appName) ?? 0) + 1);
+    const settled = () => {
+      const n = counts.get(appName)! - 1;
+      if (n > 0) counts.set(appName, n);
+      else counts.delete(appName);
+    };
+    try {
+      // Settles when the kernel is done with the connect (open or error), however long after our own timeout.
+      Bun.connect<Endpoint>({ hostname: app.host, port: app.port, data: local, allowHalfOpen: true, socket: dialHandler }).then(settled, settled);
+    } catch (err) {
+      settled(); // a throw before any connect (not seen with checked addresses): nothing is in flight
+      log.warn("cannot connect to the local app", { app: appName, localAddr: app.localAddr, error: (err as Error).message });
+      local.destroy();
+    }
   }
 
   /** The server's StreamEnd: the user's bytes on work connection `seq` end after `bytes`. */

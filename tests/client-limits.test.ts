@@ -292,15 +292,22 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     expect(logs.some((l) => l.includes("local app unreachable") && l.includes(`localAddr=127.0.0.1:${hole.port}`))).toBe(true);
   });
 
-  test("MAX_LOCAL_DIALS: a connect given up on still counts until the kernel ends it, and users beyond the cap are refused at once", async () => {
+  test("MAX_LOCAL_DIALS: a connect given up on still counts until the kernel ends it; that app's users beyond the cap are refused at once, other apps' are served", async () => {
     const hole = await blackHole();
     cleanup.push(() => hole.close());
-    const hub = await plainHub((control) => control.write(openWork(2)));
-    const c = connector(hub.port, { localConnectTimeoutMs: 200, maxLocalDials: 1 }, `127.0.0.1:${hole.port}`);
+    const hub = await plainHub((control) => control.write(openWork(3)));
+    const c = new Connector(
+      clientConfig({ controlPort: hub.port }, "g", [
+        { name: "a", localAddr: `127.0.0.1:${hole.port}` },
+        { name: "b", localAddr: `127.0.0.1:${echo.port}` },
+      ]),
+      { localConnectTimeoutMs: 200, maxLocalDials: 1 },
+    );
+    cleanup.push(() => c.stop());
     c.start();
-    await hub.watch.until(() => hub.works.length === 2, "two work hellos");
-    const [first, second] = hub.works as [WorkConn, WorkConn];
-    const start = (w: WorkConn) => w.sock.write(withMagic(encode({ type: FrameType.StartWork, app: "a", userAddr: "192.0.2.7:40000", publicAddr: "127.0.0.1:6000" })));
+    await hub.watch.until(() => hub.works.length === 3, "three work hellos");
+    const [first, second, third] = hub.works as [WorkConn, WorkConn, WorkConn];
+    const start = (w: WorkConn, app = "a") => w.sock.write(withMagic(encode({ type: FrameType.StartWork, app, userAddr: "192.0.2.7:40000", publicAddr: "127.0.0.1:6000" })));
     start(first);
     await hub.watch.until(() => first.frames.length > 0, "the first WorkAck", 3000);
     expect(first.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: `local app 127.0.0.1:${hole.port} is unreachable` }]);
@@ -308,9 +315,13 @@ describe("local connect timeout (LOCAL_CONNECT_TIMEOUT_MS)", () => {
     const t0 = performance.now();
     start(second);
     await hub.watch.until(() => second.frames.length > 0, "the second WorkAck", 3000);
-    expect(second.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: "too many connects to local apps unfinished (1)" }]);
+    expect(second.frames).toEqual([{ type: FrameType.WorkAck, ok: false, message: `too many connects to local app 127.0.0.1:${hole.port} unfinished (1)` }]);
     expect(performance.now() - t0).toBeLessThan(200); // at once, not after another connect timeout
-    expect(logs.some((l) => l.includes("too many connects to local apps unfinished") && l.includes("limit=1"))).toBe(true);
+    expect(logs.some((l) => l.includes("too many connects to the local app unfinished") && l.includes("app=a") && l.includes("limit=1"))).toBe(true);
+    // The cap is per app: app b's users are served meanwhile.
+    start(third, "b");
+    await hub.watch.until(() => third.frames.length > 0, "app b's WorkAck", 3000);
+    expect(third.frames[0]).toEqual({ type: FrameType.WorkAck, ok: true, message: "" });
   });
 
   test("MAX_LOCAL_DIALS: a connect that completes gives its place back", async () => {
