@@ -28,6 +28,7 @@ export function sourceKey(address: string): string {
   return `${parts.map((p) => p.toString(16)).join(":")}::/${IPV6_SOURCE_PREFIX}`;
 }
 
+/** Times are performance.now() (monotonic): a wall-clock step neither lifts a block nor stretches one. */
 interface Record {
   failures: number[];
   blockedUntil: number;
@@ -49,13 +50,13 @@ export class LoginGuard {
   }
 
   /** Whether logins from `address` (its IPv6 /64) are refused now. */
-  blocked(address: string, now = Date.now()): boolean {
+  blocked(address: string, now = performance.now()): boolean {
     const r = this.#by.get(sourceKey(address));
     return !!r && r.blockedUntil > now;
   }
 
   /** Records a failed login; blocks the address (its IPv6 /64) at the limit (logged once per block). */
-  fail(address: string, where: string, now = Date.now()): void {
+  fail(address: string, where: string, now = performance.now()): void {
     const key = sourceKey(address);
     let r = this.#by.get(key);
     if (r) this.#by.delete(key); // re-insert: Map order is recency order

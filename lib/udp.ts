@@ -66,7 +66,8 @@ class DropLog {
     const now = Date.now();
     if (now - this.#last >= dropLog.intervalMs) return this.#print(now);
     // Drops that stop within the interval must still be told: once it ends (unref'd: it never holds a stopping process).
-    this.#tail ??= setTimeout(() => this.#print(Date.now()), this.#last + dropLog.intervalMs - now).unref();
+    // At most one interval away, even after the wall clock stepped back (these times are for log lines only).
+    this.#tail ??= setTimeout(() => this.#print(Date.now()), Math.min(dropLog.intervalMs, this.#last + dropLog.intervalMs - now)).unref();
   }
   #print(now: number): void {
     if (this.#tail) clearTimeout(this.#tail);
@@ -187,7 +188,7 @@ export class UdpPublic {
       if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
       this.stats.connections = this.#peers.size + 1;
     }
-    this.#peers.set(key, Date.now());
+    this.#peers.set(key, performance.now());
     if (!this.#batcher.add(address, port, payload)) return this.#drop(this.work && !this.work.closed ? "work connection backed up" : "no work connection");
     this.stats.bytesIn += payload.length; // relayed bytes only: a dropped datagram counts in `dropped`
   }
@@ -236,7 +237,7 @@ export class UdpPublic {
   }
 
   #expire(): void {
-    const deadline = Date.now() - this.idleMs;
+    const deadline = performance.now() - this.idleMs;
     for (const [key, seen] of this.#peers) if (seen < deadline) this.#peers.delete(key);
     this.stats.connections = this.#peers.size;
   }
@@ -271,7 +272,7 @@ export class UdpLocal {
   readonly #batcher: DatagramBatcher;
   readonly #drops: DropLog;
   readonly #sweep: Timer;
-  #now = Date.now();
+  #now = performance.now();
 
   constructor(
     work: Endpoint,
@@ -287,7 +288,7 @@ export class UdpLocal {
 
   /** Feeds bytes from the work connection. */
   push(chunk: Uint8Array): ProtocolError | null {
-    this.#now = Date.now();
+    this.#now = performance.now();
     return this.reader.push(chunk);
   }
 
@@ -323,7 +324,7 @@ export class UdpLocal {
       connect: { hostname: this.app.host, port: this.app.port },
       socket: {
         data: (_s, reply) => {
-          peer.lastSeen = Date.now();
+          peer.lastSeen = performance.now();
           if (reply.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
           if (!this.#batcher.add(address, port, reply)) this.#drop("work connection backed up");
         },
@@ -373,7 +374,7 @@ export class UdpLocal {
   }
 
   #expire(): void {
-    const deadline = Date.now() - this.idleMs;
+    const deadline = performance.now() - this.idleMs;
     for (const [key, p] of this.#peers) {
       if (p.lastSeen < deadline) {
         this.counters.expired++;

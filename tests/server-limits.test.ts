@@ -3,7 +3,7 @@
  * tracked-address cap, users waiting for a work connection, unfinished handshakes, the size
  * of one work request and its timeout, and the apps one login may declare.
  */
-import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, describe, expect, setSystemTime, test } from "bun:test";
 import net from "node:net";
 import { LOGIN_BLOCK_S, LOGIN_FAILURE_WINDOW_S, LoginGuard, MAX_TRACKED_ADDRESSES, sourceKey } from "../lib/guard.ts";
 import { MAX_DECLARED_APPS, MAX_PENDING_HANDSHAKES } from "../lib/hub.ts";
@@ -212,6 +212,19 @@ describe("login lockout (LoginGuard, explicit clock)", () => {
     expect(guard.tracked).toBe(MAX_TRACKED_ADDRESSES);
     expect(guard.blocked("b-0", 1)).toBe(false);
     expect(guard.blocked("b-1", 1)).toBe(true);
+  });
+
+  test("a block is timed on the monotonic clock: a wall-clock step forward does not lift it", () => {
+    const guard = new LoginGuard(2, 60_000, 60_000);
+    guard.fail("192.0.2.50", "test");
+    guard.fail("192.0.2.50", "test");
+    expect(guard.blocked("192.0.2.50")).toBe(true);
+    try {
+      setSystemTime(new Date(Date.now() + 3_600_000)); // an hour ahead
+      expect(guard.blocked("192.0.2.50")).toBe(true);
+    } finally {
+      setSystemTime();
+    }
   });
 
   test("IPv6 sources count per /64 (one host or subscriber), IPv4 per address, mapped IPv4 as IPv4", () => {
