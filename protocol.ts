@@ -694,7 +694,8 @@ export interface ProxyEnd {
 
 function ipv4Bytes(s: string): number[] | null {
   const parts = s.split(".");
-  if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) <= 255)) return null;
+  // Leading zeros are refused: "010" is octal to some parsers and decimal to others.
+  if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)) return null;
   return parts.map(Number);
 }
 
@@ -720,14 +721,33 @@ function ipv6Bytes(s: string): number[] | null {
   return out;
 }
 
-/** An address as PROXY sees it: IPv4 (IPv4-mapped IPv6 included) or IPv6, with its bytes and text; null when malformed. */
+/** The RFC 5952 text of 16 address bytes: lowercase, no leading zeros, the longest run of two or more zero words as "::". */
+function ipv6Text(b: number[]): string {
+  const words = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    let j = i;
+    while (j < 8 && words[j] === 0) j++;
+    if (j - i > bestLen) [best, bestLen] = [i, j - i];
+    i = j === i ? i + 1 : j;
+  }
+  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(":");
+  return best < 0 ? hex(words) : `${hex(words.slice(0, best))}::${hex(words.slice(best + bestLen))}`;
+}
+
+/**
+ * An address as PROXY sees it: IPv4 (IPv4-mapped IPv6 included) or IPv6, with its bytes and its
+ * text written afresh from them (readers parse it with inet_pton: no leading zeros, no zone); null when malformed.
+ */
 function proxyAddress(ip: string): { v6: boolean; bytes: number[]; text: string } | null {
-  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  if (mapped) ip = mapped[1]!;
   const v4 = ipv4Bytes(ip);
-  if (v4) return { v6: false, bytes: v4, text: ip };
+  if (v4) return { v6: false, bytes: v4, text: v4.join(".") };
   const v6 = ipv6Bytes(ip);
-  return v6 ? { v6: true, bytes: v6, text: ip.toLowerCase() } : null;
+  if (!v6) return null;
+  // IPv4-mapped (::ffff:a.b.c.d or ::ffff:xxxx:xxxx): an IPv4 user on a dual-stack listener.
+  if (v6.slice(0, 10).every((x) => x === 0) && v6[10] === 0xff && v6[11] === 0xff) return { v6: false, bytes: v6.slice(12), text: v6.slice(12).join(".") };
+  return { v6: true, bytes: v6, text: ipv6Text(v6) };
 }
 
 /**

@@ -610,8 +610,8 @@ function hostPort(ip: string, port: number): string {
   return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
 }
 
-/** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::): a listener bound to it is reached at it. */
+/** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::, no zone): a listener bound to it is reached at it. */
 function specificIp(addr: string): boolean {
   if (/^\d{1,3}(\.\d{1,3}){3}$/.test(addr)) return addr !== "0.0.0.0";
-  return addr.includes(":") && !/^[0:]*$/.test(addr);
+  return addr.includes(":") && !addr.includes("%") && !/^[0:]*$/.test(addr);
 }
