@@ -51,10 +51,14 @@ function line(level: LogLevel, text: string): string {
   return `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
 }
 
-/** Whether a warning or error may be printed now; counts it when it may not, and reports the count once its window ends. */
-function admit(level: LogLevel, msg: string): boolean {
+/**
+ * Whether a warning or error may be printed now; counts it when it may not, and reports the count once its window ends.
+ * Bursts are per message and per group and app, so that one app's flood does not hide another's diagnostics.
+ */
+function admit(level: LogLevel, msg: string, fields: Record<string, unknown>): boolean {
   const now = performance.now();
-  const key = `${level} ${msg}`;
+  const scope = fmt({ group: fields.group, app: fields.app });
+  const key = `${level} ${msg}${scope}`;
   let b = bursts.get(key);
   if (!b || now - b.start >= logRate.windowMs) {
     if (!b && bursts.size >= MAX_TRACKED_MESSAGES) bursts.clear();
@@ -67,9 +71,10 @@ function admit(level: LogLevel, msg: string): boolean {
   }
   if (b.suppressed++ === 0) {
     const burst = b;
+    const to = sink; // the report goes where the lines it counts would have gone
     // Unref'd: a pending report never keeps a stopping process alive.
     setTimeout(() => {
-      sink(line(level, `${burst.suppressed} more "${msg}" lines in ${logRate.windowMs / 1000} s were not printed`));
+      to(line(level, `${burst.suppressed} more "${msg}" lines${scope ? ` for${scope}` : ""} in ${logRate.windowMs / 1000} s were not printed`));
       if (bursts.get(key) === burst) bursts.delete(key);
     }, burst.start + logRate.windowMs - now).unref();
   }
@@ -78,7 +83,7 @@ function admit(level: LogLevel, msg: string): boolean {
 
 function emit(level: LogLevel, msg: string, fields: Record<string, unknown>): void {
   if (RANK[level] < threshold) return;
-  if (RANK[level] >= RANK.warn && !admit(level, msg)) return;
+  if (RANK[level] >= RANK.warn && !admit(level, msg, fields)) return;
   sink(line(level, `${msg}${fmt(fields)}`));
 }
 

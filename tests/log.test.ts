@@ -63,6 +63,16 @@ test("each message has its own burst and report; info lines are never limited", 
   expect(error).toContain(`ERROR ${50 - LOG_BURST} more`);
 });
 
+test("bursts are per group and app too: one app's flood does not hide another app's lines, and its report names it", async () => {
+  logRate.windowMs = 100;
+  const report = next(/more "app cannot be served" lines for group=g app=noisy/);
+  for (let i = 0; i < 40; i++) log.warn("app cannot be served", { group: "g", app: "noisy", reason: `port ${i}` });
+  log.warn("app cannot be served", { group: "g", app: "quiet", reason: "port 1" });
+  expect(lines.filter((l) => l.includes("app=noisy")).length).toBe(LOG_BURST);
+  expect(lines.at(-1)).toContain("app=quiet");
+  expect(await report).toContain(`${40 - LOG_BURST} more "app cannot be served" lines for group=g app=noisy in 0.1 s were not printed`);
+});
+
 test("a message that stays under the burst is printed in full and leaves no report", async () => {
   logRate.windowMs = 50;
   for (let i = 0; i < LOG_BURST; i++) log.warn("heartbeat timeout; dropping session", { n: i });
