@@ -675,6 +675,11 @@ export class DatagramReader {
 // the client writes to a local app before the user's bytes, so that the app (nginx, HAProxy,
 // Postfix, ...) learns the user's address. Version 1 is one text line, version 2 binary.
 
+/** An address as StartWork carries it: "ip:port", or "[ip]:port" for IPv6 (the form config.ts's parseHostPort reads). */
+export function hostPort(ip: string, port: number): string {
+  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
 /** The PROXY protocol versions an app may ask for. */
 export type ProxyVersion = "v1" | "v2";
 const PROXY_V2_SIGNATURE = [0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a];

@@ -5,7 +5,7 @@
  * when the stream has ended both ways (StreamEnd each way, then WorkFree).
  */
 import type { TCPSocketListener } from "bun";
-import { encode, ErrorCode, FrameReader, FrameType, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
+import { encode, ErrorCode, FrameReader, FrameType, hostPort, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
 import { chain, Endpoint, holdUntilNextPoll, relayHandler, sockets, type Counters } from "./relay.ts";
@@ -604,11 +604,6 @@ function sameServing(a: AppRecord, b: AppRecord): boolean {
   return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }
 
-
-/** "ip:port", or "[ip]:port" for IPv6: the form parseHostPort reads. */
-function hostPort(ip: string, port: number): string {
-  return ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`;
-}
 
 /** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::, no zone): a listener bound to it is reached at it. */
 function specificIp(addr: string): boolean {
