@@ -35,7 +35,7 @@ function fmt(fields: Record<string, unknown>): string {
 export const LOG_BURST = 20;
 /** The window of LOG_BURST: a flood of bad connections (each one a warning) must not flood the log or the disk behind it. */
 export const LOG_WINDOW_MS = 10_000;
-/** Distinct messages whose bursts are tracked at once. Messages are constant strings, so this is a guard, not a tuning knob. */
+/** Bursts (message, group and app) tracked at once; beyond it, a message's lines share one burst whatever their app. */
 const MAX_TRACKED_MESSAGES = 1_000;
 /** The rate limit in force: LOG_BURST per LOG_WINDOW_MS, lowered only by tests. */
 export const logRate = { burst: LOG_BURST, windowMs: LOG_WINDOW_MS };
@@ -51,17 +51,32 @@ function line(level: LogLevel, text: string): string {
   return `${new Date().toISOString()} ${level.toUpperCase().padEnd(5)} ${text}`;
 }
 
+/** Forgets bursts whose window has ended with nothing held back (those with a pending report go when it is sent). */
+function forgetEnded(now: number): void {
+  for (const [key, b] of bursts) if (b.suppressed === 0 && now - b.start >= logRate.windowMs) bursts.delete(key);
+}
+
 /**
  * Whether a warning or error may be printed now; counts it when it may not, and reports the count once its window ends.
- * Bursts are per message and per group and app, so that one app's flood does not hide another's diagnostics.
+ * A message that names an app has a burst per group and app, so that one app's flood does not hide another's
+ * diagnostics. Only those: app names come from the registry, while the group of a failed login is whatever a
+ * stranger sent, and a spray of made-up names must not earn a burst each.
  */
 function admit(level: LogLevel, msg: string, fields: Record<string, unknown>): boolean {
   const now = performance.now();
-  const scope = fmt({ group: fields.group, app: fields.app });
-  const key = `${level} ${msg}${scope}`;
+  let scope = fields.app === undefined ? "" : fmt({ group: fields.group, app: fields.app });
+  let key = `${level} ${msg}${scope}`;
   let b = bursts.get(key);
+  if (!b && bursts.size >= MAX_TRACKED_MESSAGES) {
+    forgetEnded(now);
+    if (bursts.size >= MAX_TRACKED_MESSAGES) {
+      // Still full: this line joins its message's shared burst (messages are constant strings, so these are few).
+      scope = "";
+      key = `${level} ${msg}`;
+      b = bursts.get(key);
+    }
+  }
   if (!b || now - b.start >= logRate.windowMs) {
-    if (!b && bursts.size >= MAX_TRACKED_MESSAGES) bursts.clear();
     b = { start: now, printed: 0, suppressed: 0 };
     bursts.set(key, b);
   }
@@ -73,9 +88,10 @@ function admit(level: LogLevel, msg: string, fields: Record<string, unknown>): b
     const burst = b;
     const to = sink; // the report goes where the lines it counts would have gone
     // Unref'd: a pending report never keeps a stopping process alive.
+    const [reportScope, reportKey] = [scope, key];
     setTimeout(() => {
-      to(line(level, `${burst.suppressed} more "${msg}" lines${scope ? ` for${scope}` : ""} in ${logRate.windowMs / 1000} s were not printed`));
-      if (bursts.get(key) === burst) bursts.delete(key);
+      to(line(level, `${burst.suppressed} more "${msg}" lines${reportScope ? ` for${reportScope}` : ""} in ${logRate.windowMs / 1000} s were not printed`));
+      if (bursts.get(reportKey) === burst) bursts.delete(reportKey);
     }, burst.start + logRate.windowMs - now).unref();
   }
   return false;

@@ -73,6 +73,16 @@ test("bursts are per group and app too: one app's flood does not hide another ap
   expect(await report).toContain(`${40 - LOG_BURST} more "app cannot be served" lines for group=g app=noisy in 0.1 s were not printed`);
 });
 
+test("a spray of made-up group names in failed logins shares one burst; a spray of app names falls back to one once MAX_TRACKED_MESSAGES are tracked", () => {
+  for (let i = 0; i < 2000; i++) log.warn("login failed", { group: `guess-${i}`, from: "192.0.2.1:1", reason: "unknown group" });
+  expect(lines.filter((l) => l.includes("login failed")).length).toBe(LOG_BURST);
+  // App names come from the registry, but even many of them cannot grow the tracking without bound.
+  for (let i = 0; i < 3000; i++) log.warn("app cannot be served", { group: "g", app: `a${i}` });
+  const printed = lines.filter((l) => l.includes("app cannot be served")).length;
+  // One line for each of the first apps tracked (the login burst holds one place), then the shared burst's.
+  expect(printed).toBe(1000 - 1 + LOG_BURST);
+});
+
 test("a message that stays under the burst is printed in full and leaves no report", async () => {
   logRate.windowMs = 50;
   for (let i = 0; i < LOG_BURST; i++) log.warn("heartbeat timeout; dropping session", { n: i });
