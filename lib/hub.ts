@@ -68,6 +68,7 @@ export interface AppView {
   deniedConnections: number;
   overLimitConnections: number;
   droppedDatagrams: number;
+  queueFullConnections: number;
 }
 
 /** Live state of one group, as the API shows it. */
@@ -311,7 +312,7 @@ export class Hub implements SessionHost {
   statsFor(group: string, app: string): AppStats {
     const key = `${group}/${app}`;
     let s = this.#stats.get(key);
-    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, streams: new Set() }));
+    if (!s) this.#stats.set(key, (s = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, streams: new Set() }));
     return s;
   }
 
@@ -386,6 +387,7 @@ export class Hub implements SessionHost {
           deniedConnections: st?.denied ?? 0,
           overLimitConnections: st?.overLimit ?? 0,
           droppedDatagrams: st?.dropped ?? 0,
+          queueFullConnections: st?.queueFull ?? 0,
         };
       }),
     };

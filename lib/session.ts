@@ -39,6 +39,8 @@ export interface AppStats extends Counters {
   overLimit: number;
   /** UDP datagrams dropped: too large, no or a backed-up work connection, replies to peers that never sent. */
   dropped: number;
+  /** Users refused because maxPendingUsers were already waiting for a work connection. */
+  queueFull: number;
 }
 
 /** What a session needs from the server around it. */
@@ -338,6 +340,7 @@ export class Session {
     // Hold the user's bytes in the kernel until a work connection is bound.
     user.pause();
     if (this.#waiting.length >= this.host.maxPendingUsers) {
+      this.host.statsFor(this.group.name, app).queueFull++;
       log.warn("too many users waiting for a work connection; refusing", { group: this.group.name, app, limit: this.host.maxPendingUsers });
       return user.destroy();
     }

@@ -269,6 +269,7 @@ describe("users waiting for a work connection (maxPendingUsers)", () => {
     // The refused user asked for no work connection (by now it would have arrived), and was logged once with the limit.
     expect(control.pending()).toBe(0);
     expect(logs.filter((l) => l.includes("too many users waiting") && l.includes("limit=2")).length).toBe(1);
+    expect(s.hub.view(s.hub.registry.get("lazy")!).apps[0]).toMatchObject({ queueFullConnections: 1, overLimitConnections: 0 });
     expect(logs.filter((l) => l.includes("no work connection within userConnTimeout")).length).toBe(2);
   });
 });
