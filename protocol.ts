@@ -22,6 +22,7 @@
  * connection still ends its direction (used once the control connection is
  * gone); a reset still resets the stream.
  */
+import ipaddr from "ipaddr.js";
 
 /** Protocol version carried in the last byte of MAGIC. */
 export const PROTOCOL_VERSION = 4;
@@ -562,6 +563,14 @@ export function randomBytes(n: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(n));
 }
 
+/** Random bytes of a generated token (group or admin): 192 bits, 32 base64url characters. */
+const GENERATED_TOKEN_BYTES = 24;
+
+/** A new random token, for a group created or changed without one and for a generated admin token. */
+export function generateToken(): string {
+  return Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
+}
+
 // ---------------------------------------------------------------------------
 // UDP datagrams on a work connection, after StartWork and WorkAck:
 // `addrLen u8 | address (ASCII) | port u16 | length u16 | payload`.
@@ -697,62 +706,15 @@ export interface ProxyEnd {
   readonly port: number;
 }
 
-function ipv4Bytes(s: string): number[] | null {
-  const parts = s.split(".");
-  // Leading zeros are refused: "010" is octal to some parsers and decimal to others.
-  if (parts.length !== 4 || !parts.every((p) => /^(0|[1-9]\d{0,2})$/.test(p) && Number(p) <= 255)) return null;
-  return parts.map(Number);
-}
-
-function ipv6Bytes(s: string): number[] | null {
-  let v4: number[] | null = null;
-  if (s.includes(".")) {
-    const at = s.lastIndexOf(":");
-    v4 = ipv4Bytes(s.slice(at + 1));
-    if (!v4) return null;
-    s = `${s.slice(0, at + 1)}0:0`; // two words in place of the dotted tail
-  }
-  const halves = s.split("::");
-  if (halves.length > 2) return null;
-  const words = (h: string) => (h === "" ? [] : h.split(":").map((w) => (/^[0-9a-f]{1,4}$/i.test(w) ? parseInt(w, 16) : NaN)));
-  const head = words(halves[0]!);
-  const tail = halves.length === 2 ? words(halves[1]!) : [];
-  const zeros = 8 - head.length - tail.length;
-  if (halves.length === 1 ? zeros !== 0 : zeros < 1) return null;
-  const all = [...head, ...new Array<number>(halves.length === 2 ? zeros : 0).fill(0), ...tail];
-  if (all.some(Number.isNaN)) return null;
-  const out = all.flatMap((w) => [w >> 8, w & 0xff]);
-  if (v4) out.splice(12, 4, ...v4);
-  return out;
-}
-
-/** The RFC 5952 text of 16 address bytes: lowercase, no leading zeros, the longest run of two or more zero words as "::". */
-function ipv6Text(b: number[]): string {
-  const words = Array.from({ length: 8 }, (_, i) => (b[2 * i]! << 8) | b[2 * i + 1]!);
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) [best, bestLen] = [i, j - i];
-    i = j === i ? i + 1 : j;
-  }
-  const hex = (ws: number[]) => ws.map((w) => w.toString(16)).join(":");
-  return best < 0 ? hex(words) : `${hex(words.slice(0, best))}::${hex(words.slice(best + bestLen))}`;
-}
-
 /**
- * An address as PROXY sees it: IPv4 (IPv4-mapped IPv6 included) or IPv6, with its bytes and its
- * text written afresh from them (readers parse it with inet_pton: no leading zeros, no zone); null when malformed.
+ * An address as PROXY sees it: IPv4 (IPv4-mapped IPv6 included) or IPv6, with its bytes and its text
+ * written afresh from them (RFC 5952; readers parse it with inet_pton); null when it is not one. Leading
+ * zeros ("010" is octal to some parsers, decimal to others) and zone ids are refused.
  */
 function proxyAddress(ip: string): { v6: boolean; bytes: number[]; text: string } | null {
-  const v4 = ipv4Bytes(ip);
-  if (v4) return { v6: false, bytes: v4, text: v4.join(".") };
-  const v6 = ipv6Bytes(ip);
-  if (!v6) return null;
-  // IPv4-mapped (::ffff:a.b.c.d or ::ffff:xxxx:xxxx): an IPv4 user on a dual-stack listener.
-  if (v6.slice(0, 10).every((x) => x === 0) && v6[10] === 0xff && v6[11] === 0xff) return { v6: false, bytes: v6.slice(12), text: v6.slice(12).join(".") };
-  return { v6: true, bytes: v6, text: ipv6Text(v6) };
+  if (!ipaddr.IPv4.isValidFourPartDecimal(ip) && (ip.includes("%") || !ipaddr.IPv6.isValid(ip))) return null;
+  const a = ipaddr.process(ip); // an IPv4 user on a dual-stack listener comes as ::ffff:a.b.c.d
+  return { v6: a.kind() === "ipv6", bytes: a.toByteArray(), text: a.toString() };
 }
 
 /**

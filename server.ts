@@ -11,7 +11,7 @@ import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
 import { Registry } from "./lib/registry.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
-import { randomBytes } from "./protocol.ts";
+import { generateToken } from "./protocol.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -48,7 +48,7 @@ async function adminToken(config: ServerConfig, print: (line: string) => void): 
     if (stored.length < 16) throw new Error(`${file} holds no usable admin token (fewer than 16 characters): delete it to generate a new one, or set adminToken`);
     return stored;
   }
-  const token = Buffer.from(randomBytes(24)).toString("base64url");
+  const token = generateToken();
   if (config.dataDir !== ":memory:") {
     await writeNew(file, token + "\n", { private: true });
     print(`Generated an admin token, stored in ${file} (mode 0600). It is shown this once:\n\n    ${token}\n`);

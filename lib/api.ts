@@ -6,7 +6,7 @@ import { Hono, type Context } from "hono";
 import * as v from "valibot";
 import type { Server } from "bun";
 import { GroupLimits, issueKey, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
-import { proofEquals, randomBytes } from "../protocol.ts";
+import { generateToken, proofEquals } from "../protocol.ts";
 import type { Hub } from "./hub.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, GroupSource, RegistryError } from "./registry.ts";
@@ -28,8 +28,6 @@ export const UpdateGroupBody = v.strictObject({
 });
 /** Body of POST /api/groups/:name/token (may be empty): the new token, or none to have one generated. */
 export const NewTokenBody = v.strictObject({ token: v.optional(TokenSchema) });
-/** Random bytes of a generated group token (base64url: 32 characters). */
-const GENERATED_TOKEN_BYTES = 24;
 
 function sameSecret(given: string, expected: string | undefined): boolean {
   if (!expected) return false;
@@ -103,7 +101,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!who) return unauthorized(c);
     const b = await body(c, CreateGroupBody);
     if (!b.ok) return b.res;
-    const token = b.value.token ?? Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
+    const token = b.value.token ?? generateToken();
     const source: GroupSource = who === "admin" ? "api" : "client";
     const res = registry.create(b.value.name, token, source, b.value.apps, { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts });
     if (!res.ok) return registryError(c, res.error);
@@ -155,7 +153,7 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!g) return c.json({ error: `group "${name}" does not exist` }, 404);
     // server.toml would put its own token back at the next start.
     if (g.source === "config") return c.json({ error: `group "${name}" comes from server.toml: change its token there and restart the server` }, 409);
-    const token = b.value.token ?? Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
+    const token = b.value.token ?? generateToken();
     if (!registry.setToken(name, token)) return c.json({ error: `group "${name}" does not exist` }, 404);
     // A new token revokes the old one: whoever holds it, online now, is cut off with its streams.
     hub.tokenChanged(name);

@@ -345,16 +345,14 @@ export class Connector extends EventEmitter {
   }
 
   #serverError(ep: Endpoint, code: ErrorCode, message: string): boolean {
-    if (code === ErrorCode.SessionReplaced) {
-      // Another client logged in as this group: fighting it would flap both.
-      log.error("another client logged in as this group; stopping", { group: this.config.group, detail: message });
-      this.emit("fatal", message);
-      this.stop();
-      return false;
-    }
-    if (code === ErrorCode.TokenChanged) {
-      // Retrying with the old token cannot succeed, and its failures would lock this address out (other groups' clients behind it too).
-      log.error("the group's token was changed on the server; put the new token in client.toml and start again", { group: this.config.group });
+    // Errors after which retrying cannot help. Another client logged in as this group: fighting it would flap both.
+    // The token was changed: the old one can only fail, and its failures would lock this address out (other groups' clients behind it too).
+    const fatal =
+      code === ErrorCode.SessionReplaced ? "another client logged in as this group; stopping"
+      : code === ErrorCode.TokenChanged ? "the group's token was changed on the server; put the new token in client.toml and start again"
+      : null;
+    if (fatal) {
+      log.error(fatal, { group: this.config.group, detail: message });
       this.emit("fatal", message);
       this.stop();
       return false;

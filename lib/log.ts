@@ -88,10 +88,9 @@ function admit(level: LogLevel, msg: string, fields: Record<string, unknown>): b
     const burst = b;
     const to = sink; // the report goes where the lines it counts would have gone
     // Unref'd: a pending report never keeps a stopping process alive.
-    const [reportScope, reportKey] = [scope, key];
     setTimeout(() => {
-      to(line(level, `${burst.suppressed} more "${msg}" lines${reportScope ? ` for${reportScope}` : ""} in ${logRate.windowMs / 1000} s were not printed`));
-      if (bursts.get(reportKey) === burst) bursts.delete(reportKey);
+      to(line(level, `${burst.suppressed} more "${msg}" lines${scope ? ` for${scope}` : ""} in ${logRate.windowMs / 1000} s were not printed`));
+      if (bursts.get(key) === burst) bursts.delete(key);
     }, burst.start + logRate.windowMs - now).unref();
   }
   return false;

@@ -607,7 +607,6 @@ function sameServing(a: AppRecord, b: AppRecord): boolean {
   return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }
 
-
 /** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::, no zone): a listener bound to it is reached at it. */
 function specificIp(addr: string): boolean {
   if (/^\d{1,3}(\.\d{1,3}){3}$/.test(addr)) return addr !== "0.0.0.0";

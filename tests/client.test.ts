@@ -4,7 +4,7 @@ import net from "node:net";
 import { backoffDelay, BACKOFF_MAX_MS, Connector } from "../lib/connector.ts";
 import { setLogSink } from "../lib/log.ts";
 import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";
-import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
+import { clientConfig, createGroup, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const echo = await echoApp();
 const cleanup: (() => void)[] = [];
@@ -120,11 +120,7 @@ describe("liveness", () => {
   test("a step of the wall clock (a time sync, a resumed VM) drops no session on either side", async () => {
     const server = await testServer({ heartbeatTimeout: 0.5 });
     cleanup.push(() => server.stop());
-    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${server.adminToken}` },
-      body: JSON.stringify({ name: "steady", token: TOKEN, apps: [{ name: "a" }] }),
-    });
+    await createGroup(server, "steady", ["a"]);
     const cfg = clientConfig(server, "steady", [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }], { heartbeatInterval: 0.1, heartbeatTimeout: 0.5 });
     const { connector, apps } = await onlineClient(cfg);
     cleanup.push(() => connector.stop());

@@ -23,6 +23,17 @@ export function testServer(overrides: Record<string, unknown> = {}, tls?: TlsMat
   return startServer(config, "test", () => {}, tls);
 }
 
+/** Registers group `name` (token TOKEN) with apps of these names through the admin API; returns the HTTP status (201 when created). */
+export async function createGroup(server: { apiPort: number; adminToken: string }, name: string, apps: string[]): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+    method: "POST",
+    headers: { authorization: `Bearer ${server.adminToken}` },
+    body: JSON.stringify({ name, token: TOKEN, apps: apps.map((a) => ({ name: a })) }),
+  });
+  await res.body?.cancel();
+  return res.status;
+}
+
 /** A client config for an in-process server. */
 export function clientConfig(server: { controlPort: number }, group: string, apps: { name: string; localAddr: string; type?: "tcp" | "udp"; remotePort?: number }[], extra: Record<string, unknown> = {}): ClientConfig {
   return validate(ClientConfigSchema, { serverAddr: "127.0.0.1", serverPort: server.controlPort, group, token: TOKEN, logLevel: "warn", apps, ...extra }, "test");

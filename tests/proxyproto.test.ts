@@ -7,7 +7,7 @@ import { proxyHeader, type ProxyVersion } from "../protocol.ts";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort, waitPort } from "../bench/common.ts";
-import { clientConfig, onlineClient, randomData, sha256, testServer, TOKEN } from "./helpers.ts";
+import { clientConfig, createGroup, onlineClient, randomData, sha256, testServer, TOKEN } from "./helpers.ts";
 import { tempDir } from "./procs.ts";
 
 const cleanup: (() => void)[] = [];
@@ -172,9 +172,7 @@ describe("through the tunnel", () => {
       const app = await proxyEcho();
       const server = await testServer({ bindAddr });
       cleanup.push(() => server.stop());
-      const api = (path: string, body: unknown) =>
-        fetch(`http://127.0.0.1:${server.apiPort}${path}`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify(body) });
-      expect((await api("/api/groups", { name: "pp", token: TOKEN, apps: [{ name: "web" }] })).status).toBe(201);
+      expect(await createGroup(server, "pp", ["web"])).toBe(201);
       const cfg = validate(ClientConfigSchema, { serverAddr: bindAddr, serverPort: server.controlPort, group: "pp", token: TOKEN, logLevel: "warn", apps: [{ name: "web", localAddr: `127.0.0.1:${app.port}`, proxyProtocol: version }] }, "test");
       const online = await onlineClient(cfg);
       cleanup.push(() => online.connector.stop());
@@ -197,7 +195,7 @@ describe("through the tunnel", () => {
     const app = await proxyEcho();
     const server = await testServer();
     cleanup.push(() => server.stop());
-    await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, { method: "POST", headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify({ name: "plain", token: TOKEN, apps: [{ name: "web" }] }) });
+    await createGroup(server, "plain", ["web"]);
     const { connector, apps } = await onlineClient(clientConfig(server, "plain", [{ name: "web", localAddr: `127.0.0.1:${app.port}` }]));
     cleanup.push(() => connector.stop());
     const data = randomData(1000, 7);
@@ -242,12 +240,7 @@ describe("with nginx as the app", () => {
     await waitPort(port, 10_000, "nginx");
     const server = await testServer();
     cleanup.push(() => server.stop());
-    const res = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-      method: "POST",
-      headers: { authorization: `Bearer ${server.adminToken}` },
-      body: JSON.stringify({ name: "ngx", token: TOKEN, apps: [{ name: "one" }, { name: "two" }] }),
-    });
-    expect(res.status).toBe(201);
+    expect(await createGroup(server, "ngx", ["one", "two"])).toBe(201);
     const cfg = validate(
       ClientConfigSchema,
       {

@@ -11,7 +11,7 @@ import { setLogSink } from "../lib/log.ts";
 import { sockets } from "../lib/relay.ts";
 import { MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "../lib/session.ts";
 import { encode, ErrorCode, FRAME_HEADER_BYTES, FrameReader, FrameType, loginProof, MAX_FRAME_BYTES, withMagic, type DecodeResult, type Message } from "../protocol.ts";
-import { testServer, TOKEN, until } from "./helpers.ts";
+import { createGroup, testServer, TOKEN, until } from "./helpers.ts";
 
 const logs: string[] = [];
 setLogSink((l) => logs.push(l));
@@ -30,15 +30,6 @@ async function server(overrides: Record<string, unknown> = {}): Promise<Server> 
   const s = await testServer(overrides);
   cleanup.push(() => s.stop());
   return s;
-}
-
-async function createGroup(s: Server, name: string, apps: string[]): Promise<void> {
-  const res = await fetch(`http://127.0.0.1:${s.apiPort}/api/groups`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${s.adminToken}` },
-    body: JSON.stringify({ name, token: TOKEN, apps: apps.map((a) => ({ name: a })) }),
-  });
-  expect(res.status).toBe(201);
 }
 
 /** A raw connection to the control port that sends `first` (after MAGIC), if given: `next()` yields the server's frames in order, null once closed. */
@@ -245,7 +236,7 @@ describe("login lockout (LoginGuard, explicit clock)", () => {
 describe("users waiting for a work connection (maxPendingUsers)", () => {
   test("with maxPendingUsers 2 and a client that never dials, the third user is closed at once; the first two wait until userConnTimeout", async () => {
     const s = await server({ maxPendingUsers: 2, userConnTimeout: 0.6 });
-    await createGroup(s, "lazy", ["l"]);
+    expect(await createGroup(s, "lazy", ["l"])).toBe(201);
     const control = await rawLogin(s.controlPort, "lazy", [{ name: "l", type: "tcp" }]);
     if (!control.answer?.ok || control.answer.msg.type !== FrameType.LoginOk) throw new Error("login failed");
     const port = control.answer.msg.apps[0]!.remotePort;
@@ -309,7 +300,7 @@ describe("unfinished handshakes (MAX_PENDING_HANDSHAKES)", () => {
     expect(s.hub.pendingHandshakes).toBe(N);
     expect(show(await rawConn(s.controlPort, { type: FrameType.Hello }).next())).toEqual(overloaded);
     // A finished login gives its slot back: after it, one more handshake fits, and then none.
-    await createGroup(s, "g", []);
+    expect(await createGroup(s, "g", [])).toBe(201);
     again.shift()!.sock.destroy();
     await until(() => s.hub.pendingHandshakes === N - 1, 3000, "one slot released");
     const login = await rawLogin(s.controlPort, "g", []);
@@ -346,7 +337,7 @@ describe("unfinished handshakes (MAX_PENDING_HANDSHAKES)", () => {
 describe("work requests (OpenWork)", () => {
   test(`with poolSize 200 each OpenWork asks for at most MAX_WORK_REQUEST (${MAX_WORK_REQUEST})`, async () => {
     const s = await server({ poolSize: 200 });
-    await createGroup(s, "big-pool", ["p"]);
+    expect(await createGroup(s, "big-pool", ["p"])).toBe(201);
     const c = await rawLogin(s.controlPort, "big-pool", [{ name: "p", type: "tcp" }]);
     expect(show(c.answer)).toMatchObject({ type: "LoginOk" });
     expect(show(await c.next())).toEqual({ type: "OpenWork", count: 64 });
@@ -365,7 +356,7 @@ describe("work requests (OpenWork)", () => {
     expect(s.hub.workRequestTimeoutMs).toBe(WORK_REQUEST_TIMEOUT_MS);
     const TIMEOUT = 400;
     s.hub.workRequestTimeoutMs = TIMEOUT; // 5 s would make this test too slow
-    await createGroup(s, "deaf", ["d"]);
+    expect(await createGroup(s, "deaf", ["d"])).toBe(201);
     const c = await rawLogin(s.controlPort, "deaf", [{ name: "d", type: "tcp" }]);
     if (!c.answer?.ok || c.answer.msg.type !== FrameType.LoginOk) throw new Error("login failed");
     expect(show(await c.next())).toEqual({ type: "OpenWork", count: 1 }); // the pool
@@ -391,7 +382,7 @@ describe("declared apps (MAX_DECLARED_APPS)", () => {
   test(`a login declaring exactly ${MAX_DECLARED_APPS} apps with 64-character names is answered in one LoginOk; one more is refused with a clear error`, async () => {
     const s = await server();
     const group = "g".repeat(64);
-    await createGroup(s, group, []);
+    expect(await createGroup(s, group, [])).toBe(201);
     // Unknown apps: their statuses carry the longest error the server writes, naming the app and the group.
     const apps = Array.from({ length: MAX_DECLARED_APPS }, (_, i) => ({ name: String(i).padStart(3, "0") + "a".repeat(61), type: "tcp" as const }));
     expect(apps.every((a) => a.name.length === 64)).toBe(true);
