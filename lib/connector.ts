@@ -87,7 +87,7 @@ interface Stream {
   upEnded: boolean;
   /** The app's FIN has been told to the server. */
   downEnded: boolean;
-  /** The control connection is gone: ends go as FINs and the connection closes after this stream. */
+  /** The control connection is gone: an end not told by then cannot be told (the stream is reset), and the connection closes after it. */
   noReuse: boolean;
 }
 
@@ -395,13 +395,8 @@ export class Connector extends EventEmitter {
     // An idle connection may still be sending the last bytes of a finished stream: they go out first.
     for (const w of this.#idleWork) w.endWhenFlushed();
     this.#idleWork.clear();
-    // Streams go on, but their ends can no longer be told on the control connection: FINs from now on.
-    for (const w of this.#works.values()) {
-      const s = w.stream;
-      if (!s) continue;
-      s.noReuse = true;
-      if (s.downEnded) w.ep.shutdownWhenFlushed(); // its StreamEnd may be lost with the connection
-    }
+    // Streams go on carrying bytes, but an end not told by now can never be: such a direction ends with a reset.
+    for (const w of this.#works.values()) if (w.stream) w.stream.noReuse = true;
     this.#works = new Map();
     if (this.online) {
       this.online = false;
@@ -468,6 +463,8 @@ export class Connector extends EventEmitter {
     };
     const w: Work = { ep, seq, reader, idle, stream: null, upBytes: -1 };
     ep.tag = w;
+    // A stream's end is its StreamEnd count: a FIN alone (a killed server) resets the local app's connection.
+    ep.countedEnd = true;
     this.#works.set(seq, w);
     this.#idleWork.add(ep);
     ep.onOpen = (e) => {
@@ -476,8 +473,10 @@ export class Connector extends EventEmitter {
       // No challenge to wait for: the proof covers this connection's sequence number, which the server takes once.
       e.send(withMagic(encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(this.#token, sessionId, seq) })));
     };
-    ep.onClose = (e) => {
+    ep.onClose = (e, aborted) => {
       uncount();
+      const s = w.stream;
+      if (s && !(s.upEnded && s.downEnded)) log.warn("stream reset: its work connection closed before the stream ended", { how: aborted ? "reset" : "closed" });
       this.#idleWork.delete(e);
       this.#streams.delete(e);
       if (this.#works.get(seq) === w) this.#works.delete(seq);
@@ -527,7 +526,7 @@ export class Connector extends EventEmitter {
     };
     local.onClose = (l) => {
       this.#localDials.delete(l);
-      if (opened) return;
+      if (opened || work.closed) return; // joined, or the work connection went first (logged there)
       log.warn("local app unreachable", { app: appName, localAddr: app.localAddr, user: userAddr });
       work.peer = null;
       work.onEnd = null;
@@ -572,13 +571,11 @@ export class Connector extends EventEmitter {
   #downEnded(s: Stream): void {
     if (s.downEnded) return;
     s.downEnded = true;
-    const work = s.work.ep;
-    work.release(); // a WorkAck held for the app's first bytes: none will come
     const control = this.#control;
-    if (s.noReuse || !control || !this.online) {
-      s.noReuse = true;
-      work.shutdownWhenFlushed();
-    } else holdUntilNextPoll(control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.local.relayed }));
+    // Without the control connection the server cannot learn the count, and a FIN would prove nothing to it.
+    if (s.noReuse || !control || !this.online) return this.#cut(s, "the app's end came after the control connection was lost");
+    s.work.ep.release(); // a WorkAck held for the app's first bytes: none will come
+    holdUntilNextPoll(control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.local.relayed }));
     if (s.upEnded) this.#finish(s);
   }
 
@@ -602,6 +599,13 @@ export class Connector extends EventEmitter {
 
   #broken(s: Stream, why: string): void {
     log.warn("protocol error on a work connection; resetting the stream", { error: why });
+    s.local.reset();
+    s.work.ep.reset();
+  }
+
+  /** Resets a stream whose end cannot be proven: the app sees a reset, never a clean end after fewer bytes. */
+  #cut(s: Stream, why: string): void {
+    log.warn("stream reset: its end cannot be confirmed", { reason: why });
     s.local.reset();
     s.work.ep.reset();
   }

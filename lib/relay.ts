@@ -85,8 +85,15 @@ export class Endpoint {
   writeEnded = false;
   /** Bytes read here and relayed to the peer since the last `pipe`. */
   relayed = 0;
+  /**
+   * A FIN here does not end the incoming direction; only the byte count told by `endAfter` does
+   * (work connections: a killed peer's kernel sends a FIN too, so a FIN proves nothing).
+   */
+  countedEnd = false;
   /** Where the incoming direction ends (see `endAfter`); Infinity while unknown. */
   #endAt = Infinity;
+  /** The incoming direction has ended since the last `pipe` (its FIN or its count), and was passed on. */
+  #inputDone = false;
   /** Bytes not yet taken by the kernel; null while empty, so that an idle connection carries no array. */
   #queue: Uint8Array[] | null = null;
   #queued = 0;
@@ -205,15 +212,26 @@ export class Endpoint {
     // More bytes than the sender announced: the stream cannot be told apart from the next one.
     if (this.relayed > this.#endAt) return this.#resetBoth();
     this.peer!.write(chunk, this);
-    if (this.relayed === this.#endAt) {
-      this.#endAt = Infinity;
-      this.#inputEnded();
-    }
+    if (this.relayed === this.#endAt) this.#counted();
   }
 
+  /** Every byte `endAfter` announced has been relayed: the incoming direction is complete. */
+  #counted(): void {
+    this.#endAt = Infinity;
+    this.#passEnd();
+  }
+
+  /** This socket sent a FIN. */
   #inputEnded(): void {
-    // A FIN before every announced byte: the sender was cut short, and a clean FIN would hide it.
-    if (this.#endAt !== Infinity && this.relayed < this.#endAt) return this.#resetBoth();
+    if (this.#inputDone) return;
+    // A FIN before every announced byte, or one that no count confirms: the sender was cut short
+    // (or cannot be told apart from one that was), and a clean FIN would hide it.
+    if (this.countedEnd || (this.#endAt !== Infinity && this.relayed < this.#endAt)) return this.#resetBoth();
+    this.#passEnd();
+  }
+
+  #passEnd(): void {
+    this.#inputDone = true;
     if (this.onEnd) this.onEnd(this);
     else this.peer?.shutdownWhenFlushed();
   }
@@ -230,10 +248,8 @@ export class Endpoint {
    */
   endAfter(total: number): boolean {
     if (this.relayed > total) return false;
-    if (this.relayed === total) {
-      this.#endAt = Infinity;
-      this.#inputEnded();
-    } else this.#endAt = total;
+    if (this.relayed === total) this.#counted();
+    else this.#endAt = total;
     return true;
   }
 
@@ -262,6 +278,7 @@ export class Endpoint {
     this.onEnd = null;
     this.relayed = 0;
     this.#endAt = Infinity;
+    this.#inputDone = false;
   }
 
   /** Sends FIN once the queue is empty; reading goes on (a half-close). */
@@ -356,14 +373,17 @@ export class Endpoint {
     }
     this.closed = true;
     if (this.#linger) clearTimeout(this.#linger);
+    // Bytes still queued toward this socket are lost with it.
+    const dropped = this.#queued > 0;
     this.#queue = null;
     this.#queued = 0;
     this.#held = null;
     const peer = this.peer;
     if (peer && !peer.closed) {
-      // Nothing more can be read from here nor delivered here: flush what we sent and close the other side.
+      // Nothing more can be read from here nor delivered here: flush what we sent and close the other side,
+      // cleanly only if both directions had ended and nothing was dropped; otherwise with a reset.
       peer.#blocked = null;
-      peer.endWhenFlushed(aborted);
+      peer.endWhenFlushed(aborted || dropped || !this.#inputDone || !peer.#inputDone);
     }
     const blocked = this.#blocked;
     this.#blocked = null;

@@ -98,7 +98,7 @@ interface Stream {
   downBytes: number;
   /** The client said WorkFree. */
   freed: boolean;
-  /** The control connection is gone: ends go as FINs and the connection closes after this stream. */
+  /** The control connection is gone: an end not told by then cannot be told (the stream is reset), and the connection closes after it. */
   noReuse: boolean;
 }
 
@@ -330,7 +330,7 @@ export class Session {
   }
 
   #acceptUser(user: Endpoint, app: string): void {
-    if (this.#ended || !this.#apps.has(app)) return user.destroy();
+    if (this.#ended || !this.#apps.has(app)) return user.reset();
     const work = this.#pool.pop();
     if (work) {
       this.#startStream(work, user, app);
@@ -342,7 +342,7 @@ export class Session {
     if (this.#waiting.length >= this.host.maxPendingUsers) {
       this.host.statsFor(this.group.name, app).queueFull++;
       log.warn("too many users waiting for a work connection; refusing", { group: this.group.name, app, limit: this.host.maxPendingUsers });
-      return user.destroy();
+      return user.reset();
     }
     const entry: WaitingUser = { user, app };
     this.#waiting.push(entry);
@@ -362,7 +362,7 @@ export class Session {
     if (i >= 0) this.#waiting.splice(i, 1);
     this.#waitDeadlines.delete(w);
     log.warn("user closed", { group: this.group.name, app: w.app, reason: why });
-    w.user.destroy();
+    w.user.reset();
   }
 
   /** Sends StartWork, relays the user's bytes at once, and joins both ways when the client acknowledges. */
@@ -392,12 +392,12 @@ export class Session {
       this.#ackDeadlines.delete(s);
       if (!res.ok || res.msg.type !== FrameType.WorkAck) {
         log.warn("bad answer on a work connection", { group: this.group.name, app, error: res.ok ? "unexpected frame" : res.error.message });
-        user.destroy();
+        user.reset();
         return ep.destroy();
       }
       if (!res.msg.ok) {
         log.warn("local app refused the connection", { group: this.group.name, app, reason: res.msg.message });
-        user.destroy();
+        user.reset();
         return ep.destroy();
       }
       s.acked = true;
@@ -411,12 +411,10 @@ export class Session {
   #upEnded(s: Stream): void {
     if (s.upEnded) return;
     s.upEnded = true;
-    const work = s.work.ep;
-    if (s.noReuse) work.shutdownWhenFlushed();
-    else {
-      work.release(); // a StartWork held for the user's first bytes: none will come
-      holdUntilNextPoll(this.control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.user.relayed }));
-    }
+    // Without the control connection the client cannot learn the count, and a FIN would prove nothing to it.
+    if (s.noReuse) return this.#cut(s, "the user's end came after the control connection was lost");
+    s.work.ep.release(); // a StartWork held for the user's first bytes: none will come
+    holdUntilNextPoll(this.control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.user.relayed }));
     if (s.downEnded) this.#finish(s);
   }
 
@@ -456,6 +454,13 @@ export class Session {
     s.work.ep.reset();
   }
 
+  /** Resets a stream whose end cannot be proven: the user sees a reset, never a clean end after fewer bytes. */
+  #cut(s: Stream, why: string): void {
+    log.warn("stream reset: its end cannot be confirmed", { group: this.group.name, app: s.app, reason: why });
+    s.user.reset();
+    s.work.ep.reset();
+  }
+
   /** The client's StreamEnd: its direction of the stream on work connection `seq` ended after `bytes` bytes. */
   streamEnd(seq: number, bytes: number): void {
     const s = this.#works.get(seq)?.stream;
@@ -487,6 +492,8 @@ export class Session {
     const w: Work = { ep, seq, reader, greeted: false, stream: null, idleSince: 0 };
     this.#works.set(seq, w);
     ep.tag = w;
+    // A stream's end is its StreamEnd count: a FIN alone (a killed client) resets the user.
+    ep.countedEnd = true;
     ep.onClose = (_ep, aborted) => this.#workClosed(w, aborted);
     this.#offer(w);
   }
@@ -518,14 +525,14 @@ export class Session {
       return this.#refill();
     }
     const s = w.stream;
-    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now closes the
-    // user, with a reset when it was reset (an app that accepted and then reset before its ack was sent).
-    // Once joined, the relay closes the user with it.
-    if (s && !s.acked) {
+    if (!s || (s.upEnded && s.downEnded)) return;
+    // Until the ack joins them, the relay does not know they are a pair: a work connection lost now resets the
+    // user (who may have sent bytes already). Once joined, the relay resets the user with it.
+    if (!s.acked) {
       this.#ackDeadlines.delete(s);
-      if (aborted) s.user.reset();
-      else s.user.destroy();
+      s.user.reset();
     }
+    log.warn("stream reset: its work connection closed before the stream ended", { group: this.group.name, app: s.app, how: aborted ? "reset" : "closed" });
   }
 
   /** Asks the client for enough work connections to fill the pool and serve every waiting user. */
@@ -580,7 +587,8 @@ export class Session {
     for (const name of [...this.#apps.keys()]) this.#closeApp(name);
     for (const w of [...this.#waiting]) this.#dropWaiting(w, "session ended");
     for (const w of this.#pool.splice(0)) w.ep.destroy();
-    // Streams go on, but their ends can no longer be told on the control connection: FINs from now on.
+    // Streams go on carrying bytes (an interactive session outlives a lost control connection), but an end not
+    // told by now can never be: such a direction ends with a reset (README: "How a stream ends").
     for (const w of [...this.#works.values()]) {
       const s = w.stream;
       if (!s) continue;
@@ -589,8 +597,6 @@ export class Session {
         continue;
       }
       s.noReuse = true;
-      // Its StreamEnd may be lost with the connection. (Once freed, the client has every byte already.)
-      if (s.upEnded && !s.freed) w.ep.shutdownWhenFlushed();
     }
     if (code !== null && !this.control.closed) {
       this.control.send(encode({ type: FrameType.Error, code, message: reason }));

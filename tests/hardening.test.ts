@@ -4,8 +4,9 @@ import net from "node:net";
 import { Endpoint } from "../lib/relay.ts";
 import { UdpPublic } from "../lib/udp.ts";
 import { SEQ_WINDOW, SeqWindow } from "../lib/guard.ts";
-import { encode, encodeDatagramInto, ErrorCode, FrameReader, FrameType, loginProof, withMagic, workProof, type DecodeResult } from "../protocol.ts";
+import { encode, encodeDatagramInto, ErrorCode, FrameType, loginProof, workProof, type DecodeResult } from "../protocol.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
+import { rawChallenged as raw, rawConn, rawSession } from "./wire.ts";
 
 const cleanup: (() => void)[] = [];
 const echo = await echoApp();
@@ -13,53 +14,6 @@ afterAll(() => {
   for (const f of cleanup.reverse()) f();
   echo.close();
 });
-
-/** A raw connection to a control port that opens with `first` (after MAGIC): `next()` yields the server's frames in order. */
-function rawConn(port: number, first: Uint8Array, from = "127.0.0.1") {
-  const reader = new FrameReader();
-  const frames: DecodeResult[] = [];
-  let wake = () => {};
-  let closed = false;
-  const sock = net.connect({ host: "127.0.0.1", port, localAddress: from });
-  sock.on("data", (d: Buffer) => {
-    reader.push(d);
-    for (let r = reader.next(); r; r = reader.next()) frames.push(r);
-    wake();
-  });
-  sock.on("close", () => {
-    closed = true;
-    wake();
-  });
-  sock.on("error", () => {});
-  sock.write(withMagic(first));
-  const next = async (): Promise<DecodeResult | null> => {
-    while (!frames.length && !closed) await new Promise<void>((r) => (wake = r));
-    return frames.shift() ?? null;
-  };
-  return { sock, next };
-}
-
-/** A raw control connection that has been challenged: log in with `nonce`. */
-async function raw(port: number, from = "127.0.0.1") {
-  const { sock, next } = rawConn(port, encode({ type: FrameType.Hello }), from);
-  const ch = await next();
-  if (!ch?.ok || ch.msg.type !== FrameType.Challenge) throw new Error("no challenge");
-  return { sock, nonce: ch.msg.nonce, next };
-}
-
-/** Registers `group` with one TCP app on `server` and logs in over a raw control connection from `from`: its session id and the app's public port. */
-async function rawSession(server: Awaited<ReturnType<typeof testServer>>, group: string, app: string, from = "127.0.0.1") {
-  await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
-    method: "POST",
-    headers: { authorization: `Bearer ${server.adminToken}` },
-    body: JSON.stringify({ name: group, token: TOKEN, apps: [{ name: app }] }),
-  });
-  const control = await raw(server.controlPort, from);
-  control.sock.write(encode({ type: FrameType.Login, group, proof: loginProof(TOKEN, control.nonce, group), apps: [{ name: app, type: "tcp" }] }));
-  const ok = await control.next();
-  if (!ok?.ok || ok.msg.type !== FrameType.LoginOk) throw new Error("login failed");
-  return { control, sessionId: ok.msg.sessionId, port: ok.msg.apps[0]!.remotePort };
-}
 
 const errorCode = (r: DecodeResult | null) => (r?.ok && r.msg.type === FrameType.Error ? r.msg.code : r?.ok ? FrameType[r.msg.type] : "closed");
 

@@ -49,7 +49,8 @@ export async function onlineClient(config: ClientConfig): Promise<{ connector: C
 
 /** A TCP echo app (node:net pipes with backpressure). */
 export async function echoApp(): Promise<{ port: number; close(): void }> {
-  const server = net.createServer({ allowHalfOpen: true }, (s) => s.pipe(s));
+  // A reset stream is an error event on the app's socket: handled, as a real app would.
+  const server = net.createServer({ allowHalfOpen: true }, (s) => s.on("error", () => {}).pipe(s));
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   return { port: (server.address() as net.AddressInfo).port, close: () => server.close() };
 }

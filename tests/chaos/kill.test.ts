@@ -3,6 +3,7 @@
  * streams are moving data.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import net from "node:net";
 
 import { BACKOFF_MAX_MS } from "../../lib/connector.ts";
 import { deadPort } from "../helpers.ts";
@@ -150,3 +151,78 @@ describe("scenario 3: client killed mid-transfer", () => {
 });
 
 
+
+/** A local app that reads everything, sends `total` pattern bytes on every connection (with backpressure), and records how each connection ended. */
+async function sourceAndSink(total: number) {
+  const ends: string[] = [];
+  const srv = net.createServer({ allowHalfOpen: true }, (s) => {
+    let end: string | null = null;
+    s.on("end", () => (end ??= "FIN"));
+    s.on("error", (e: NodeJS.ErrnoException) => (end ??= e.code ?? e.message));
+    s.on("close", () => ends.push(end ?? "closed"));
+    s.resume(); // a sink for uploads
+    if (total > 0) feed(s, Pattern.of(90), total).catch(() => {});
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  return { srv, ends };
+}
+
+describe("issue 14: a download or upload cut by a kill -9 is never a clean end", () => {
+  test("client killed: a user that only downloads and one that only uploads both get a reset, never a short FIN; server killed: the local app's connections are reset", async () => {
+    const TOTAL = 200 << 20;
+    const down = await sourceAndSink(TOTAL);
+    const up = await sourceAndSink(0);
+    const dir = tempDir();
+    const ctrl = await deadPort();
+    const server = await startServer(dir, serverToml(dir, ctrl, groupToml("home", ["down", "up"])));
+    procs.push(server.proc);
+    const ports = { down: (down.srv.address() as net.AddressInfo).port, up: (up.srv.address() as net.AddressInfo).port };
+    const ctoml = clientToml(ctrl, "home", ports);
+    const client = await startClient(dir, ctoml, ["down", "up"]);
+    procs.push(client.proc);
+
+    /** A downloader paced so the kill lands mid-transfer, and an uploader that never ends. */
+    const run = async () => {
+      const d = await connect(client.ports.down!);
+      const dDone = drain(d, 64 << 20);
+      // Half-open sockets: a FIN is an "end" without a close.
+      const dEnd = new Promise<string>((r) => {
+        d.on("error", (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+        d.on("end", () => r("FIN"));
+      });
+      const u = await connect(client.ports.up!);
+      const uDone = new Promise<string>((r) => {
+        u.on("error", (e: NodeJS.ErrnoException) => r(e.code ?? e.message));
+        u.on("end", () => r("FIN"));
+      });
+      feed(u, Pattern.of(91), TOTAL, 64 << 20).catch(() => {});
+      await until(() => d.bytesRead > 8 << 20 && u.bytesWritten > 8 << 20, 10_000, "both transfers under way");
+      return { d, dDone, dEnd, u, uDone };
+    };
+
+    const a = await run();
+    await client.proc.kill("SIGKILL");
+    const dl = await a.dDone; // closed by the reset
+    console.log(`client SIGKILL: downloader got ${(dl.received / 2 ** 20).toFixed(1)} of 200 MiB, then ${dl.error ?? "FIN"}; uploader: ${await a.uDone}`);
+    expect(dl.received).toBeLessThan(TOTAL);
+    expect(dl.error).toBe("ECONNRESET");
+    expect(await a.uDone).toBe("ECONNRESET");
+
+    // Server killed: the kernel closes the users' sockets with a FIN (nothing in userspace can stop that),
+    // but the client sees its work connections end without StreamEnd and resets the local app's side.
+    const c2 = await startClient(dir, ctoml, ["down", "up"], "client2");
+    procs.push(c2.proc);
+    const b = await run();
+    const before = down.ends.length + up.ends.length;
+    await server.proc.kill("SIGKILL");
+    await until(() => down.ends.length + up.ends.length >= before + 2, 5000, "the local app's connections to end");
+    const appEnds = [down.ends.at(-1), up.ends.at(-1)];
+    console.log(`server SIGKILL: local app connections ended ${appEnds.join(", ")}; the downloading user saw ${await b.dEnd} (from the kernel)`);
+    expect(appEnds).toEqual(["ECONNRESET", "ECONNRESET"]);
+    b.d.destroy();
+    b.u.destroy();
+    await c2.proc.kill("SIGTERM");
+    down.srv.close();
+    up.srv.close();
+  }, 60_000);
+});
