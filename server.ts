@@ -3,7 +3,7 @@
  * Usage: bun run server.ts [--config server.toml]
  */
 import { join } from "node:path";
-import { createApi, MAX_BODY_BYTES } from "./lib/api.ts";
+import { createApi } from "./lib/api.ts";
 import { ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
 import { readText, writeNew } from "./lib/files.ts";
 import { Hub } from "./lib/hub.ts";
@@ -27,8 +27,12 @@ Defaults: control port 7000 on 0.0.0.0, API on 127.0.0.1:7500, data in ./data.
 Without adminToken in the config, one is generated on first start, stored in
 dataDir/${ADMIN_TOKEN_FILE} (mode 0600) and printed once.`;
 
-/** Bun's own body limit sits above the API's, so that the API answers an oversized body with its JSON 413. */
-const BODY_SLACK_BYTES = 64 * 1024;
+/**
+ * Bun's own body limit, far above the API's (MAX_BODY_BYTES): Bun answers a body past it with an
+ * empty 413, while the API refuses one past its own limit by Content-Length or after reading
+ * MAX_BODY_BYTES of it, with a JSON error. Bun does not buffer the body up front, so this costs no memory.
+ */
+const BUN_BODY_LIMIT_BYTES = 2 ** 40;
 
 /** A running server. */
 export interface RunningServer {
@@ -85,11 +89,15 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     registry.close();
     throw new Error(`cannot listen on ${config.bindAddr}:${config.controlPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
-  const api = createApi(hub, { adminToken: token, registrationToken: config.registrationToken });
+  const api = createApi(
+    hub,
+    { adminToken: token, registrationToken: config.registrationToken },
+    { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
+  );
   let http: ReturnType<typeof Bun.serve>;
   try {
     const apiTls = config.apiTls && tls ? { cert: tls.cert, key: tls.key } : undefined;
-    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: MAX_BODY_BYTES + BODY_SLACK_BYTES, tls: apiTls });
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: BUN_BODY_LIMIT_BYTES, tls: apiTls });
   } catch (err) {
     hub.stop();
     registry.close();

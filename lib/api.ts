@@ -5,7 +5,8 @@
 import { Hono, type Context } from "hono";
 import * as v from "valibot";
 import type { Server } from "bun";
-import { GroupLimits, issueKey, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import { GroupLimits, issueKey, MaxAppsSchema, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import { PortSet } from "./ports.ts";
 import { generateToken, proofEquals } from "../protocol.ts";
 import type { Hub } from "./hub.ts";
 import { log } from "./log.ts";
@@ -23,7 +24,7 @@ export const CreateGroupBody = v.strictObject({ name: NameSchema, token: v.optio
 /** Body of PUT /api/groups/:name: the new app list; limits stay as they were unless given. */
 export const UpdateGroupBody = v.strictObject({
   apps: appsSchema,
-  maxApps: v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"))),
+  maxApps: v.optional(MaxAppsSchema),
   allowPorts: v.optional(v.nullable(PortSpecSchema)),
 });
 /** Body of POST /api/groups/:name/token (may be empty): the new token, or none to have one generated. */
@@ -34,8 +35,18 @@ function sameSecret(given: string, expected: string | undefined): boolean {
   return proofEquals(Buffer.from(given), Buffer.from(expected));
 }
 
+/** What a group created with the registration token may have (server.toml's registration* keys). */
+export interface RegistrationLimits {
+  /** Most groups the token may create; 0: no limit. */
+  readonly maxGroups: number;
+  /** Most apps in each; 0: no limit. */
+  readonly maxApps: number;
+  /** Their ports, within the server's allowPorts; absent: allowPorts. */
+  readonly allowPorts?: string;
+}
+
 /** Builds the API app over a hub. */
-export function createApi(hub: Hub, secrets: { adminToken: string; registrationToken?: string }): Hono {
+export function createApi(hub: Hub, secrets: { adminToken: string; registrationToken?: string }, registration: RegistrationLimits = { maxGroups: 0, maxApps: 0 }): Hono {
   const app = new Hono();
   const registry = hub.registry;
 
@@ -73,8 +84,8 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
 
   /** Parses and checks a JSON body; `emptyAs` stands for an empty one where a route allows it. */
   async function body<S extends v.GenericSchema>(c: Context, schema: S, emptyAs?: unknown): Promise<{ ok: true; value: v.InferOutput<S> } | { ok: false; res: Response }> {
-    const text = await c.req.text();
-    if (Buffer.byteLength(text) > MAX_BODY_BYTES) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
+    const text = await readCapped(c.req.raw, MAX_BODY_BYTES);
+    if (text === null) return { ok: false, res: c.json({ error: `body larger than ${MAX_BODY_BYTES} bytes` }, 413) };
     let data: unknown;
     try {
       data = emptyAs !== undefined && text.trim() === "" ? emptyAs : JSON.parse(text);
@@ -92,6 +103,24 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     return c.json({ error: e.message, issues: e.path ? [{ path: e.path, message: e.message }] : undefined }, status);
   }
 
+  const registrationPorts = registration.allowPorts ? (PortSet.parse(registration.allowPorts) as PortSet) : null;
+  /** Why the registration token may not create this group (a limit of server.toml, named), or null. */
+  function registrationRefusal(g: v.InferOutput<typeof CreateGroupBody>): { path: string; message: string } | null {
+    if (g.maxApps !== 0 || g.allowPorts !== undefined) return { path: g.maxApps !== 0 ? "maxApps" : "allowPorts", message: "only the admin token may set maxApps or allowPorts; groups made with the registration token get registrationMaxApps and registrationAllowPorts" };
+    if (registration.maxGroups > 0 && registry.countBy("client") >= registration.maxGroups) {
+      return { path: "name", message: `the registration token has created ${registration.maxGroups} groups, the most registrationMaxGroups allows; ask the administrator` };
+    }
+    if (registration.maxApps > 0 && g.apps.length > registration.maxApps) {
+      return { path: "apps", message: `a group made with the registration token may have at most ${registration.maxApps} apps (registrationMaxApps), not ${g.apps.length}` };
+    }
+    for (const [i, a] of g.apps.entries()) {
+      if (registrationPorts && a.remotePort !== 0 && !registrationPorts.has(a.remotePort)) {
+        return { path: `apps[${i}].remotePort`, message: `port ${a.remotePort} is outside registrationAllowPorts (${registration.allowPorts})` };
+      }
+    }
+    return null;
+  }
+
   const publicApps = (g: GroupRecord) => g.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort }));
 
   app.get("/healthz", (c) => c.json({ status: "ok" }));
@@ -103,7 +132,13 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     if (!b.ok) return b.res;
     const token = b.value.token ?? generateToken();
     const source: GroupSource = who === "admin" ? "api" : "client";
-    const res = registry.create(b.value.name, token, source, b.value.apps, { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts });
+    let limits = { maxApps: b.value.maxApps, allowPorts: b.value.allowPorts };
+    if (who === "register") {
+      const refused = registrationRefusal(b.value);
+      if (refused) return c.json({ error: refused.message, issues: [refused] }, 403);
+      limits = { maxApps: registration.maxApps, allowPorts: registration.allowPorts };
+    }
+    const res = registry.create(b.value.name, token, source, b.value.apps, limits);
     if (!res.ok) return registryError(c, res.error);
     log.info("group registered", { group: res.group.name, by: source, apps: res.group.apps.length });
     // The one response that carries the token: the caller needs it to log in.
@@ -177,4 +212,29 @@ export function createApi(hub: Hub, secrets: { adminToken: string; registrationT
     return c.json({ error: "internal error" }, 500);
   });
   return app;
+}
+
+/**
+ * A request body as text, or null when it is larger than `max` bytes: refused by its
+ * Content-Length before anything is read, or once the stream passes `max`, so an
+ * oversized body costs at most `max` bytes of memory and always gets the API's own 413.
+ */
+async function readCapped(req: Request, max: number): Promise<string | null> {
+  const declared = Number(req.headers.get("content-length") ?? "0");
+  if (declared > max) return null;
+  if (!req.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = req.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel().catch(() => {});
+      return null;
+    }
+    chunks.push(value);
+  }
+  return new TextDecoder().decode(Buffer.concat(chunks));
 }

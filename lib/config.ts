@@ -13,10 +13,20 @@ export const EXIT_CONFIG = 2;
 
 /** Group and app names: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
-/** Group and app names: short, printable, safe in logs and URLs. */
-export const NameSchema = v.pipe(
+/** Group and app names as the client and the wire take them: short, printable, safe in logs and URLs. */
+export const ExistingNameSchema = v.pipe(
   v.string("must be a string"),
   v.regex(NAME_PATTERN, "must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit"),
+);
+/**
+ * Names of new groups and apps (server.toml, the API): also not ending in '.' or '-'. Names become
+ * DNS labels (subdomains), where "cfg." is the same host as "cfg" and a label may not end in '-'
+ * (RFC 1035); to a person both read as the same name. Older registries may hold such names: they
+ * still load and log in (ExistingNameSchema).
+ */
+export const NameSchema = v.pipe(
+  ExistingNameSchema,
+  v.check((s) => !/[.-]$/.test(s), "must not end with '.' or '-' (it would read as the same name as one without)"),
 );
 /** A group token: long enough that guessing it is hopeless. */
 export const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters"), v.maxLength(256, "must be at most 256 characters"));
@@ -27,6 +37,8 @@ export const PortSchema = v.pipe(v.number("must be a number"), v.integer("must b
 const Seconds = (def: number) => v.optional(v.pipe(v.number("must be a number of seconds"), v.minValue(0.05, "must be at least 0.05 seconds"), v.maxValue(86400, "must be at most 86400 seconds")), def);
 const LogLevelSchema = v.optional(v.picklist(["debug", "info", "warn", "error"], 'must be "debug", "info", "warn" or "error"'), "info");
 const uniqueNames = (items: { name: string }[]) => new Set(items.map((i) => i.name)).size === items.length;
+/** Group names are unique ignoring letter case: "CFG" beside "cfg" is a look-alike. */
+const uniqueFolded = (items: { name: string }[]) => new Set(items.map((i) => i.name.toLowerCase())).size === items.length;
 const AllowPortsSchema = v.pipe(
   v.string("must be a string"),
   v.rawTransform(({ dataset, addIssue, NEVER }) => {
@@ -53,7 +65,14 @@ export const CidrSchema = v.pipe(
   v.string("must be a string"),
   v.check((s) => parseCidr(s) !== null, "must be an IP address or a CIDR block like 10.0.0.0/8 or 2001:db8::/32"),
 );
-const Count = (max: number) => v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"), v.maxValue(max, `must be at most ${max}`)), 0);
+/** A count from 0 (no limit) to `max`. */
+const CountSchema = (max: number) => v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"), v.maxValue(max, `must be at most ${max}`));
+const Count = (max: number, def = 0) => v.optional(CountSchema(max), def);
+/** Most apps one group may have: one schema for server.toml, POST and PUT. */
+export const MaxAppsSchema = CountSchema(10_000);
+/** Defaults for groups that the registration token creates (README, Security). */
+export const REGISTRATION_MAX_GROUPS = 100;
+export const REGISTRATION_MAX_APPS = 10;
 
 /** One app of a group, as the server registers it. */
 export const ServerAppSchema = v.strictObject({
@@ -71,7 +90,7 @@ export const ServerAppSchema = v.strictObject({
 /** Limits of one group, settable in server.toml and through the API. */
 export const GroupLimits = {
   /** Most apps the group may register; 0 means no limit. */
-  maxApps: Count(10_000),
+  maxApps: v.optional(MaxAppsSchema, 0),
   /** Narrows the server-wide allowPorts for this group. */
   allowPorts: v.optional(PortSpecSchema),
 };
@@ -116,6 +135,12 @@ export const ServerConfigSchema = v.strictObject({
   poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
   maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
   registrationToken: v.optional(TokenSchema),
+  /** Most groups the registration token may create (0: no limit). */
+  registrationMaxGroups: Count(1_000_000, REGISTRATION_MAX_GROUPS),
+  /** Most apps in a group created with the registration token (0: no limit). */
+  registrationMaxApps: Count(10_000, REGISTRATION_MAX_APPS),
+  /** Ports a group created with the registration token may have, within allowPorts (absent: allowPorts). */
+  registrationAllowPorts: v.optional(PortSpecSchema),
   tls: v.optional(ServerTlsSchema, { enabled: false }),
   /** Serve the HTTP API over TLS too, with the control port's certificate. */
   apiTls: v.optional(v.boolean("must be true or false"), false),
@@ -133,7 +158,7 @@ export const ServerConfigSchema = v.strictObject({
           apps: v.optional(v.pipe(v.array(ServerAppSchema), v.check((items) => uniqueNames(items), "app names must be unique within a group")), []),
         }),
       ),
-      v.check((items) => uniqueNames(items), "group names must be unique"),
+      v.check((items) => uniqueFolded(items), "group names must be unique, ignoring letter case"),
     ),
     [],
   ),
@@ -142,7 +167,7 @@ export const ServerConfigSchema = v.strictObject({
 /** A local app of the client. */
 export const ClientAppSchema = v.pipe(
   v.strictObject({
-    name: NameSchema,
+    name: ExistingNameSchema,
     type: v.optional(AppTypeSchema, "tcp"),
     localAddr: v.pipe(v.string("must be a string like 127.0.0.1:22"), v.check((s) => parseHostPort(s) !== null, "must be host:port, like 127.0.0.1:22 or [::1]:22")),
     remotePort: v.optional(PortSchema, 0),
@@ -160,7 +185,7 @@ export const ClientConfigSchema = v.strictObject({
   serverAddr: v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty")),
   serverPort: v.optional(v.pipe(PortSchema, v.minValue(1, "must be 1-65535")), 7000),
   apiUrl: v.optional(v.pipe(v.string(), v.url("must be a URL like http://server:7500"))),
-  group: NameSchema,
+  group: ExistingNameSchema,
   token: TokenSchema,
   registrationToken: v.optional(TokenSchema),
   tls: v.optional(ClientTlsSchema, { enabled: false }),

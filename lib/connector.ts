@@ -267,10 +267,15 @@ export class Connector extends EventEmitter {
       e.socket?.setKeepAlive(true, KEEPALIVE_MS);
       e.send(withMagic(encode({ type: FrameType.Hello })));
     };
-    ep.onTlsError = (_e, message) => this.#tlsError(message);
+    // Set when the handshake finished but the server was refused (a fingerprint mismatch): that message is the true one.
+    let refused = false;
+    ep.onTlsError = (_e, message) => {
+      refused = true;
+      this.#tlsError(message);
+    };
     ep.onClose = () => {
       clearTimeout(loginTimer);
-      if (this.config.tls.enabled && !verified && ep.socket) this.#tlsError("TLS handshake with the server failed: does the server have [tls] enabled?");
+      if (this.config.tls.enabled && !verified && !refused && ep.socket) this.#tlsError("TLS handshake with the server failed: does the server have [tls] enabled?");
       if (this.#control === ep) this.#lost(loggedIn ? "control connection closed" : "could not log in");
     };
     this.#dialServer(ep);

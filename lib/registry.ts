@@ -127,6 +127,7 @@ export class Registry {
     });
     this.#migrate();
     this.#load();
+    this.#warnLookalikes();
   }
 
   /** Adds columns that a registry written by an older version lacks. */
@@ -163,12 +164,38 @@ export class Registry {
     }
   }
 
+  /** Older versions allowed names that differ only in letter case: they still load (logins use the exact name), with a warning. */
+  #warnLookalikes(): void {
+    const byFold = new Map<string, string[]>();
+    for (const name of this.#groups.keys()) {
+      const k = name.toLowerCase();
+      byFold.set(k, [...(byFold.get(k) ?? []), name]);
+    }
+    for (const names of byFold.values()) {
+      if (names.length > 1) log.warn("registry holds groups whose names differ only in letter case; new ones like them are refused", { groups: names.join(", ") });
+    }
+  }
+
   #index(g: GroupRecord, add: boolean): void {
     for (const a of g.apps) {
       const k = `${a.type}:${a.remotePort}`;
       if (add) this.#owners.set(k, g.name);
       else if (this.#owners.get(k) === g.name) this.#owners.delete(k);
     }
+  }
+
+  /** An existing group whose name equals `name` ignoring letter case. */
+  #lookalike(name: string): string | undefined {
+    const folded = name.toLowerCase();
+    for (const other of this.#groups.keys()) if (other.toLowerCase() === folded) return other;
+    return undefined;
+  }
+
+  /** Groups created by `source`. */
+  countBy(source: GroupSource): number {
+    let n = 0;
+    for (const g of this.#groups.values()) if (g.source === source) n++;
+    return n;
   }
 
   /** Every group, in name order. */
@@ -184,6 +211,8 @@ export class Registry {
   /** Registers a new group; fails when the name or a port is taken. */
   create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput = {}): RegistryResult {
     if (this.#groups.has(name)) return { ok: false, error: { code: "name_taken", message: `group "${name}" already exists`, path: "name" } };
+    const like = this.#lookalike(name);
+    if (like) return { ok: false, error: { code: "name_taken", message: `group "${name}" differs from existing group "${like}" only in letter case; choose another name`, path: "name" } };
     const maxApps = limits.maxApps ?? 0;
     const allowPorts = limits.allowPorts ?? null;
     const resolved = this.#resolvePorts(name, apps, [], maxApps, allowPorts);
