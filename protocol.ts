@@ -24,6 +24,8 @@
  */
 import ipaddr from "ipaddr.js";
 
+/** Group and app names on the wire and everywhere else: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
+export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Protocol version carried in the last byte of MAGIC. */
 export const PROTOCOL_VERSION = 4;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */

@@ -4,7 +4,9 @@
  */
 import { join } from "node:path";
 import { createApi } from "./lib/api.ts";
-import { ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate, type ServerConfig } from "./lib/config.ts";
+import { ConfigError, loadToml, parseFlags, validate } from "./lib/config/load.ts";
+import { EXIT_CONFIG } from "./lib/config/defaults.ts";
+import { ServerConfigSchema, type ServerConfig } from "./lib/config/schema.ts";
 import { readText, writeNew } from "./lib/files.ts";
 import { Hub } from "./lib/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";

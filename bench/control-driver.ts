@@ -4,7 +4,8 @@
  * Usage: bun bench/control-driver.ts '{"port":7000,"groups":1000,"apps":5,"tokenPrefix":"...","localPort":1}'
  * Prints `ONLINE {"online":N,"ms":T}` once every group is online (or at the deadline).
  */
-import { validate, ClientConfigSchema } from "../lib/config.ts";
+import { validate } from "../lib/config/load.ts";
+import { ClientConfigSchema } from "../lib/config/schema.ts";
 import { Connector } from "../lib/connector.ts";
 import { setLogLevel } from "../lib/log.ts";
 

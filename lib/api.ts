@@ -5,7 +5,8 @@
 import { Hono, type Context } from "hono";
 import * as v from "valibot";
 import type { Server } from "bun";
-import { GroupLimits, issueKey, MaxAppsSchema, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config.ts";
+import { GroupLimits, MaxAppsSchema, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "./config/schema.ts";
+import { issueKey } from "./config/load.ts";
 import { PortSet } from "./ports.ts";
 import { generateToken, proofEquals } from "../protocol.ts";
 import type { Hub } from "./hub.ts";

@@ -17,11 +17,14 @@ import {
   type Message,
   type ProxyEnd,
 } from "../protocol.ts";
-import { normalizeFingerprint, parseHostPort, type ClientApp, type ClientConfig } from "./config.ts";
+import { normalizeFingerprint, type ClientApp, type ClientConfig } from "./config/schema.ts";
+import { parseHostPort } from "./addr.ts";
 import { log } from "./log.ts";
-import { chain, Endpoint, holdUntilNextPoll, KEEPALIVE_MS, relayHandler } from "./relay.ts";
+import { chain, Endpoint } from "./net/endpoint.ts";
+import { holdUntilNextPoll } from "./net/hold.ts";
+import { KEEPALIVE_MS, relayHandler } from "./net/sockets.ts";
 import { UdpLocal, type UdpCounters } from "./udp.ts";
-import { Deadlines } from "./deadlines.ts";
+import { Deadlines } from "./net/deadlines.ts";
 
 /** A login that gets no answer within this time is abandoned. */
 export const LOGIN_TIMEOUT_MS = 10_000;

@@ -1,13 +1,9 @@
 /** Access control: login lockout per source address, and per-app IP allow and deny lists. */
 import ipaddr from "ipaddr.js";
+import { parseCidr } from "./addr.ts";
+import { LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S } from "./config/defaults.ts";
 import { log } from "./log.ts";
 
-/** Default failed logins from one address within the window that block it. */
-export const LOGIN_FAILURE_LIMIT = 10;
-/** Default window in seconds over which failed logins are counted. */
-export const LOGIN_FAILURE_WINDOW_S = 60;
-/** Default seconds an address stays blocked. */
-export const LOGIN_BLOCK_S = 60;
 /** Addresses tracked at once; the stalest is forgotten beyond it, so a spray of sources cannot exhaust memory. */
 export const MAX_TRACKED_ADDRESSES = 65_536;
 /** Oldest records looked at for one that is not blocked when one must be forgotten: a spray of new sources must not lift blocks. */
@@ -83,16 +79,6 @@ export class LoginGuard {
   }
 }
 
-/** Parses an address or CIDR ("10.0.0.0/8", "::1", "192.168.1.7"); null when malformed. */
-export function parseCidr(s: string): [ipaddr.IPv4 | ipaddr.IPv6, number] | null {
-  try {
-    if (s.includes("/")) return ipaddr.parseCIDR(s);
-    const a = ipaddr.parse(s);
-    return [a, a.kind() === "ipv4" ? 32 : 128];
-  } catch {
-    return null;
-  }
-}
 
 /** An app's allow and deny lists: deny wins; an empty allow list allows everyone not denied. */
 export class AccessList {

@@ -16,17 +16,19 @@ import {
   randomBytes,
   SESSION_ID_BYTES,
   MAX_FRAME_BYTES,
+  NAME_PATTERN,
   withMagic,
   workProof,
   type Message,
 } from "../protocol.ts";
-import { NAME_PATTERN, type ServerConfig } from "./config.ts";
+import type { ServerConfig } from "./config/schema.ts";
 import { log } from "./log.ts";
 import type { GroupRecord, Registry } from "./registry.ts";
-import { Endpoint, KEEPALIVE_MS, relayHandler, sockets } from "./relay.ts";
+import { Endpoint } from "./net/endpoint.ts";
+import { KEEPALIVE_MS, relayHandler, sockets } from "./net/sockets.ts";
 import { Session, WORK_REQUEST_TIMEOUT_MS, type AppStats, type SessionHost } from "./session.ts";
 import { LoginGuard } from "./guard.ts";
-import { Deadlines } from "./deadlines.ts";
+import { Deadlines } from "./net/deadlines.ts";
 
 /** Connections on the control port that have not finished their hello; more are refused at once, so a flood cannot exhaust memory. */
 export const MAX_PENDING_HANDSHAKES = 4096;

@@ -1,7 +1,5 @@
 /** Port ranges ("20000-29999,6022") and free-port selection for apps. */
 
-/** The ports apps may use when `allowPorts` is not set: every unprivileged port. */
-export const DEFAULT_ALLOW_PORTS = "1024-65535";
 
 /** A set of port ranges. */
 export class PortSet {

@@ -8,10 +8,12 @@ import type { TCPSocketListener } from "bun";
 import { encode, ErrorCode, FrameReader, FrameType, hostPort, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
 import { log } from "./log.ts";
 import type { AppRecord, GroupRecord } from "./registry.ts";
-import { chain, Endpoint, holdUntilNextPoll, relayHandler, sockets, type Counters } from "./relay.ts";
+import { chain, Endpoint, type Counters } from "./net/endpoint.ts";
+import { holdUntilNextPoll } from "./net/hold.ts";
+import { relayHandler, sockets } from "./net/sockets.ts";
 import { UdpPublic } from "./udp.ts";
 import { AccessList, SeqWindow } from "./guard.ts";
-import { Deadlines } from "./deadlines.ts";
+import { Deadlines } from "./net/deadlines.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;

@@ -8,8 +8,9 @@
 import type { udp } from "bun";
 import { DatagramReader, encodeDatagramInto, MAX_DATAGRAM_BYTES, type ProtocolError } from "../protocol.ts";
 import { log } from "./log.ts";
+import { UDP_IDLE_TIMEOUT_S } from "./config/defaults.ts";
 import { AccessList } from "./guard.ts";
-import type { Counters, Endpoint } from "./relay.ts";
+import type { Counters, Endpoint } from "./net/endpoint.ts";
 
 /** What a UDP app needs of its registry record. */
 interface UdpAppRecord {
@@ -27,10 +28,6 @@ interface UdpAppStats extends Counters {
   dropped: number;
 }
 
-/** Default seconds after which a silent peer's state is freed. */
-export const UDP_IDLE_TIMEOUT_S = 60;
-/** Default most public peers per app on the client; the least recently seen is evicted beyond it. */
-export const UDP_MAX_PEERS = 1024;
 /** Bytes of datagram frames gathered before one write to the work connection. */
 export const UDP_BATCH_BYTES = 256 * 1024;
 /** Work-connection backlog beyond which datagrams are dropped (UDP may drop; a queue must not grow). */

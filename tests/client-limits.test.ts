@@ -4,7 +4,7 @@ import { dlopen, FFIType, ptr } from "bun:ffi";
 import net from "node:net";
 import tls from "node:tls";
 import { Connector, DIALS_PER_TURN, type ConnectorOptions } from "../lib/connector.ts";
-import { KEEPALIVE_MS } from "../lib/relay.ts";
+import { KEEPALIVE_MS } from "../lib/net/sockets.ts";
 import { setLogSink } from "../lib/log.ts";
 import { fingerprintOf, selfSigned } from "../lib/tls.ts";
 import { encode, FrameReader, FrameType, withMagic, type Message } from "../protocol.ts";

@@ -3,7 +3,9 @@ import { afterAll, describe, expect, test } from "bun:test";
 import fs from "node:fs";
 import os from "node:os";
 import { join, resolve } from "node:path";
-import { ClientConfigSchema, ConfigError, EXIT_CONFIG, loadToml, parseFlags, ServerConfigSchema, validate } from "../lib/config.ts";
+import { ClientConfigSchema, ServerConfigSchema } from "../lib/config/schema.ts";
+import { ConfigError, loadToml, parseFlags, validate } from "../lib/config/load.ts";
+import { EXIT_CONFIG } from "../lib/config/defaults.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const tmp = fs.mkdtempSync(os.tmpdir() + "/warren-");

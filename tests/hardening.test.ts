@@ -1,7 +1,7 @@
 /** Defects found in code review, each pinned by a test: oversized logins, late guesses, silent work connections, bursts, UDP reply spoofing, oversized IPv6 datagrams. */
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { Endpoint } from "../lib/relay.ts";
+import { Endpoint } from "../lib/net/endpoint.ts";
 import { UdpPublic } from "../lib/udp.ts";
 import { SEQ_WINDOW, SeqWindow } from "../lib/guard.ts";
 import { encode, encodeDatagramInto, ErrorCode, FrameType, loginProof, workProof, type DecodeResult } from "../protocol.ts";

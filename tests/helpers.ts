@@ -1,7 +1,8 @@
 /** Test fixtures: in-process server and clients, echo and sink apps, users, hashes. */
 import { createHash } from "node:crypto";
 import net from "node:net";
-import { validate, ClientConfigSchema, ServerConfigSchema, type ClientConfig, type ServerConfig } from "../lib/config.ts";
+import { validate } from "../lib/config/load.ts";
+import { ClientConfigSchema, ServerConfigSchema, type ClientConfig, type ServerConfig } from "../lib/config/schema.ts";
 import { Connector } from "../lib/connector.ts";
 import { setLogLevel } from "../lib/log.ts";
 import { startServer, type RunningServer } from "../server.ts";

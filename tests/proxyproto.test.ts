@@ -2,7 +2,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import ipaddr from "ipaddr.js";
-import { ClientConfigSchema, ConfigError, validate } from "../lib/config.ts";
+import { ClientConfigSchema } from "../lib/config/schema.ts";
+import { ConfigError, validate } from "../lib/config/load.ts";
 import { proxyHeader, type ProxyVersion } from "../protocol.ts";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";

@@ -1,9 +1,11 @@
 /** Unit tests of the relay's held headers, stream ends, limits and the shared-timer deadlines, on real loopback sockets. */
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
-import { Deadlines } from "../lib/deadlines.ts";
+import { Deadlines } from "../lib/net/deadlines.ts";
 import { randomBytes } from "node:crypto";
-import { Endpoint, HIGH_WATER_BYTES, holdUntilNextPoll, linger, LINGER_MS, MAX_CONTROL_QUEUE_BYTES, relayHandler } from "../lib/relay.ts";
+import { Endpoint, HIGH_WATER_BYTES, linger, LINGER_MS, MAX_CONTROL_QUEUE_BYTES } from "../lib/net/endpoint.ts";
+import { holdUntilNextPoll } from "../lib/net/hold.ts";
+import { relayHandler } from "../lib/net/sockets.ts";
 import { sha256, until } from "./helpers.ts";
 
 const servers: net.Server[] = [];

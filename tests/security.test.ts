@@ -105,8 +105,8 @@ describe("TLS", async () => {
     expect(statSync(join(dir, GENERATED_KEY_FILE)).mode & 0o777).toBe(0o600);
     const lines: string[] = [];
     const s2 = await (await import("../server.ts")).startServer(
-      (await import("../lib/config.ts")).validate(
-        (await import("../lib/config.ts")).ServerConfigSchema,
+      (await import("../lib/config/load.ts")).validate(
+        (await import("../lib/config/schema.ts")).ServerConfigSchema,
         { bindAddr: "127.0.0.1", controlPort: 0, apiPort: 0, dataDir: ":memory:", adminToken: "admin-token-0123456789", tls: { enabled: true } },
         "t",
       ),

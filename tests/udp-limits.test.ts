@@ -3,7 +3,8 @@ import { afterEach, describe, expect, setSystemTime, test } from "bun:test";
 import type { udp } from "bun";
 import { datagramFrameBytes, DatagramReader, encodeDatagramInto } from "../protocol.ts";
 import { setLogLevel, setLogSink } from "../lib/log.ts";
-import { Endpoint, relayHandler } from "../lib/relay.ts";
+import { Endpoint } from "../lib/net/endpoint.ts";
+import { relayHandler } from "../lib/net/sockets.ts";
 import { DatagramBatcher, DROP_LOG_INTERVAL_MS, dropLog, UDP_BATCH_BYTES, UDP_MAX_QUEUED_BYTES, UDP_PENDING_PER_PEER, UdpLocal, UdpPublic } from "../lib/udp.ts";
 import { randomData, sha256, until } from "./helpers.ts";
 

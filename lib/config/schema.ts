@@ -1,18 +1,14 @@
 /**
- * Configuration: valibot schemas for server.toml and client.toml (the one
- * source of truth for keys, defaults and types), loading, and errors that
- * name the file and the key.
+ * Valibot schemas for server.toml, client.toml and the API's bodies: the one source
+ * of truth for keys, defaults and types. Imports no runtime module (defaults.ts holds
+ * the defaults the runtime shares).
  */
 import * as v from "valibot";
-import { DEFAULT_ALLOW_PORTS, PortSet } from "./ports.ts";
-import { LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, parseCidr } from "./guard.ts";
-import { UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./udp.ts";
+import { parseCidr, parseHostPort } from "../addr.ts";
+import { NAME_PATTERN } from "../../protocol.ts";
+import { PortSet } from "../ports.ts";
+import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./defaults.ts";
 
-/** Exit code for a bad config file or bad flags. */
-export const EXIT_CONFIG = 2;
-
-/** Group and app names: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
-export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Group and app names as the client and the wire take them: short, printable, safe in logs and URLs. */
 export const ExistingNameSchema = v.pipe(
   v.string("must be a string"),
@@ -70,9 +66,6 @@ const CountSchema = (max: number) => v.pipe(v.number("must be a number"), v.inte
 const Count = (max: number, def = 0) => v.optional(CountSchema(max), def);
 /** Most apps one group may have: one schema for server.toml, POST and PUT. */
 export const MaxAppsSchema = CountSchema(10_000);
-/** Defaults for groups that the registration token creates (README, Security). */
-export const REGISTRATION_MAX_GROUPS = 100;
-export const REGISTRATION_MAX_APPS = 10;
 
 /** One app of a group, as the server registers it. */
 export const ServerAppSchema = v.strictObject({
@@ -204,143 +197,8 @@ export type ClientConfig = v.InferOutput<typeof ClientConfigSchema>;
 /** A client app as configured. */
 export type ClientApp = v.InferOutput<typeof ClientAppSchema>;
 
-/**
- * The command line of both executables: `--config FILE` (`-c FILE`, `--config=FILE`)
- * and `--help` (`-h`). Throws on anything else. Hand-written rather than node:util's
- * parseArgs, which adds about 136 KiB to a heap the garbage collector scans on every
- * full collection for as long as the process relays (bench/optimisations.md).
- */
-export function parseFlags(argv: readonly string[]): { config?: string; help: boolean } {
-  const out: { config?: string; help: boolean } = { help: false };
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === "-h" || arg === "--help") out.help = true;
-    else if (arg === "-c" || arg === "--config") {
-      const value = argv[++i];
-      if (value === undefined || value.startsWith("-")) throw new Error(`option '${arg} FILE' needs a value`);
-      out.config = value;
-    } else if (arg.startsWith("--config=")) {
-      out.config = arg.slice("--config=".length);
-      if (!out.config) throw new Error("option '--config FILE' needs a value");
-    } else if (arg.startsWith("-")) throw new Error(`unknown option '${arg}'`);
-    else throw new Error(`unexpected argument '${arg}'`);
-  }
-  return out;
-}
-
-/** A config problem that names the file and the key. */
-export class ConfigError extends Error {
-  constructor(
-    readonly file: string,
-    readonly key: string,
-    detail: string,
-  ) {
-    super(key ? `${file}: ${key}: ${detail}` : `${file}: ${detail}`);
-    this.name = "ConfigError";
-  }
-}
-
-/** Formats a valibot issue path as a TOML key: `groups[0].apps[1].remotePort`. */
-export function issueKey(issue: v.BaseIssue<unknown>): string {
-  let key = "";
-  for (const item of issue.path ?? []) {
-    const k = (item as { key: unknown }).key;
-    key += typeof k === "number" ? `[${k}]` : key ? `.${String(k)}` : String(k);
-  }
-  return key;
-}
-
-function describe(issue: v.BaseIssue<unknown>): string {
-  // strictObject reports an unknown key as "expected never".
-  if (issue.expected === "never") return "unknown key";
-  if (issue.received === "undefined") return "is required";
-  return issue.message;
-}
-
-/** Validates an already-parsed object against a schema; throws ConfigError naming the first bad key. */
-export function validate<S extends v.GenericSchema>(schema: S, data: unknown, file: string): v.InferOutput<S> {
-  const res = v.safeParse(schema, data);
-  if (res.success) return res.output;
-  const issue = res.issues[0];
-  throw new ConfigError(file, issueKey(issue), describe(issue));
-}
-
-/** Reads and validates a TOML file. */
-export async function loadToml<S extends v.GenericSchema>(schema: S, file: string): Promise<v.InferOutput<S>> {
-  let text: string;
-  try {
-    text = await Bun.file(file).text();
-  } catch (err) {
-    throw new ConfigError(file, "", `cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)})`);
-  }
-  let data: unknown;
-  try {
-    data = Bun.TOML.parse(text);
-  } catch (err) {
-    const detail = (err as Error).message.replace(/^TOML Parse error: /, "");
-    const at = locateTomlError(text);
-    if (!at) throw new ConfigError(file, "", `invalid TOML: ${detail}`);
-    throw new ConfigError(file, at.key, `invalid TOML on line ${at.line}: ${detail}`);
-  }
-  return validate(schema, data, file);
-}
-
-/**
- * Finds the line and key of a TOML syntax error, which Bun reports without a
- * position: the error sits in the statement right after the longest prefix
- * of lines that parses. Keys are named like validation errors (`groups[1].token`).
- */
-function locateTomlError(text: string): { line: number; key: string } | null {
-  const lines = text.split(/\r?\n/);
-  if (lines.length > 10_000) return null; // each probe parses a prefix: keep the worst case small
-  let good = lines.length - 1;
-  for (; good > 0; good--) {
-    try {
-      Bun.TOML.parse(lines.slice(0, good).join("\n"));
-      break;
-    } catch {
-      // this prefix holds the error too
-    }
-  }
-  const index = new Map<string, number>(); // [[array.table]] path -> index of its latest entry
-  const tablePath = (raw: string) => {
-    const segs = raw.split(".").map((s) => s.trim());
-    return segs
-      .map((s, i) => {
-        const n = index.get(segs.slice(0, i + 1).join("."));
-        return n === undefined ? s : `${s}[${n}]`;
-      })
-      .join(".");
-  };
-  let table = "";
-  for (let i = 0; i <= good; i++) {
-    const header = /^\s*(\[\[?)\s*([^[\]]+?)\s*\]/.exec(lines[i]!);
-    if (header) {
-      const raw = header[2]!;
-      if (header[1] === "[[") {
-        index.set(raw, (index.get(raw) ?? -1) + 1);
-        for (const k of index.keys()) if (k.startsWith(raw + ".")) index.delete(k);
-      }
-      table = tablePath(raw);
-    }
-    if (i === good) {
-      const key = header ? "" : /^\s*([^=#\s][^=#]*?)\s*=/.exec(lines[i]!)?.[1];
-      return { line: i + 1, key: key ? (table ? `${table}.${key}` : key) : table };
-    }
-  }
-  return null;
-}
-
 /** Lowercase hex without separators: "AB:CD:…" and "abcd…" compare equal. */
 export function normalizeFingerprint(s: string): string {
   return s.replace(/:/g, "").trim().toLowerCase();
 }
 
-/** Parses "host:port" or "[v6]:port"; null when malformed. */
-export function parseHostPort(s: string): { host: string; port: number } | null {
-  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(s);
-  if (!m) return null;
-  const port = Number(m[3]);
-  if (port < 1 || port > 65535) return null;
-  return { host: (m[1] ?? m[2])!, port };
-}

@@ -1,5 +1,5 @@
 /**
- * The relay: the one module that writes to sockets.
+ * One side of a relayed connection: the one place that writes to sockets.
  *
  * Bun's `socket.write` does not buffer (BUN-NOTES.md): it returns how many
  * bytes the kernel took. Each Endpoint keeps the tail in a small queue,
@@ -8,9 +8,10 @@
  * forwarded with `shutdown()` after the queue toward the other side drains,
  * unless the owner takes the end itself (`onEnd`: a reusable work connection
  * tells a stream's end on the control connection instead). No Promise and no
- * timer is created per chunk.
+ * timer is created per chunk. The socket handler that feeds it lives in
+ * sockets.ts; holding a frame for the next chunk in hold.ts.
  */
-import type { Socket, SocketHandler } from "bun";
+import type { Socket } from "bun";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
@@ -18,33 +19,8 @@ export const HIGH_WATER_BYTES = 256 * 1024;
 export const LINGER_MS = 30_000;
 /** The linger in force: LINGER_MS, lowered only by tests (a 30 s wait cannot be tested in a unit test). */
 export const linger = { ms: LINGER_MS };
-/** Idle time before TCP keepalive probes on control and work connections (both sides): a pooled connection whose path died is found. */
-export const KEEPALIVE_MS = 30_000;
 /** Queued control bytes toward a peer that does not read before the connection is dropped. */
 export const MAX_CONTROL_QUEUE_BYTES = 1024 * 1024;
-
-/** Descriptors kept free for the registry, the API, UDP sockets and outgoing dials. */
-export const FD_RESERVE = 64;
-/** Least number of sockets allowed whatever the file limit says. */
-const MIN_SOCKETS = 32;
-
-/** The soft limit on open files (Linux /proc), or 1024 where it cannot be read. Bun's file API, not node:fs: see lib/files.ts. */
-async function fileLimit(): Promise<number> {
-  const text = await Bun.file("/proc/self/limits")
-    .text()
-    .catch(() => ""); // not Linux
-  const m = /^Max open files\s+(\d+|unlimited)/m.exec(text);
-  if (m) return m[1] === "unlimited" ? 1 << 20 : Number(m[1]);
-  return 1024;
-}
-
-/**
- * Open TCP sockets of this process and the most it accepts. Bun's listener spins at
- * 100 % CPU when accept() fails with EMFILE (BUN-NOTES.md), so accepted sockets beyond
- * `max` are closed at once, while descriptors are still left.
- */
-export const sockets = { open: 0, max: Math.max(MIN_SOCKETS, (await fileLimit()) - FD_RESERVE), refused: 0 };
-let lastRefusalLog = 0;
 
 /** Traffic counters of one app, shared by its streams. */
 export interface Counters {
@@ -424,110 +400,10 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   return out;
 }
 
-// Endpoints whose held header waits for the event loop's next poll: a user who
-// writes right after connecting has its first bytes read by then, and they leave
-// with the header. setImmediate runs before the poll, so a header is released on
-// the second turn after it was held: at most one loop turn of delay for a user who
-// waits for the app to speak first.
-let heldNew: Endpoint[] = [];
-let heldOld: Endpoint[] = [];
-let releaseScheduled = false;
-
-function releaseTurn(): void {
-  for (const ep of heldOld) ep.release();
-  heldOld = heldNew;
-  heldNew = [];
-  if (heldOld.length) setImmediate(releaseTurn);
-  else releaseScheduled = false;
-}
-
-/** Holds `header` on `ep` until its next relayed chunk or, at the latest, the event loop's next poll has passed. */
-export function holdUntilNextPoll(ep: Endpoint, header: Uint8Array): void {
-  ep.hold(header);
-  heldNew.push(ep);
-  if (!releaseScheduled) {
-    releaseScheduled = true;
-    setImmediate(releaseTurn);
-  }
-}
-
-/** Checks a TLS peer once its handshake is done; returns why it is refused, or null. */
-export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => string | null;
-
 /** An endpoint callback that runs `a` (if any), then `b`: for adding a close hook to one already set. */
 export function chain(a: ((ep: Endpoint, aborted: boolean) => void) | null, b: (ep: Endpoint, aborted: boolean) => void): (ep: Endpoint, aborted: boolean) => void {
   return (ep, aborted) => {
     a?.(ep, aborted);
     b(ep, aborted);
-  };
-}
-
-/**
- * A socket handler shared by every socket of one listener or dialer.
- * `create` makes the Endpoint for an accepted socket; dialed sockets carry
- * theirs in `data` already. With `verify` (TLS dialers), `onOpen` waits for
- * the handshake and a verified peer: in Bun `open` fires before the TLS
- * handshake, and nothing may be sent before the server is verified.
- */
-export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVerifier): SocketHandler<Endpoint> {
-  return {
-    open(socket) {
-      if (!socket.data && sockets.open >= sockets.max) {
-        sockets.refused++;
-        if (Date.now() - lastRefusalLog > 5_000) {
-          lastRefusalLog = Date.now();
-          console.error(`relay: ${sockets.open} sockets open, the most this process may hold (file limit less ${FD_RESERVE}); refusing new connections (${sockets.refused} so far)`);
-        }
-        return socket.terminate();
-      }
-      const ep = socket.data ?? create!(socket);
-      socket.data = ep;
-      ep.counted = true;
-      sockets.open++;
-      if (ep.closed) {
-        // Abandoned before it opened (a connect timeout fired).
-        socket.end();
-        return;
-      }
-      ep.attach(socket);
-      if (!verify) ep.onOpen?.(ep);
-    },
-    handshake: verify
-      ? (socket, _success, authorizationError) => {
-          const ep = socket.data;
-          const refused = verify(socket, authorizationError);
-          if (refused) {
-            ep.onTlsError?.(ep, refused);
-            socket.terminate();
-          } else if (!ep.closed) ep.onOpen?.(ep);
-        }
-      : undefined,
-    data(socket, chunk) {
-      Endpoint.events.data(socket.data, chunk);
-    },
-    drain(socket) {
-      Endpoint.events.drain(socket.data);
-    },
-    end(socket) {
-      Endpoint.events.end(socket.data);
-    },
-    close(socket, err) {
-      const ep = socket.data;
-      if (!ep) return;
-      if (ep.counted) {
-        ep.counted = false;
-        sockets.open--;
-      }
-      // An error here is a reset (ECONNRESET and the like): pass it on as one.
-      Endpoint.events.closed(ep, !!err);
-    },
-    error(socket, err) {
-      // A handler threw (a bug): never leave the connection half-handled.
-      console.error(`relay: handler error: ${err?.message ?? err}`);
-      socket.terminate();
-    },
-    connectError(socket) {
-      if (socket.data) Endpoint.events.closed(socket.data, false);
-    },
   };
 }

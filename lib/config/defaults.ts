@@ -1,0 +1,22 @@
+/**
+ * Defaults of the config keys that the runtime modules also need, in one place that
+ * imports nothing: the schemas read them here, and so do the modules that apply them.
+ */
+
+/** Exit code for a bad config file or bad flags. */
+export const EXIT_CONFIG = 2;
+/** Default failed logins from one address within the window that block it. */
+export const LOGIN_FAILURE_LIMIT = 10;
+/** Default window in seconds over which failed logins are counted. */
+export const LOGIN_FAILURE_WINDOW_S = 60;
+/** Default seconds an address stays blocked. */
+export const LOGIN_BLOCK_S = 60;
+/** Default seconds after which a silent peer's state is freed. */
+export const UDP_IDLE_TIMEOUT_S = 60;
+/** Default most public peers per app on the client; the least recently seen is evicted beyond it. */
+export const UDP_MAX_PEERS = 1024;
+/** The ports apps may use when `allowPorts` is not set: every unprivileged port. */
+export const DEFAULT_ALLOW_PORTS = "1024-65535";
+/** Defaults for groups that the registration token creates (README, Security). */
+export const REGISTRATION_MAX_GROUPS = 100;
+export const REGISTRATION_MAX_APPS = 10;
