@@ -5,8 +5,9 @@
 import { ClientConfigSchema, type ClientConfig } from "./lib/config/schema.ts";
 import { ConfigError, loadToml, parseFlags } from "./lib/config/load.ts";
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
-import { Connector, readTrustedCa } from "./lib/connector.ts";
+import { Connector, readTrustedCa } from "./lib/client/connector.ts";
 import { log, setLogLevel } from "./lib/log.ts";
+import type { AppStatus } from "./protocol.ts";
 
 const HELP = `warren-client: the private side of a Warren tunnel
 
@@ -61,6 +62,12 @@ async function main(): Promise<void> {
   }
   const connector = new Connector(config, { trustedCa });
   connector.on("fatal", () => process.exit(1));
+  // The public address of each app, on stdout: what the person who started the client needs to know.
+  const announce = (apps: readonly AppStatus[]) => {
+    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${config!.serverAddr}:${a.remotePort}`);
+  };
+  connector.on("online", announce);
+  connector.on("apps", announce);
   const shutdown = (sig: string) => {
     log.info("shutting down", { signal: sig });
     connector.stop();

@@ -6,7 +6,7 @@
  */
 import { validate } from "../lib/config/load.ts";
 import { ClientConfigSchema } from "../lib/config/schema.ts";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { setLogLevel } from "../lib/log.ts";
 
 const opts = JSON.parse(Bun.argv[2] ?? "{}") as { port: number; groups: number; apps: number; tokenPrefix: string; localPort: number; deadlineMs?: number };

@@ -1,7 +1,7 @@
 /** The client's engine: backoff, login timeout, heartbeats both ways, self-registration, and logs that never show a secret. */
 import { afterAll, describe, expect, setSystemTime, test } from "bun:test";
 import net from "node:net";
-import { backoffDelay, BACKOFF_MAX_MS, Connector } from "../lib/connector.ts";
+import { backoffDelay, BACKOFF_MAX_MS, Connector } from "../lib/client/connector.ts";
 import { setLogSink } from "../lib/log.ts";
 import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";
 import { clientConfig, createGroup, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";

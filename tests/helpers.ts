@@ -3,7 +3,7 @@ import { createHash } from "node:crypto";
 import net from "node:net";
 import { validate } from "../lib/config/load.ts";
 import { ClientConfigSchema, ServerConfigSchema, type ClientConfig, type ServerConfig } from "../lib/config/schema.ts";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { setLogLevel } from "../lib/log.ts";
 import { startServer, type RunningServer } from "../server.ts";
 import type { AppStatus } from "../protocol.ts";

@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { createHash } from "node:crypto";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { sockets } from "../lib/net/sockets.ts";
 import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/session.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";

@@ -6,7 +6,7 @@ import { MAX_BODY_BYTES } from "../lib/api.ts";
 import { ConfigError, validate } from "../lib/config/load.ts";
 import { REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS } from "../lib/config/defaults.ts";
 import { ServerConfigSchema } from "../lib/config/schema.ts";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { setLogSink } from "../lib/log.ts";
 import { PortSet } from "../lib/ports.ts";
 import { Registry } from "../lib/registry.ts";

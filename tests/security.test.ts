@@ -4,7 +4,7 @@ import { statSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
 import { join } from "node:path";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { LOG_BURST, logRate, setLogSink } from "../lib/log.ts";
 import { GENERATED_KEY_FILE, loadServerTls } from "../lib/tls.ts";
 import { encode, ErrorCode, FrameReader, FrameType, loginProof, MAGIC, withMagic } from "../protocol.ts";

@@ -6,7 +6,7 @@
  * (or app) that only downloads and one that only uploads; the clean cases check SHA-256.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import { encode, FrameType, withMagic } from "../protocol.ts";
 import { clientConfig, randomData, sha256, testServer, until } from "./helpers.ts";
 import { fakeServer, peerApp, rawLogin, rawSession, rawWork, userPeer, type FakeWork, type Peer } from "./wire.ts";

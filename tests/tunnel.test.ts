@@ -2,7 +2,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { encode, FrameReader, FrameType, loginProof, MAGIC, ErrorCode, withMagic } from "../protocol.ts";
-import { Connector } from "../lib/connector.ts";
+import { Connector } from "../lib/client/connector.ts";
 import {
   clientConfig,
   deadPort,

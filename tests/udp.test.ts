@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import type { udp } from "bun";
 import { DatagramReader, encodeDatagramInto, ErrorCode, MAX_DATAGRAM_BYTES } from "../protocol.ts";
-import type { Connector } from "../lib/connector.ts";
+import type { Connector } from "../lib/client/connector.ts";
 import { clientConfig, deadPort, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until, echoApp } from "./helpers.ts";
 
 type Sock = udp.Socket<"uint8array">;

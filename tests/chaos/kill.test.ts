@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 
-import { BACKOFF_MAX_MS } from "../../lib/connector.ts";
+import { BACKOFF_MAX_MS } from "../../lib/client/connector.ts";
 import { deadPort } from "../helpers.ts";
 import { tempDir, type Proc } from "../procs.ts";
 import {
