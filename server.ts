@@ -3,7 +3,7 @@
  * Usage: bun run server.ts [--config server.toml]
  */
 import { join } from "node:path";
-import { createApi } from "./lib/api.ts";
+import { createApi } from "./lib/api/app.ts";
 import { ConfigError, loadToml, parseFlags, validate } from "./lib/config/load.ts";
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
 import { ServerConfigSchema, type ServerConfig } from "./lib/config/schema.ts";

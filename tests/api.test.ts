@@ -4,7 +4,7 @@ import fs from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import { join } from "node:path";
-import { createApi, MAX_BODY_BYTES } from "../lib/api.ts";
+import { createApi, MAX_BODY_BYTES } from "../lib/api/app.ts";
 import { setLogSink } from "../lib/log.ts";
 import { REGISTRY_FILE } from "../lib/registry.ts";
 import type { AppStatus } from "../protocol.ts";

@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { MAX_BODY_BYTES } from "../lib/api.ts";
+import { MAX_BODY_BYTES } from "../lib/api/app.ts";
 import { ConfigError, validate } from "../lib/config/load.ts";
 import { REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS } from "../lib/config/defaults.ts";
 import { ServerConfigSchema } from "../lib/config/schema.ts";

@@ -1,0 +1,15 @@
+/** The API's one error type, so that handlers read straight-line and `app.onError` writes every refusal. */
+import type { ContentfulStatusCode } from "hono/utils/http-status";
+
+/** A refusal the client sees: its status, its exact JSON body and any extra headers. */
+export class HttpError extends Error {
+  override readonly name = "HttpError";
+
+  constructor(
+    readonly status: ContentfulStatusCode,
+    readonly body: { readonly error: string; readonly issues?: readonly { path: string; message: string }[] },
+    readonly headers?: Readonly<Record<string, string>>,
+  ) {
+    super(body.error);
+  }
+}
