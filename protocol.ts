@@ -549,28 +549,9 @@ function seqBytes(seq: number): Uint8Array {
   return b;
 }
 
-/**
- * Constant-time comparison of two byte strings of equal length (proofs, tokens).
- * Written here rather than taken from node:crypto, which costs every process 6 MiB of memory.
- */
-export function proofEquals(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
-
 /** `n` random bytes from the Web Crypto generator. */
 export function randomBytes(n: number): Uint8Array {
   return crypto.getRandomValues(new Uint8Array(n));
-}
-
-/** Random bytes of a generated token (group or admin): 192 bits, 32 base64url characters. */
-const GENERATED_TOKEN_BYTES = 24;
-
-/** A new random token, for a group created or changed without one and for a generated admin token. */
-export function generateToken(): string {
-  return Buffer.from(randomBytes(GENERATED_TOKEN_BYTES)).toString("base64url");
 }
 
 // ---------------------------------------------------------------------------

@@ -8,12 +8,12 @@ import { ConfigError, loadToml, parseFlags, validate } from "./lib/config/load.t
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
 import { ServerConfigSchema, type ServerConfig } from "./lib/config/schema.ts";
 import { readText, writeNew } from "./lib/files.ts";
-import { Hub } from "./lib/hub.ts";
+import { Hub } from "./lib/server/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
 import { Registry } from "./lib/registry.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
-import { generateToken } from "./protocol.ts";
+import { generateToken } from "./lib/secrets.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";

@@ -1,4 +1,5 @@
 /** Wire protocol: every message round-trips, every malformed input is a typed error, nothing ever throws. */
+import { constantTimeEqual as proofEquals } from "../lib/secrets.ts";
 import { describe, expect, test } from "bun:test";
 import { createHmac } from "node:crypto";
 import {
@@ -19,7 +20,6 @@ import {
   MAX_STATUS_ERROR_BYTES,
   NONCE_BYTES,
   PROOF_BYTES,
-  proofEquals,
   SESSION_ID_BYTES,
   withMagic,
   workProof,

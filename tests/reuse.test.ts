@@ -8,7 +8,7 @@ import net from "node:net";
 import { createHash } from "node:crypto";
 import { Connector } from "../lib/client/connector.ts";
 import { sockets } from "../lib/net/sockets.ts";
-import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/session.ts";
+import { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS } from "../lib/server/session.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";
 
 const POOL = 2;

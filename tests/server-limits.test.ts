@@ -7,10 +7,11 @@ import { afterAll, afterEach, describe, expect, setSystemTime, test } from "bun:
 import net from "node:net";
 import { LOGIN_BLOCK_S, LOGIN_FAILURE_WINDOW_S } from "../lib/config/defaults.ts";
 import { LoginGuard, MAX_TRACKED_ADDRESSES, sourceKey } from "../lib/guard.ts";
-import { MAX_DECLARED_APPS, MAX_PENDING_HANDSHAKES } from "../lib/hub.ts";
+import { MAX_DECLARED_APPS } from "../lib/server/auth.ts";
+import { MAX_PENDING_HANDSHAKES } from "../lib/server/control-port.ts";
 import { setLogSink } from "../lib/log.ts";
 import { sockets } from "../lib/net/sockets.ts";
-import { MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "../lib/session.ts";
+import { MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "../lib/server/session.ts";
 import { encode, ErrorCode, FRAME_HEADER_BYTES, FrameReader, FrameType, loginProof, MAX_FRAME_BYTES, withMagic, type DecodeResult, type Message } from "../protocol.ts";
 import { createGroup, testServer, TOKEN, until } from "./helpers.ts";
 

@@ -3,7 +3,7 @@
  * Bodies are valibot schemas; every client mistake gets a 4xx that names it, written in one place (`onError`).
  */
 import { Hono } from "hono";
-import type { Hub } from "../hub.ts";
+import type { Hub } from "../server/hub.ts";
 import { log } from "../log.ts";
 import { createAuth, type ApiEnv, type ApiSecrets } from "./auth.ts";
 import { HttpError } from "./errors.ts";

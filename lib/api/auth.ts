@@ -1,8 +1,8 @@
 /** Who is calling: the login lockout, the role the bearer token grants, and guards that routes put in front of themselves. */
 import type { Context, MiddlewareHandler } from "hono";
 import type { Server } from "bun";
-import { proofEquals } from "../../protocol.ts";
-import type { Hub } from "../hub.ts";
+import { sameSecret } from "../secrets.ts";
+import type { Hub } from "../server/hub.ts";
 import { HttpError } from "./errors.ts";
 
 /** What the bearer token lets its holder do; null: no token, or one that is neither secret. */
@@ -27,12 +27,6 @@ export interface Auth {
   readonly requireAdmin: MiddlewareHandler<ApiEnv>;
   /** Lets through the admin or the registration token. */
   readonly requireToken: MiddlewareHandler<ApiEnv>;
-}
-
-function sameSecret(given: string, expected: string | undefined): boolean {
-  if (!expected) return false;
-  // Constant time: how long a comparison takes must not tell how much of a guess was right.
-  return proofEquals(Buffer.from(given), Buffer.from(expected));
 }
 
 /** The caller's address; "" when there is no socket (app.request in tests). */

@@ -5,15 +5,17 @@
  * when the stream has ended both ways (StreamEnd each way, then WorkFree).
  */
 import type { TCPSocketListener } from "bun";
-import { encode, ErrorCode, FrameReader, FrameType, hostPort, withMagic, type AppStatus, type DeclaredApp } from "../protocol.ts";
-import { log } from "./log.ts";
-import type { AppRecord, GroupRecord } from "./registry.ts";
-import { chain, Endpoint, type Counters } from "./net/endpoint.ts";
-import { holdUntilNextPoll } from "./net/hold.ts";
-import { relayHandler, sockets } from "./net/sockets.ts";
-import { UdpPublic } from "./udp.ts";
-import { AccessList, SeqWindow } from "./guard.ts";
-import { Deadlines } from "./net/deadlines.ts";
+import { encode, ErrorCode, FrameReader, FrameType, hostPort, MAX_FRAME_BYTES, withMagic, type AppStatus, type DeclaredApp } from "../../protocol.ts";
+import { log } from "../log.ts";
+import type { AppCounters } from "../metrics/counters.ts";
+import type { AppRecord, GroupRecord } from "../registry.ts";
+import { chain, Endpoint } from "../net/endpoint.ts";
+import { holdUntilNextPoll } from "../net/hold.ts";
+import { relayHandler, sockets } from "../net/sockets.ts";
+import { UdpPublic } from "../udp.ts";
+import { AccessList, SeqWindow } from "../guard.ts";
+import { Deadlines } from "../net/deadlines.ts";
+import type { LiveUsers } from "./users.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
@@ -32,19 +34,6 @@ export const EXTRA_IDLE_WORK = 256;
 /** An idle work connection beyond poolSize unused this long is closed: the load that needed it has gone. */
 export const IDLE_WORK_TIMEOUT_MS = 30_000;
 
-/** Traffic counters of one app plus its live user streams (so a deleted group's streams can be cut). */
-export interface AppStats extends Counters {
-  readonly streams: Set<Endpoint>;
-  /** Users refused by allowIPs/denyIPs. */
-  denied: number;
-  /** Users refused because the app was at maxConnections. */
-  overLimit: number;
-  /** UDP datagrams dropped: too large, no or a backed-up work connection, replies to peers that never sent. */
-  dropped: number;
-  /** Users refused because maxPendingUsers were already waiting for a work connection. */
-  queueFull: number;
-}
-
 /** What a session needs from the server around it. */
 export interface SessionHost {
   readonly bindAddr: string;
@@ -54,7 +43,9 @@ export interface SessionHost {
   readonly udpIdleTimeoutMs: number;
   /** How long an unanswered OpenWork counts as in flight: WORK_REQUEST_TIMEOUT_MS, lowered only by tests. */
   readonly workRequestTimeoutMs: number;
-  statsFor(group: string, app: string): AppStats;
+  statsFor(group: string, app: string): AppCounters;
+  /** The live user connections of every TCP app. */
+  readonly users: LiveUsers;
   /** Called once when the session has ended. */
   ended(session: Session): void;
 }
@@ -175,6 +166,57 @@ export class Session {
     return this.#pool.length;
   }
 
+  /**
+   * Serves the control connection of a login just accepted: binds the apps, answers LoginOk,
+   * then reads the client's frames. Frames that arrive while the apps are being bound wait
+   * in `reader`, in order (and bounded). This session is the one writer of the connection.
+   */
+  open(reader: FrameReader): void {
+    const ep = this.control;
+    let ready = false;
+    ep.onData = (_e, chunk) => {
+      reader.push(chunk);
+      if (ready) this.#serve(reader);
+      else if (reader.buffered > MAX_FRAME_BYTES) this.end(ErrorCode.UnexpectedMessage, "too much data before the login was answered");
+    };
+    ep.onClose = () => this.end(null, "control connection closed");
+    this.reconcile(this.group)
+      .then(() => {
+        if (this.#ended) return;
+        ep.send(encode({ type: FrameType.LoginOk, sessionId: this.id, apps: this.#statuses }));
+        log.info("group online", { group: this.group.name, client: this.clientAddr, apps: this.#statuses.filter((s) => !s.error).length });
+        ready = true;
+        this.start();
+        this.#serve(reader);
+      })
+      .catch((err: Error) => {
+        log.error("login could not be completed", { group: this.group.name, error: err.message });
+        this.end(ErrorCode.Overloaded, "the server could not complete the login");
+      });
+  }
+
+  /** Handles the client's control frames. */
+  #serve(reader: FrameReader): void {
+    for (let res = reader.next(); res; res = reader.next()) {
+      if (!res.ok) {
+        log.warn("protocol error on control connection", { group: this.group.name, error: res.error.message });
+        return this.end(res.error.code, res.error.message);
+      }
+      this.touch();
+      const msg = res.msg;
+      if (msg.type === FrameType.StreamEnd) this.streamEnd(msg.seq, msg.bytes);
+      else if (msg.type === FrameType.WorkFree) this.workFree(msg.seq);
+      else if (msg.type === FrameType.Ping) this.control.send(encode({ type: FrameType.Pong, seq: msg.seq }));
+      else if (msg.type !== FrameType.Pong) return this.end(ErrorCode.UnexpectedMessage, `unexpected frame type ${msg.type} on a control connection`);
+    }
+  }
+
+  /** Applies a changed group to this session and tells the client the new statuses. */
+  async update(group: GroupRecord): Promise<void> {
+    await this.reconcile(group);
+    if (!this.#ended) this.control.send(encode({ type: FrameType.Apps, apps: this.#statuses }));
+  }
+
   /** Opens listeners for the declared apps that the group has, and records why the others are not served. Calls run one after another. */
   reconcile(group: GroupRecord): Promise<void> {
     const run = this.#reconciling.then(() => this.#reconcile(group));
@@ -283,9 +325,11 @@ export class Session {
     const stats = this.host.statsFor(this.group.name, rec.name);
     const access = new AccessList(rec.allowIPs, rec.denyIPs);
     // One set of functions per listener, not per user: memory per held connection stays low.
+    const users = this.host.users;
+    const group = this.group.name;
     const onUserClose = (user: Endpoint) => {
       stats.connections--;
-      stats.streams.delete(user);
+      users.delete(group, rec.name, user);
     };
     const onUserOpen = (user: Endpoint) => {
       // Checked before any work connection is spent on the user.
@@ -305,7 +349,7 @@ export class Session {
       const user = new Endpoint();
       user.stats = stats;
       stats.connections++;
-      stats.streams.add(user);
+      users.add(group, rec.name, user);
       user.onClose = onUserClose;
       user.onOpen = onUserOpen;
       return user;
