@@ -1,0 +1,60 @@
+/** A TCP app: a listener on its public port; each user who passes allowIPs, denyIPs and maxConnections gets a stream. */
+import { hostPort } from "../../../protocol.ts";
+import { AccessList } from "../../guard.ts";
+import { log } from "../../log.ts";
+import { Endpoint } from "../../net/endpoint.ts";
+import { relayHandler } from "../../net/sockets.ts";
+import type { AppRecord } from "../../registry.ts";
+import type { AppHost, PublicApp } from "./app.ts";
+
+/** Binds the app's port; a string says why it cannot be. */
+export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
+  const stats = host.stats(rec.name);
+  const access = new AccessList(rec.allowIPs, rec.denyIPs);
+  const { users, groupName: group } = host;
+  // One set of functions per listener, not per user: memory per held connection stays low.
+  const onUserClose = (user: Endpoint) => {
+    stats.connections--;
+    users.delete(group, rec.name, user);
+  };
+  const onUserOpen = (user: Endpoint) => {
+    // Checked before any work connection is spent on the user.
+    if (!access.empty && !access.allows(user.socket!.remoteAddress)) {
+      stats.denied++;
+      log.debug("user refused by the access list", { group, app: rec.name, from: user.socket!.remoteAddress });
+      return user.reset();
+    }
+    if (rec.maxConnections > 0 && stats.connections > rec.maxConnections) {
+      stats.overLimit++;
+      log.debug("user refused: app at maxConnections", { group, app: rec.name, limit: rec.maxConnections });
+      return user.reset();
+    }
+    host.acceptUser(user, rec.name);
+  };
+  const handler = relayHandler(() => {
+    const user = new Endpoint();
+    user.stats = stats;
+    stats.connections++;
+    users.add(group, rec.name, user);
+    user.onClose = onUserClose;
+    user.onOpen = onUserOpen;
+    return user;
+  });
+  let listener;
+  try {
+    listener = Bun.listen<Endpoint>({ hostname: host.bindAddr, port: rec.remotePort, exclusive: true, allowHalfOpen: true, socket: handler });
+  } catch (err) {
+    return `port ${rec.remotePort} cannot be bound (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+  }
+  return {
+    record: rec,
+    publicAddr: specificIp(host.bindAddr) ? hostPort(host.bindAddr, listener.port) : undefined,
+    close: () => listener.stop(false),
+  };
+}
+
+/** Whether `addr` is one IP address (not a host name, not 0.0.0.0 or ::, no zone): a listener bound to it is reached at it. */
+function specificIp(addr: string): boolean {
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(addr)) return addr !== "0.0.0.0";
+  return addr.includes(":") && !addr.includes("%") && !/^[0:]*$/.test(addr);
+}
