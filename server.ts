@@ -73,8 +73,8 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   const errors = registry.syncConfig(config.groups);
   if (errors.length) {
     registry.close();
-    const [key, ...rest] = errors[0]!.split(": ");
-    throw new ConfigError(file, key!, rest.join(": "));
+    const e = errors[0]!;
+    throw new ConfigError(file, e.path!, e.message, { cause: e });
   }
   let token: string;
   try {

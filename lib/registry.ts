@@ -9,6 +9,7 @@ import { privately, tighten, writeNew } from "./files.ts";
 import { log } from "./log.ts";
 import type { AppType } from "../protocol.ts";
 import { PortSet } from "./ports.ts";
+import { WarrenError } from "./errors.ts";
 
 /** Where a group came from: `config` groups are synced with server.toml at every start. */
 export type GroupSource = "config" | "api" | "client";
@@ -56,11 +57,12 @@ export interface AppInput {
   readonly maxConnections?: number;
 }
 
-/** Why a registry change was refused; `path` names the offending field of the request. */
-export interface RegistryError {
-  readonly code: "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
-  readonly message: string;
-  readonly path?: string;
+/** Why a registry change was refused. */
+export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
+
+/** A registry change refused; `path` names the offending field of the request (or of server.toml). */
+export class RegistryError extends WarrenError<RegistryErrorCode> {
+  override readonly name = "RegistryError";
 }
 
 /** Result of a registry change. */
@@ -210,9 +212,9 @@ export class Registry {
 
   /** Registers a new group; fails when the name or a port is taken. */
   create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput = {}): RegistryResult {
-    if (this.#groups.has(name)) return { ok: false, error: { code: "name_taken", message: `group "${name}" already exists`, path: "name" } };
+    if (this.#groups.has(name)) return { ok: false, error: new RegistryError("name_taken", `group "${name}" already exists`, "name") };
     const like = this.#lookalike(name);
-    if (like) return { ok: false, error: { code: "name_taken", message: `group "${name}" differs from existing group "${like}" only in letter case; choose another name`, path: "name" } };
+    if (like) return { ok: false, error: new RegistryError("name_taken", `group "${name}" differs from existing group "${like}" only in letter case; choose another name`, "name") };
     const maxApps = limits.maxApps ?? 0;
     const allowPorts = limits.allowPorts ?? null;
     const resolved = this.#resolvePorts(name, apps, [], maxApps, allowPorts);
@@ -230,7 +232,7 @@ export class Registry {
   /** Replaces a group's apps (and its token and limits, when given); apps that asked for port 0 keep the port they had. */
   update(name: string, apps: readonly AppInput[], token?: string, limits?: GroupLimitsInput): RegistryResult {
     const old = this.#groups.get(name);
-    if (!old) return { ok: false, error: { code: "not_found", message: `group "${name}" does not exist` } };
+    if (!old) return { ok: false, error: new RegistryError("not_found", `group "${name}" does not exist`) };
     const maxApps = limits ? (limits.maxApps ?? 0) : old.maxApps;
     const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
     const resolved = this.#resolvePorts(name, apps, old.apps, maxApps, allowPorts);
@@ -257,16 +259,16 @@ export class Registry {
     return true;
   }
 
-  /** Makes the `config` groups equal to server.toml's `[[groups]]`; groups from other sources are untouched. Returns one error sentence per group that could not be applied. */
-  syncConfig(groups: readonly ({ name: string; token: string; apps: readonly AppInput[] } & GroupLimitsInput)[]): string[] {
-    const errors: string[] = [];
+  /** Makes the `config` groups equal to server.toml's `[[groups]]`; groups from other sources are untouched. Returns one error per group that could not be applied, its path naming the server.toml key. */
+  syncConfig(groups: readonly ({ name: string; token: string; apps: readonly AppInput[] } & GroupLimitsInput)[]): RegistryError[] {
+    const errors: RegistryError[] = [];
     const wanted = new Set(groups.map((g) => g.name));
     for (const g of this.list()) if (g.source === "config" && !wanted.has(g.name)) this.delete(g.name);
     for (const [i, g] of groups.entries()) {
       const existing = this.#groups.get(g.name);
       const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts };
       const res = existing ? this.update(g.name, g.apps, g.token, limits) : this.create(g.name, g.token, "config", g.apps, limits);
-      if (!res.ok) errors.push(`groups[${i}]${res.error.path ? "." + res.error.path : ""}: ${res.error.message}`);
+      if (!res.ok) errors.push(new RegistryError(res.error.code, res.error.message, `groups[${i}]${res.error.path ? "." + res.error.path : ""}`, { cause: res.error }));
       else if (existing && existing.source !== "config") this.#setSource(g.name, "config");
     }
     return errors;
@@ -303,7 +305,7 @@ export class Registry {
     groupPorts: string | null,
   ): { ok: true; apps: AppRecord[] } | { ok: false; error: RegistryError } {
     if (maxApps > 0 && apps.length > maxApps) {
-      return { ok: false, error: { code: "too_many_apps", message: `group "${group}" may have at most ${maxApps} apps, not ${apps.length}`, path: "apps" } };
+      return { ok: false, error: new RegistryError("too_many_apps", `group "${group}" may have at most ${maxApps} apps, not ${apps.length}`, "apps") };
     }
     // A group's own range narrows the server's: a port must be in both.
     const own = groupPorts ? (PortSet.parse(groupPorts) as PortSet) : null;
@@ -324,7 +326,7 @@ export class Registry {
     };
     const out: AppRecord[] = [];
     const mine = new Set<string>();
-    const fail = (code: RegistryError["code"], i: number, message: string) => ({ ok: false as const, error: { code, message, path: `apps[${i}].remotePort` } });
+    const fail = (code: RegistryErrorCode, i: number, message: string) => ({ ok: false as const, error: new RegistryError(code, message, `apps[${i}].remotePort`) });
     // Explicit ports first, so that a chosen port never lands on one asked for later in the list.
     for (const [i, a] of apps.entries()) {
       if (a.remotePort === 0) continue;

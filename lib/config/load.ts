@@ -3,6 +3,7 @@
  * schema, and errors that name the file and the key (exit code EXIT_CONFIG).
  */
 import * as v from "valibot";
+import { WarrenError } from "../errors.ts";
 
 /**
  * The command line of both executables: `--config FILE` (`-c FILE`, `--config=FILE`)
@@ -28,14 +29,15 @@ export function parseFlags(argv: readonly string[]): { config?: string; help: bo
   return out;
 }
 
-/** A config problem that names the file and the key. */
-export class ConfigError extends Error {
+/** A config problem that names the file and the key (exit code EXIT_CONFIG). */
+export class ConfigError extends WarrenError<"config"> {
   constructor(
     readonly file: string,
     readonly key: string,
     detail: string,
+    options?: { cause?: unknown },
   ) {
-    super(key ? `${file}: ${key}: ${detail}` : `${file}: ${detail}`);
+    super("config", key ? `${file}: ${key}: ${detail}` : `${file}: ${detail}`, key, options);
     this.name = "ConfigError";
   }
 }
