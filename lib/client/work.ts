@@ -18,6 +18,7 @@ import { log } from "../log.ts";
 import { Deadlines } from "../net/deadlines.ts";
 import { chain, Endpoint } from "../net/endpoint.ts";
 import { holdUntilNextPoll } from "../net/hold.ts";
+import { Stream, type StreamOwner } from "../net/stream.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
 import { UdpLocal, type UdpCounters } from "../udp.ts";
 
@@ -58,21 +59,21 @@ interface Work {
   readonly reader: FrameReader;
   /** Parses the next StartWork while idle. */
   readonly idle: (ep: Endpoint, chunk: Uint8Array) => void;
-  stream: Stream | null;
+  stream: AppStream | null;
   /** A StreamEnd that came before its StartWork; -1 if none. */
   upBytes: number;
 }
 
 /** A stream between a work connection and the local app. */
-interface Stream {
-  readonly work: Work;
-  readonly local: Endpoint;
-  /** Every byte the server announced has arrived (or its FIN): the app got a FIN. */
-  upEnded: boolean;
-  /** The app's FIN has been told to the server. */
-  downEnded: boolean;
-  /** The control connection is gone: an end not told by then cannot be told (the stream is reset), and the connection closes after it. */
-  noReuse: boolean;
+class AppStream extends Stream {
+  constructor(
+    owner: StreamOwner,
+    readonly w: Work,
+    local: Endpoint,
+    app: string,
+  ) {
+    super(owner, w.ep, local, w.seq, app);
+  }
 }
 
 /** A local app as configured, with its address parsed. */
@@ -98,7 +99,8 @@ export interface WorkLimits {
 }
 
 /** The work connections of one connector, across its sessions. */
-export class WorkConnections {
+export class WorkConnections implements StreamOwner {
+  readonly nearName = "app";
   #sessionId: Uint8Array | null = null;
   #stopped = false;
   #dials = 0;
@@ -115,9 +117,6 @@ export class WorkConnections {
   #streams = new Set<Endpoint>();
   /** Work connections of the current session by sequence number (sequence numbers restart with each session). */
   #works = new Map<number, Work>();
-  /** One set of functions per client, not per stream. */
-  readonly #workEnded = (work: Endpoint) => this.#upEnded((work.tag as Work).stream!);
-  readonly #localEnded = (local: Endpoint) => this.#downEnded(((local.peer as Endpoint).tag as Work).stream!);
   #udp = new Map<string, UdpLocal>();
   readonly #maxWorkDials: number;
   readonly #maxWantedWork: number;
@@ -235,7 +234,7 @@ export class WorkConnections {
     ep.onClose = (e, aborted) => {
       uncount();
       const s = w.stream;
-      if (s && !(s.upEnded && s.downEnded)) log.warn("stream reset: its work connection closed before the stream ended", { how: aborted ? "reset" : "closed" });
+      if (s && !s.done) log.warn("stream reset: its work connection closed before the stream ended", { app: s.app, how: aborted ? "reset" : "closed" });
       this.#idleWork.delete(e);
       this.#streams.delete(e);
       if (this.#works.get(seq) === w) this.#works.delete(seq);
@@ -259,10 +258,11 @@ export class WorkConnections {
       return work.endWhenFlushed();
     }
     const local = new Endpoint();
-    const s: Stream = { work: w, local, upEnded: false, downEnded: false, noReuse: this.#works.get(w.seq) !== w };
+    const s = new AppStream(this, w, local, appName);
+    s.noReuse = this.#works.get(w.seq) !== w;
     w.stream = s;
     work.onData = null;
-    work.onEnd = this.#workEnded;
+    s.watchWork();
     work.peer = local;
     // Queued before the user's bytes: the app reads it first, whenever its connection opens.
     if (app.proxyProtocol) local.write(proxyHeader(app.proxyProtocol, endOf(userAddr), endOf(publicAddr)), null);
@@ -270,7 +270,7 @@ export class WorkConnections {
     if (w.upBytes >= 0) {
       const bytes = w.upBytes;
       w.upBytes = -1;
-      if (!work.endAfter(bytes)) return this.#broken(s, "more bytes than its stream-end announced");
+      if (!s.endAfter(bytes)) return;
     }
     let opened = false;
     this.#localDials.add(local);
@@ -279,7 +279,6 @@ export class WorkConnections {
       this.#localDials.delete(l);
       this.#holdAck(work);
       l.onOpen = l.onClose = null; // joined: from here the relay closes each side with the other
-      l.onEnd = this.#localEnded;
       l.pipe(work);
       log.debug("stream open", { app: appName, user: userAddr });
     };
@@ -289,6 +288,7 @@ export class WorkConnections {
       log.warn("local app unreachable", { app: appName, localAddr: app.localAddr, user: userAddr });
       work.peer = null;
       work.onEnd = null;
+      w.stream = work.stream = null; // no stream began
       work.send(encode({ type: FrameType.WorkAck, ok: false, message: `local app ${app.localAddr} is unreachable` }));
       work.endWhenFlushed();
     };
@@ -315,58 +315,33 @@ export class WorkConnections {
     if (!w) return; // closed meanwhile
     const s = w.stream;
     if (!s) w.upBytes = bytes; // before its StartWork: applied when that comes
-    else if (!s.upEnded && !w.ep.endAfter(bytes)) this.#broken(s, "more bytes than its stream-end announced");
+    else if (!s.inEnded) s.endAfter(bytes);
   }
 
-  /** Every byte the server announced has arrived (or its FIN): the app gets a FIN. */
-  #upEnded(s: Stream): void {
-    if (s.upEnded) return;
-    s.upEnded = true;
-    if (s.downEnded) this.#finish(s);
-    else s.local.shutdownWhenFlushed();
+  // StreamOwner: how the client's streams tell their ends, and what becomes of a finished one's work connection.
+  fields(s: Stream): Record<string, unknown> {
+    return { app: s.app };
   }
 
-  /** The app sent FIN: tell the server how many bytes to expect. */
-  #downEnded(s: Stream): void {
-    if (s.downEnded) return;
-    s.downEnded = true;
+  tellEnd(s: Stream, bytes: number): boolean {
     const control = this.host.control();
-    // Without the control connection the server cannot learn the count, and a FIN would prove nothing to it.
-    if (s.noReuse || !control) return this.#cut(s, "the app's end came after the control connection was lost");
-    s.work.ep.release(); // a WorkAck held for the app's first bytes: none will come
-    holdUntilNextPoll(control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.local.relayed }));
-    if (s.upEnded) this.#finish(s);
+    if (!control) return false;
+    holdUntilNextPoll(control, encode({ type: FrameType.StreamEnd, seq: s.seq, bytes }));
+    return true;
   }
 
-  /** Both directions ended: the work connection leaves the app and waits for the next StartWork, or closes. */
-  #finish(s: Stream): void {
-    const w = s.work;
+  /** Both directions ended: the work connection says WorkFree and waits for the next StartWork, or closes. */
+  finished(stream: Stream): void {
+    const w = (stream as AppStream).w; // every stream of this object is one
     const work = w.ep;
-    // Parted first: the app may close at once, and must not take the work connection with it.
-    work.unpipe();
-    // The app's socket closes once its last bytes are taken; an app that stops reading is cut after LINGER_MS.
-    s.local.endWhenFlushed();
     w.stream = null;
     const control = this.host.control();
-    if (s.noReuse || work.readEnded || !control || this.#works.get(w.seq) !== w) return work.endWhenFlushed();
+    if (stream.noReuse || work.readEnded || !control || this.#works.get(w.seq) !== w) return work.endWhenFlushed();
     holdUntilNextPoll(control, encode({ type: FrameType.WorkFree, seq: w.seq }));
     w.reader.reopen();
     work.onData = w.idle;
     this.#streams.delete(work);
     this.#idleWork.add(work);
-  }
-
-  #broken(s: Stream, why: string): void {
-    log.warn("protocol error on a work connection; resetting the stream", { error: why });
-    s.local.reset();
-    s.work.ep.reset();
-  }
-
-  /** Resets a stream whose end cannot be proven: the app sees a reset, never a clean end after fewer bytes. */
-  #cut(s: Stream, why: string): void {
-    log.warn("stream reset: its end cannot be confirmed", { reason: why });
-    s.local.reset();
-    s.work.ep.reset();
   }
 
   /** Holds a successful WorkAck until the app's first bytes, a FIN, or ACK_HOLD_MS. */

@@ -12,6 +12,7 @@
  * sockets.ts; holding a frame for the next chunk in hold.ts.
  */
 import type { Socket } from "bun";
+import type { Stream } from "./stream.ts";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
@@ -54,6 +55,8 @@ export class Endpoint {
   stats: Counters | null = null;
   /** Owner's state (session, app, work-connection phase). */
   tag: unknown = null;
+  /** The stream this socket carries (stream.ts), while it carries one. */
+  stream: Stream | null = null;
   closed = false;
   /** Counted in `sockets.open`. */
   counted = false;

@@ -10,6 +10,7 @@ import type { AppCounters } from "../metrics/counters.ts";
 import { Deadlines } from "../net/deadlines.ts";
 import { chain, type Endpoint } from "../net/endpoint.ts";
 import { holdUntilNextPoll } from "../net/hold.ts";
+import { Stream, type StreamOwner } from "../net/stream.ts";
 import { sockets } from "../net/sockets.ts";
 import type { PublicApp } from "./apps/app.ts";
 
@@ -43,28 +44,28 @@ interface Work {
   readonly reader: FrameReader;
   /** MAGIC has gone out (with the first StartWork). */
   greeted: boolean;
-  stream: Stream | null;
+  stream: UserStream | null;
   /** When it last went into the pool (performance.now()). */
   idleSince: number;
 }
 
-/** A user's stream on a work connection. */
-interface Stream {
-  readonly work: Work;
-  readonly user: Endpoint;
-  readonly app: string;
+/** A user's stream on a work connection: the shared stream, and what only the server tracks of it. */
+class UserStream extends Stream {
   /** The client's WorkAck arrived: the two are piped. */
-  acked: boolean;
-  /** The user's FIN has been told to the client. */
-  upEnded: boolean;
-  /** Every byte the client sent has arrived and the user was sent a FIN. */
-  downEnded: boolean;
+  acked = false;
   /** The byte count of a StreamEnd that came before the ack; -1 if none. */
-  downBytes: number;
+  downBytes = -1;
   /** The client said WorkFree. */
-  freed: boolean;
-  /** The control connection is gone: an end not told by then cannot be told (the stream is reset), and the connection closes after it. */
-  noReuse: boolean;
+  freed = false;
+
+  constructor(
+    owner: StreamOwner,
+    readonly w: Work,
+    user: Endpoint,
+    app: string,
+  ) {
+    super(owner, w.ep, user, w.seq, app);
+  }
 }
 
 /** What the pool needs from its session. */
@@ -85,7 +86,8 @@ export interface PoolHost {
 }
 
 /** The work connections of one session. */
-export class WorkPool {
+export class WorkPool implements StreamOwner {
+  readonly nearName = "user";
   /** Work connections taken in (authenticated hellos) and streams started on one that came back from an earlier stream. */
   readonly counts = { workOpened: 0, workReused: 0, workFreed: 0 };
   #pool: Work[] = [];
@@ -102,25 +104,20 @@ export class WorkPool {
   /** Users waiting for a work connection are closed after userConnTimeout. */
   readonly #waitDeadlines: Deadlines<WaitingUser>;
   /** A pooled connection whose path died silently would never answer StartWork: its user is cut after userConnTimeout. */
-  readonly #ackDeadlines: Deadlines<Stream>;
+  readonly #ackDeadlines: Deadlines<UserStream>;
   readonly #idleData: (ep: Endpoint) => void;
-  readonly #userEnded: (user: Endpoint) => void;
-  readonly #workEnded: (work: Endpoint) => void;
 
   constructor(readonly host: PoolHost) {
     this.#waitDeadlines = new Deadlines(host.userConnTimeoutMs, (w) => this.#dropWaiting(w, "no work connection within userConnTimeout"));
-    this.#ackDeadlines = new Deadlines(host.userConnTimeoutMs, (p) => {
-      log.warn("no answer on a work connection in time; closing the user", { group: this.host.groupName, app: p.app });
-      p.user.reset();
-      p.work.ep.reset();
+    this.#ackDeadlines = new Deadlines(host.userConnTimeoutMs, (s) => {
+      log.warn("no answer on a work connection in time; closing the user", { group: this.host.groupName, app: s.app });
+      s.reset();
     });
     // One set of functions per session, not per stream.
     this.#idleData = (ep) => {
       log.warn("data on an idle work connection; closing it", { group: this.host.groupName });
       ep.destroy();
     };
-    this.#userEnded = (user) => this.#upEnded(((user.peer as Endpoint).tag as Work).stream!);
-    this.#workEnded = (work) => this.#downEnded((work.tag as Work).stream!);
   }
 
   /** Idle work connections in the pool. */
@@ -215,10 +212,9 @@ export class WorkPool {
     holdUntilNextPoll(work, w.greeted ? start : withMagic(start));
     if (w.greeted) this.counts.workReused++;
     w.greeted = true;
-    const s: Stream = { work: w, user, app, acked: false, upEnded: false, downEnded: false, downBytes: -1, freed: false, noReuse: false };
+    const s = new UserStream(this, w, user, app);
     w.stream = s;
     this.#ackDeadlines.add(s);
-    user.onEnd = this.#userEnded;
     user.peer = work;
     user.resume();
     work.onData = (ep, chunk) => {
@@ -238,38 +234,26 @@ export class WorkPool {
         return ep.destroy();
       }
       s.acked = true;
-      ep.onEnd = this.#workEnded;
+      s.watchWork();
       ep.pipe(user, reader.rest());
-      if (s.downBytes >= 0 && ep.peer === user && !ep.endAfter(s.downBytes)) this.#broken(s, "more bytes than its stream-end announced");
+      if (s.downBytes >= 0 && ep.peer === user) s.endAfter(s.downBytes);
     };
   }
 
-  /** The user sent FIN: tell the client how many bytes to expect. */
-  #upEnded(s: Stream): void {
-    if (s.upEnded) return;
-    s.upEnded = true;
-    // Without the control connection the client cannot learn the count, and a FIN would prove nothing to it.
-    if (s.noReuse) return this.#cut(s, "the user's end came after the control connection was lost");
-    s.work.ep.release(); // a StartWork held for the user's first bytes: none will come
-    holdUntilNextPoll(this.host.control, encode({ type: FrameType.StreamEnd, seq: s.work.seq, bytes: s.user.relayed }));
-    if (s.downEnded) this.#finish(s);
+  // StreamOwner: how the server's streams tell their ends, and what becomes of a finished one's work connection.
+  fields(s: Stream): Record<string, unknown> {
+    return { group: this.host.groupName, app: s.app };
   }
 
-  /** Every byte the client sent has arrived (or its FIN): the user gets a FIN. */
-  #downEnded(s: Stream): void {
-    if (s.downEnded) return;
-    s.downEnded = true;
-    if (s.upEnded) this.#finish(s);
-    else s.user.shutdownWhenFlushed();
+  tellEnd(s: Stream, bytes: number): boolean {
+    holdUntilNextPoll(this.host.control, encode({ type: FrameType.StreamEnd, seq: s.seq, bytes }));
+    return true;
   }
 
-  /** Both directions ended: the work connection leaves the user and waits for WorkFree, or closes. */
-  #finish(s: Stream): void {
-    const w = s.work;
-    // Parted first: the user may close at once, and must not take the work connection with it.
-    w.ep.unpipe();
-    // The user closes once its last bytes are taken; one that stops reading is cut after LINGER_MS.
-    s.user.endWhenFlushed();
+  /** Both directions ended: the work connection waits for WorkFree, or closes. */
+  finished(stream: Stream): void {
+    const s = stream as UserStream; // every stream of this pool is one
+    const w = s.w;
     if (s.noReuse || w.ep.readEnded || this.#ended) {
       w.stream = null;
       return w.ep.endWhenFlushed();
@@ -285,25 +269,12 @@ export class WorkPool {
     this.#offer(w);
   }
 
-  #broken(s: Stream, why: string): void {
-    log.warn("protocol error on a work connection; resetting the stream", { group: this.host.groupName, app: s.app, error: why });
-    s.user.reset();
-    s.work.ep.reset();
-  }
-
-  /** Resets a stream whose end cannot be proven: the user sees a reset, never a clean end after fewer bytes. */
-  #cut(s: Stream, why: string): void {
-    log.warn("stream reset: its end cannot be confirmed", { group: this.host.groupName, app: s.app, reason: why });
-    s.user.reset();
-    s.work.ep.reset();
-  }
-
   /** The client's StreamEnd: its direction of the stream on work connection `seq` ended after `bytes` bytes. */
   streamEnd(seq: number, bytes: number): void {
     const s = this.#works.get(seq)?.stream;
-    if (!s || s.downEnded) return; // closed meanwhile
+    if (!s || s.inEnded) return; // closed meanwhile
     if (!s.acked) s.downBytes = bytes;
-    else if (!s.work.ep.endAfter(bytes)) this.#broken(s, "more bytes than its stream-end announced");
+    else s.endAfter(bytes);
   }
 
   /** The client's WorkFree: it has every byte of the stream on `seq` and has sent all of its own. */
@@ -311,14 +282,14 @@ export class WorkPool {
     const w = this.#works.get(seq);
     if (!w) return; // closed meanwhile
     const s = w.stream;
-    if (!s || !s.upEnded) {
-      if (s) return this.#broken(s, "work-free before the stream ended");
+    if (!s || !s.outEnded) {
+      if (s) return s.broken("work-free before the stream ended");
       log.warn("work-free for an idle work connection; closing it", { group: this.host.groupName });
       return w.ep.destroy();
     }
     s.freed = true;
     this.counts.workFreed++;
-    if (s.downEnded) this.#reuse(w);
+    if (s.inEnded) this.#reuse(w);
   }
 
   /** Takes an authenticated work connection into the pool, or straight to a waiting user. */
@@ -362,12 +333,12 @@ export class WorkPool {
       return this.#refill();
     }
     const s = w.stream;
-    if (!s || (s.upEnded && s.downEnded)) return;
+    if (!s || s.done) return;
     // Until the ack joins them, the relay does not know they are a pair: a work connection lost now resets the
     // user (who may have sent bytes already). Once joined, the relay resets the user with it.
     if (!s.acked) {
       this.#ackDeadlines.delete(s);
-      s.user.reset();
+      s.near.reset();
     }
     log.warn("stream reset: its work connection closed before the stream ended", { group: this.host.groupName, app: s.app, how: aborted ? "reset" : "closed" });
   }
@@ -416,7 +387,7 @@ export class WorkPool {
     for (const w of [...this.#works.values()]) {
       const s = w.stream;
       if (!s) continue;
-      if (s.upEnded && s.downEnded) {
+      if (s.done) {
         w.ep.endWhenFlushed(); // finished, waiting for a WorkFree that cannot come
         continue;
       }
