@@ -11,7 +11,8 @@ import { readText, writeNew } from "./lib/files.ts";
 import { Hub } from "./lib/server/hub.ts";
 import { log, setLogLevel } from "./lib/log.ts";
 import { canBindTcp } from "./lib/ports.ts";
-import { Registry } from "./lib/registry.ts";
+import { SqliteStore } from "./lib/registry/sqlite.ts";
+import { RegistryView } from "./lib/registry/view.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
 import { generateToken } from "./lib/secrets.ts";
 
@@ -69,8 +70,8 @@ async function adminToken(config: ServerConfig, print: (line: string) => void): 
 export async function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log, tls?: TlsMaterial): Promise<RunningServer> {
   if (config.tls.enabled && !tls) throw new Error("TLS is enabled but no certificate was loaded");
   const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
-  const registry = await Registry.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
-  const errors = registry.syncConfig(config.groups);
+  const registry = await SqliteStore.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
+  const errors = await registry.syncConfig(config.groups);
   if (errors.length) {
     registry.close();
     const e = errors[0]!;
@@ -83,7 +84,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     registry.close();
     throw err;
   }
-  const hub = new Hub(config, registry);
+  const hub = new Hub(config, registry, await RegistryView.of(registry));
   let controlPort: number;
   try {
     controlPort = hub.listen(config.controlPort, config.tls.enabled ? tls : undefined);
@@ -117,7 +118,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     control: `${config.bindAddr}:${controlPort}`,
     tls: config.tls.enabled,
     api: `${scheme}://${config.apiHost}:${http.port}`,
-    groups: registry.list().length,
+    groups: hub.registry.list().length,
     dataDir: config.dataDir,
   });
   return {

@@ -6,7 +6,7 @@ import os from "node:os";
 import { join } from "node:path";
 import { createApi, MAX_BODY_BYTES } from "../lib/api/app.ts";
 import { setLogSink } from "../lib/log.ts";
-import { REGISTRY_FILE } from "../lib/registry.ts";
+import { REGISTRY_FILE } from "../lib/registry/sqlite.ts";
 import type { AppStatus } from "../protocol.ts";
 import type { RunningServer } from "../server.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN } from "./helpers.ts";

@@ -9,7 +9,7 @@ import { ServerConfigSchema } from "../lib/config/schema.ts";
 import { Connector } from "../lib/client/connector.ts";
 import { setLogSink } from "../lib/log.ts";
 import { PortSet } from "../lib/ports.ts";
-import { Registry } from "../lib/registry.ts";
+import { SqliteStore } from "../lib/registry/sqlite.ts";
 import { loadServerTls } from "../lib/tls.ts";
 import { PROTOCOL_VERSION } from "../protocol.ts";
 import { clientConfig, echoApp, testServer, TOKEN, until } from "./helpers.ts";
@@ -94,16 +94,16 @@ describe("2. look-alike group names", () => {
 
   test("a registry that already holds such names still loads, with a warning, and its groups work", async () => {
     const dir = tempDir();
-    const first = await Registry.open(dir, PortSet.parse("20000-20010") as PortSet, () => true);
-    expect(first.create("cfg", TOKEN, "api", []).ok).toBe(true);
+    const first = await SqliteStore.open(dir, PortSet.parse("20000-20010") as PortSet, () => true);
+    expect((await first.create("cfg", TOKEN, "api", [])).ok).toBe(true);
     first.close();
     // Written as an older version would have: no check then.
     const db = new Database(join(dir, "warren.db"));
     db.run("INSERT INTO groups (name, token, source, created_at) VALUES ('CFG', ?, 'client', 0), ('cfg.', ?, 'client', 0)", [TOKEN, TOKEN]);
     db.close();
     logs.length = 0;
-    const again = await Registry.open(dir, PortSet.parse("20000-20010") as PortSet, () => true);
-    expect(again.list().map((g) => g.name)).toEqual(["cfg", "cfg.", "CFG"].sort((a, b) => a.localeCompare(b)));
+    const again = await SqliteStore.open(dir, PortSet.parse("20000-20010") as PortSet, () => true);
+    expect((await again.list()).map((g) => g.name)).toEqual(["cfg", "cfg.", "CFG"].sort((a, b) => a.localeCompare(b)));
     expect(logs.some((l) => l.includes("differ only in letter case") && l.includes("CFG") && l.includes("cfg"))).toBe(true);
     again.close();
   });

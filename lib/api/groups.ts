@@ -6,7 +6,7 @@ import { PortSet } from "../ports.ts";
 import { generateToken } from "../secrets.ts";
 import type { Hub } from "../server/hub.ts";
 import { log } from "../log.ts";
-import type { GroupRecord, GroupSource, RegistryError } from "../registry.ts";
+import type { GroupRecord, GroupSource, RegistryError } from "../registry/types.ts";
 import type { ApiEnv, Auth } from "./auth.ts";
 import { parseBody } from "./body.ts";
 import { HttpError } from "./errors.ts";
@@ -50,7 +50,9 @@ function registryRefusal(e: RegistryError): HttpError {
 /** Builds the routes of /api/groups over a hub; `auth` guards them, `registration` bounds what the registration token may create. */
 export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimits): Hono<ApiEnv> {
   const groups = new Hono<ApiEnv>();
+  // Reads come from the server's view; writes go to the store, whose announcements the sessions act on.
   const registry = hub.registry;
+  const store = hub.store;
   const registrationPorts = registration.allowPorts ? (PortSet.parse(registration.allowPorts) as PortSet) : null;
 
   /** The group called `name`, or a 404. */
@@ -88,7 +90,7 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
       if (refused) throw new HttpError(403, { error: refused.message, issues: [refused] });
       limits = { maxApps: registration.maxApps, allowPorts: registration.allowPorts };
     }
-    const res = registry.create(body.name, token, source, body.apps, limits);
+    const res = await store.create(body.name, token, source, body.apps, limits);
     if (!res.ok) throw registryRefusal(res.error);
     log.info("group registered", { group: res.group.name, by: source, apps: res.group.apps.length });
     // The one response that carries the token: the caller needs it to log in.
@@ -113,9 +115,9 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
       body.maxApps === undefined && body.allowPorts === undefined
         ? undefined
         : { maxApps: body.maxApps ?? old.maxApps, allowPorts: body.allowPorts === undefined ? (old.allowPorts ?? undefined) : (body.allowPorts ?? undefined) };
-    const res = registry.update(name, body.apps, undefined, limits);
+    // Resolves once the online session has applied it: the answer shows the apps as they now are.
+    const res = await store.update(name, body.apps, limits);
     if (!res.ok) throw registryRefusal(res.error);
-    await hub.groupChanged(res.group);
     log.info("group updated", { group: name, apps: res.group.apps.length });
     return c.json(hub.view(res.group));
   });
@@ -129,18 +131,16 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     // server.toml would put its own token back at the next start.
     if (g.source === "config") throw new HttpError(409, { error: `group "${name}" comes from server.toml: change its token there and restart the server` });
     const token = body.token ?? generateToken();
-    if (!registry.setToken(name, token)) throw noSuchGroup(name);
-    // A new token revokes the old one: whoever holds it, online now, is cut off with its streams.
-    hub.tokenChanged(name);
+    // A new token revokes the old one: whoever holds it, online now, is cut off with its streams (the hub acts on the change).
+    if (!(await store.setToken(name, token))) throw noSuchGroup(name);
     log.info("group token changed", { group: name });
     // The one response that carries the new token.
     return c.json({ name, token });
   });
 
-  groups.delete("/:name", auth.requireAdmin, function deleteGroup(c) {
+  groups.delete("/:name", auth.requireAdmin, async function deleteGroup(c) {
     const name = c.req.param("name");
-    if (!registry.delete(name)) throw noSuchGroup(name);
-    hub.groupDeleted(name);
+    if (!(await store.delete(name))) throw noSuchGroup(name);
     log.info("group deleted", { group: name });
     return c.body(null, 204);
   });

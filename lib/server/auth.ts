@@ -4,7 +4,8 @@
  * lockout. Each check returns a result that the control port turns into a refusal.
  */
 import { ErrorCode, FrameType, loginProof, NAME_PATTERN, workProof, type Message } from "../../protocol.ts";
-import type { GroupRecord, Registry } from "../registry.ts";
+import type { GroupRecord } from "../registry/types.ts";
+import type { RegistryView } from "../registry/view.ts";
 import { constantTimeEqual, generateToken } from "../secrets.ts";
 import type { LoginGuard } from "../guard.ts";
 import { log } from "../log.ts";
@@ -40,7 +41,7 @@ const refuse = (code: ErrorCode, message: string): Refusal => ({ ok: false, code
 /** Checks logins and work hellos. */
 export class Auth {
   constructor(
-    readonly registry: Registry,
+    readonly registry: RegistryView,
     readonly guard: LoginGuard,
   ) {}
 

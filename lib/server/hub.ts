@@ -7,7 +7,9 @@ import { ErrorCode } from "../../protocol.ts";
 import type { ServerConfig } from "../config/schema.ts";
 import { LoginGuard } from "../guard.ts";
 import { Metrics, type AppCounters } from "../metrics/counters.ts";
-import type { GroupRecord, Registry } from "../registry.ts";
+import type { RegistryStore } from "../registry/store.ts";
+import type { GroupRecord, RegistryChange } from "../registry/types.ts";
+import type { RegistryView } from "../registry/view.ts";
 import { Auth } from "./auth.ts";
 import { ControlPort } from "./control-port.ts";
 import { Sessions } from "./sessions.ts";
@@ -62,7 +64,10 @@ export class Hub implements SessionHost {
 
   constructor(
     config: ServerConfig,
-    readonly registry: Registry,
+    /** Where groups are written; its announcements reach the sessions through `#changed`. */
+    readonly store: RegistryStore,
+    /** The groups as last announced, read where no wait is allowed (a login, the API's pages). */
+    readonly registry: RegistryView,
   ) {
     this.bindAddr = config.bindAddr;
     this.poolSize = config.poolSize;
@@ -73,6 +78,14 @@ export class Hub implements SessionHost {
     this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeout * 1000);
     this.#port = new ControlPort(config.bindAddr, config.handshakeTimeout * 1000, this.guard, this.#sessions);
     this.#sessions.port = this.#port;
+    store.onChange((c) => this.#changed(c));
+  }
+
+  /** Acts on a stored change: the group's session follows it at once. */
+  #changed(c: RegistryChange): Promise<void> | void {
+    if (c.kind === "updated") return this.#groupChanged(c.group);
+    if (c.kind === "deleted") return this.#groupDeleted(c.name);
+    if (c.kind === "token") return this.#tokenChanged(c.group.name);
   }
 
   /** Opens the control port (TLS only, when `tls` is given) and starts the heartbeat sweep; returns the port bound. */
@@ -107,7 +120,7 @@ export class Hub implements SessionHost {
   }
 
   /** Applies a changed app list to the group's online session at once; apps removed lose their users and counters. */
-  async groupChanged(group: GroupRecord): Promise<void> {
+  async #groupChanged(group: GroupRecord): Promise<void> {
     for (const app of this.metrics.appsOf(group.name)) {
       if (!group.apps.some((a) => a.name === app)) this.#forget(group.name, app);
     }
@@ -116,13 +129,13 @@ export class Hub implements SessionHost {
   }
 
   /** A group was deleted: kick its session and cut its streams. */
-  groupDeleted(name: string): void {
+  #groupDeleted(name: string): void {
     this.#sessions.get(name)?.end(ErrorCode.GroupDeleted, "group deleted by the administrator");
     this.#forget(name);
   }
 
   /** A group's token changed: its session (logged in with the old one) ends, and its streams are cut. */
-  tokenChanged(name: string): void {
+  #tokenChanged(name: string): void {
     this.#sessions.get(name)?.end(ErrorCode.TokenChanged, "the group's token was changed by the administrator");
     // The apps stay, and so do their counters.
     this.users.cut(name);

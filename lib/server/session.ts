@@ -7,7 +7,7 @@ import { SeqWindow } from "../guard.ts";
 import { log } from "../log.ts";
 import type { AppCounters } from "../metrics/counters.ts";
 import type { Endpoint } from "../net/endpoint.ts";
-import type { AppRecord, GroupRecord } from "../registry.ts";
+import type { AppRecord, GroupRecord } from "../registry/types.ts";
 import type { AppHost, OpenApp, PublicApp } from "./apps/app.ts";
 import { openTcp } from "./apps/tcp.ts";
 import { openUdp } from "./apps/udp.ts";

@@ -6,7 +6,7 @@
 import type { FrameReader } from "../../../protocol.ts";
 import type { AppCounters } from "../../metrics/counters.ts";
 import type { Endpoint } from "../../net/endpoint.ts";
-import type { AppRecord } from "../../registry.ts";
+import type { AppRecord } from "../../registry/types.ts";
 import type { LiveUsers } from "../users.ts";
 
 /** What a public app needs from the session that serves it. */

@@ -4,7 +4,7 @@ import { AccessList } from "../../guard.ts";
 import { log } from "../../log.ts";
 import { Endpoint } from "../../net/endpoint.ts";
 import { relayHandler } from "../../net/sockets.ts";
-import type { AppRecord } from "../../registry.ts";
+import type { AppRecord } from "../../registry/types.ts";
 import type { AppHost, PublicApp } from "./app.ts";
 
 /** Binds the app's port; a string says why it cannot be. */

@@ -5,7 +5,7 @@
 import { FrameType, type FrameReader } from "../../../protocol.ts";
 import { log } from "../../log.ts";
 import { chain, type Endpoint } from "../../net/endpoint.ts";
-import type { AppRecord } from "../../registry.ts";
+import type { AppRecord } from "../../registry/types.ts";
 import { UdpPublic } from "../../udp.ts";
 import type { AppHost, PublicApp } from "./app.ts";
 

@@ -1,72 +1,19 @@
 /**
- * The registry: groups and their apps, persisted in bun:sqlite and mirrored
- * in memory for lookups at login. An app asking for port 0 is given a free
- * port from `allowPorts` once, and keeps it.
+ * The registry store on one machine: groups and their apps in bun:sqlite,
+ * with an index of every app's port in memory, so that port checks stay O(1)
+ * with thousands of groups.
  */
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
-import { privately, tighten, writeNew } from "./files.ts";
-import { log } from "./log.ts";
-import type { AppType } from "../protocol.ts";
-import { PortSet } from "./ports.ts";
-import { WarrenError } from "./errors.ts";
+import { privately, tighten, writeNew } from "../files.ts";
+import { log } from "../log.ts";
+import type { AppType } from "../../protocol.ts";
+import type { PortSet } from "../ports.ts";
+import { resolvePorts, type PortSpace } from "./ports.ts";
+import { ChangeFeed, type ChangeListener, type ConfigGroup, type RegistryStore } from "./store.ts";
+import { RegistryError, type AppInput, type AppRecord, type GroupLimitsInput, type GroupRecord, type GroupSource, type RegistryChange, type RegistryResult } from "./types.ts";
 
-/** Where a group came from: `config` groups are synced with server.toml at every start. */
-export type GroupSource = "config" | "api" | "client";
-
-/** An app as stored. */
-export interface AppRecord {
-  readonly name: string;
-  readonly type: AppType;
-  /** The public port the app is served on. */
-  readonly remotePort: number;
-  /** The port that was asked for; 0 when the registry chose `remotePort`. */
-  readonly requestedPort: number;
-  readonly allowIPs: readonly string[];
-  readonly denyIPs: readonly string[];
-  /** Most users at once; 0 means no limit. */
-  readonly maxConnections: number;
-}
-
-/** A group as stored. */
-export interface GroupRecord {
-  readonly name: string;
-  readonly token: string;
-  readonly source: GroupSource;
-  readonly createdAt: number;
-  /** Most apps; 0 means no limit. */
-  readonly maxApps: number;
-  /** The group's own port range within the server's, or null. */
-  readonly allowPorts: string | null;
-  readonly apps: readonly AppRecord[];
-}
-
-/** Limits of a group, as asked for. */
-export interface GroupLimitsInput {
-  readonly maxApps?: number;
-  readonly allowPorts?: string;
-}
-
-/** An app as asked for by config, API or a client. */
-export interface AppInput {
-  readonly name: string;
-  readonly type: AppType;
-  readonly remotePort: number;
-  readonly allowIPs?: readonly string[];
-  readonly denyIPs?: readonly string[];
-  readonly maxConnections?: number;
-}
-
-/** Why a registry change was refused. */
-export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
-
-/** A registry change refused; `path` names the offending field of the request (or of server.toml). */
-export class RegistryError extends WarrenError<RegistryErrorCode> {
-  override readonly name = "RegistryError";
-}
-
-/** Result of a registry change. */
-export type RegistryResult = { readonly ok: true; readonly group: GroupRecord } | { readonly ok: false; readonly error: RegistryError };
+export type { AppInput, AppRecord, GroupRecord, GroupSource, RegistryError, RegistryResult } from "./types.ts";
 
 /** File name of the registry database inside dataDir. */
 export const REGISTRY_FILE = "warren.db";
@@ -94,15 +41,16 @@ function limitsJson(g: GroupRecord): string {
   return JSON.stringify({ maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined });
 }
 
-/** The group registry. */
-export class Registry {
+/** The registry in SQLite. */
+export class SqliteStore implements RegistryStore, PortSpace {
   #db: Database;
+  readonly #changes = new ChangeFeed();
   #groups = new Map<string, GroupRecord>();
   /** "type:port" -> owning group, for every app: port checks stay O(1) with thousands of groups. */
   #owners = new Map<string, string>();
 
   /** Opens the registry in `dataDir` (creating the folder 0700 and the file 0600 when missing), or in memory for ":memory:". */
-  static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set()): Promise<Registry> {
+  static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set()): Promise<SqliteStore> {
     if (dataDir !== ":memory:") {
       const path = join(dataDir, REGISTRY_FILE);
       // An empty file is a valid empty SQLite database: writing one creates dataDir without node:fs (lib/files.ts).
@@ -110,15 +58,15 @@ export class Registry {
       // Tokens live there: a database that others may read (restored from a backup, say) is made 0600.
       else if (await tighten(path)) log.warn("registry file was readable by others; made it 0600", { file: path });
     }
-    return new Registry(dataDir, allow, probe, reserved);
+    return new SqliteStore(dataDir, allow, probe, reserved);
   }
 
   /** Opens the registry in an existing `dataDir` (see `open`), or in memory for ":memory:". */
   constructor(
     dataDir: string,
-    private readonly allow: PortSet,
-    private readonly probe: (port: number) => boolean,
-    private readonly reserved: ReadonlySet<number> = new Set(),
+    readonly allow: PortSet,
+    readonly probe: (port: number) => boolean,
+    readonly reserved: ReadonlySet<number> = new Set(),
   ) {
     // Tokens live here: the database and its -wal and -shm files are created readable by the owner only.
     this.#db = privately(() => {
@@ -193,31 +141,47 @@ export class Registry {
     return undefined;
   }
 
-  /** Groups created by `source`. */
-  countBy(source: GroupSource): number {
-    let n = 0;
-    for (const g of this.#groups.values()) if (g.source === source) n++;
-    return n;
+  /** Every group, in name order. */
+  async list(): Promise<GroupRecord[]> {
+    return this.#list();
   }
 
-  /** Every group, in name order. */
-  list(): GroupRecord[] {
+  #list(): GroupRecord[] {
     return [...this.#groups.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 
-  /** One group, or undefined. */
-  get(name: string): GroupRecord | undefined {
-    return this.#groups.get(name);
+  /** The group holding "type:port", if any (PortSpace). */
+  owner(key: string): string | undefined {
+    return this.#owners.get(key);
   }
 
-  /** Registers a new group; fails when the name or a port is taken. */
-  create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput = {}): RegistryResult {
+  /** The name of `group`'s app on "type:port" (PortSpace). */
+  appAt(group: string, key: string): string | undefined {
+    return this.#groups.get(group)?.apps.find((a) => `${a.type}:${a.remotePort}` === key)?.name;
+  }
+
+  onChange(listener: ChangeListener): void {
+    this.#changes.add(listener);
+  }
+
+  /** Announces a stored change; resolves once its listeners are done. */
+  #announce(change: RegistryChange): Promise<void> {
+    return this.#changes.emit(change);
+  }
+
+  async create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput = {}): Promise<RegistryResult> {
+    const res = this.#create(name, token, source, apps, limits);
+    if (res.ok) await this.#announce({ kind: "created", group: res.group });
+    return res;
+  }
+
+  #create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput): RegistryResult {
     if (this.#groups.has(name)) return { ok: false, error: new RegistryError("name_taken", `group "${name}" already exists`, "name") };
     const like = this.#lookalike(name);
     if (like) return { ok: false, error: new RegistryError("name_taken", `group "${name}" differs from existing group "${like}" only in letter case; choose another name`, "name") };
     const maxApps = limits.maxApps ?? 0;
     const allowPorts = limits.allowPorts ?? null;
-    const resolved = this.#resolvePorts(name, apps, [], maxApps, allowPorts);
+    const resolved = resolvePorts(this, name, apps, [], maxApps, allowPorts);
     if (!resolved.ok) return resolved;
     const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, apps: resolved.apps };
     this.#db.transaction(() => {
@@ -229,13 +193,19 @@ export class Registry {
     return { ok: true, group };
   }
 
+  async update(name: string, apps: readonly AppInput[], limits?: GroupLimitsInput): Promise<RegistryResult> {
+    const res = this.#update(name, apps, undefined, limits);
+    if (res.ok) await this.#announce({ kind: "updated", group: res.group });
+    return res;
+  }
+
   /** Replaces a group's apps (and its token and limits, when given); apps that asked for port 0 keep the port they had. */
-  update(name: string, apps: readonly AppInput[], token?: string, limits?: GroupLimitsInput): RegistryResult {
+  #update(name: string, apps: readonly AppInput[], token?: string, limits?: GroupLimitsInput): RegistryResult {
     const old = this.#groups.get(name);
     if (!old) return { ok: false, error: new RegistryError("not_found", `group "${name}" does not exist`) };
     const maxApps = limits ? (limits.maxApps ?? 0) : old.maxApps;
     const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
-    const resolved = this.#resolvePorts(name, apps, old.apps, maxApps, allowPorts);
+    const resolved = resolvePorts(this, name, apps, old.apps, maxApps, allowPorts);
     if (!resolved.ok) return resolved;
     const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, apps: resolved.apps };
     this.#db.transaction(() => {
@@ -249,8 +219,13 @@ export class Registry {
     return { ok: true, group };
   }
 
-  /** Removes a group; false when it did not exist. */
-  delete(name: string): boolean {
+  async delete(name: string): Promise<boolean> {
+    if (!this.#delete(name)) return false;
+    await this.#announce({ kind: "deleted", name });
+    return true;
+  }
+
+  #delete(name: string): boolean {
     const old = this.#groups.get(name);
     if (!old) return false;
     this.#index(old, false);
@@ -260,26 +235,31 @@ export class Registry {
   }
 
   /** Makes the `config` groups equal to server.toml's `[[groups]]`; groups from other sources are untouched. Returns one error per group that could not be applied, its path naming the server.toml key. */
-  syncConfig(groups: readonly ({ name: string; token: string; apps: readonly AppInput[] } & GroupLimitsInput)[]): RegistryError[] {
+  async syncConfig(groups: readonly ConfigGroup[]): Promise<RegistryError[]> {
     const errors: RegistryError[] = [];
     const wanted = new Set(groups.map((g) => g.name));
-    for (const g of this.list()) if (g.source === "config" && !wanted.has(g.name)) this.delete(g.name);
+    for (const g of this.#list()) if (g.source === "config" && !wanted.has(g.name)) await this.delete(g.name);
     for (const [i, g] of groups.entries()) {
       const existing = this.#groups.get(g.name);
       const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts };
-      const res = existing ? this.update(g.name, g.apps, g.token, limits) : this.create(g.name, g.token, "config", g.apps, limits);
-      if (!res.ok) errors.push(new RegistryError(res.error.code, res.error.message, `groups[${i}]${res.error.path ? "." + res.error.path : ""}`, { cause: res.error }));
-      else if (existing && existing.source !== "config") this.#setSource(g.name, "config");
+      const res = existing ? this.#update(g.name, g.apps, g.token, limits) : this.#create(g.name, g.token, "config", g.apps, limits);
+      if (!res.ok) {
+        errors.push(new RegistryError(res.error.code, res.error.message, `groups[${i}]${res.error.path ? "." + res.error.path : ""}`, { cause: res.error }));
+        continue;
+      }
+      if (existing && existing.source !== "config") this.#setSource(g.name, "config");
+      await this.#announce({ kind: existing ? "updated" : "created", group: this.#groups.get(g.name)! });
     }
     return errors;
   }
 
-  /** Replaces a group's token; false when there is no such group. */
-  setToken(name: string, token: string): boolean {
+  async setToken(name: string, token: string): Promise<boolean> {
     const old = this.#groups.get(name);
     if (!old) return false;
     this.#db.run("UPDATE groups SET token = ? WHERE name = ?", [token, name]);
-    this.#groups.set(name, { ...old, token });
+    const group = { ...old, token };
+    this.#groups.set(name, group);
+    await this.#announce({ kind: "token", group });
     return true;
   }
 
@@ -294,72 +274,6 @@ export class Registry {
       const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections });
       stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
     }
-  }
-
-  /** Checks asked-for ports and chooses ports for apps that asked for 0. */
-  #resolvePorts(
-    group: string,
-    apps: readonly AppInput[],
-    previous: readonly AppRecord[],
-    maxApps: number,
-    groupPorts: string | null,
-  ): { ok: true; apps: AppRecord[] } | { ok: false; error: RegistryError } {
-    if (maxApps > 0 && apps.length > maxApps) {
-      return { ok: false, error: new RegistryError("too_many_apps", `group "${group}" may have at most ${maxApps} apps, not ${apps.length}`, "apps") };
-    }
-    // A group's own range narrows the server's: a port must be in both.
-    const own = groupPorts ? (PortSet.parse(groupPorts) as PortSet) : null;
-    const allowed = (p: number) => this.allow.has(p) && (!own || own.has(p));
-    const range = own ?? this.allow;
-    // "tcp:port" -> owner among the other groups, from the index.
-    const taken = {
-      has: (key: string) => {
-        const g = this.#owners.get(key);
-        return g !== undefined && g !== group;
-      },
-      get: (key: string) => {
-        const g = this.#owners.get(key);
-        if (g === undefined || g === group) return undefined;
-        const app = this.#groups.get(g)?.apps.find((a) => `${a.type}:${a.remotePort}` === key);
-        return `${g}/${app?.name ?? "?"}`;
-      },
-    };
-    const out: AppRecord[] = [];
-    const mine = new Set<string>();
-    const fail = (code: RegistryErrorCode, i: number, message: string) => ({ ok: false as const, error: new RegistryError(code, message, `apps[${i}].remotePort`) });
-    // Explicit ports first, so that a chosen port never lands on one asked for later in the list.
-    for (const [i, a] of apps.entries()) {
-      if (a.remotePort === 0) continue;
-      const key = `${a.type}:${a.remotePort}`;
-      if (!allowed(a.remotePort)) return fail("port_not_allowed", i, `port ${a.remotePort} is outside allowPorts${own ? ` (the server's, narrowed by the group's "${groupPorts}")` : ""}`);
-      if (this.reserved.has(a.remotePort) && a.type === "tcp") return fail("port_taken", i, `port ${a.remotePort} is used by the server itself`);
-      const owner = taken.get(key);
-      if (owner) return fail("port_taken", i, `${a.type} port ${a.remotePort} is taken by ${owner}`);
-      if (mine.has(key)) return fail("port_taken", i, `${a.type} port ${a.remotePort} is used twice in this group`);
-      mine.add(key);
-    }
-    for (const [i, a] of apps.entries()) {
-      const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0 };
-      if (a.remotePort !== 0) {
-        out.push({ name: a.name, type: a.type, remotePort: a.remotePort, requestedPort: a.remotePort, ...options });
-        continue;
-      }
-      const prev = previous.find((p) => p.name === a.name && p.type === a.type);
-      let port: number | null = null;
-      if (prev && allowed(prev.remotePort) && !taken.has(`${a.type}:${prev.remotePort}`) && !mine.has(`${a.type}:${prev.remotePort}`)) {
-        port = prev.remotePort;
-      } else {
-        port = range.pick(
-          (p) => !allowed(p) || taken.has(`${a.type}:${p}`) || mine.has(`${a.type}:${p}`) || this.reserved.has(p),
-          // Only TCP ports can be probed synchronously; a busy UDP port shows up as an error at login.
-          (p) => a.type !== "tcp" || this.probe(p),
-        );
-      }
-      if (port === null) return fail("no_free_port", i, "no free port is left in allowPorts");
-      mine.add(`${a.type}:${port}`);
-      out.push({ name: a.name, type: a.type, remotePort: port, requestedPort: 0, ...options });
-    }
-    return { ok: true, apps: out };
   }
 
   /** Closes the database. */

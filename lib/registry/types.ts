@@ -1,0 +1,61 @@
+/** The registry's records and results: what every store (sqlite.ts, and later others) stores and returns. */
+import type * as v from "valibot";
+import type { AppType } from "../../protocol.ts";
+import type { ServerAppSchema } from "../config/schema.ts";
+import { WarrenError } from "../errors.ts";
+
+/** Where a group came from: `config` groups are synced with server.toml at every start. */
+export type GroupSource = "config" | "api" | "client";
+
+/** An app as stored. */
+export interface AppRecord {
+  readonly name: string;
+  readonly type: AppType;
+  /** The public port the app is served on. */
+  readonly remotePort: number;
+  /** The port that was asked for; 0 when the registry chose `remotePort`. */
+  readonly requestedPort: number;
+  readonly allowIPs: readonly string[];
+  readonly denyIPs: readonly string[];
+  /** Most users at once; 0 means no limit. */
+  readonly maxConnections: number;
+}
+
+/** A group as stored. */
+export interface GroupRecord {
+  readonly name: string;
+  readonly token: string;
+  readonly source: GroupSource;
+  readonly createdAt: number;
+  /** Most apps; 0 means no limit. */
+  readonly maxApps: number;
+  /** The group's own port range within the server's, or null. */
+  readonly allowPorts: string | null;
+  readonly apps: readonly AppRecord[];
+}
+
+/** Limits of a group, as asked for. */
+export interface GroupLimitsInput {
+  readonly maxApps?: number;
+  readonly allowPorts?: string;
+}
+
+/** An app as asked for by server.toml or the API: the schema's output, not a second type. */
+export type AppInput = Readonly<v.InferOutput<typeof ServerAppSchema>>;
+
+/** Why a registry change was refused. */
+export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
+
+/** A registry change refused; `path` names the offending field of the request (or of server.toml). */
+export class RegistryError extends WarrenError<RegistryErrorCode> {
+  override readonly name = "RegistryError";
+}
+
+/** Result of a registry change. */
+export type RegistryResult = { readonly ok: true; readonly group: GroupRecord } | { readonly ok: false; readonly error: RegistryError };
+
+/** A change to the registry, as a store announces it once it is stored. */
+export type RegistryChange =
+  | { readonly kind: "created" | "updated"; readonly group: GroupRecord }
+  | { readonly kind: "token"; readonly group: GroupRecord }
+  | { readonly kind: "deleted"; readonly name: string };
