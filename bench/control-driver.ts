@@ -1,6 +1,6 @@
 /**
  * Control-plane load: many Warren clients in one process (real Connector
- * instances from lib/connector.ts), each logging in as its own group.
+ * instances from lib/client/connector.ts), each logging in as its own group.
  * Usage: bun bench/control-driver.ts '{"port":7000,"groups":1000,"apps":5,"tokenPrefix":"...","localPort":1}'
  * Prints `ONLINE {"online":N,"ms":T}` once every group is online (or at the deadline).
  */

@@ -332,7 +332,7 @@ function control(s: Any): string {
   return [
     "## 7. Control plane (Warren only)",
     "",
-    "One Bun process runs one real `Connector` (lib/connector.ts) per group, all started at once (each logs in, declares 5 apps and fills the default pool of 8 work connections).",
+    "One Bun process runs one real `Connector` (lib/client/connector.ts) per group, all started at once (each logs in, declares 5 apps and fills the default pool of 8 work connections).",
     "",
     t,
     "",

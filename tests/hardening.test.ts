@@ -2,7 +2,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import net from "node:net";
 import { Endpoint } from "../lib/net/endpoint.ts";
-import { UdpPublic } from "../lib/udp.ts";
+import { UdpPublic } from "../lib/server/apps/udp.ts";
 import { SEQ_WINDOW, SeqWindow } from "../lib/guard.ts";
 import { encode, encodeDatagramInto, ErrorCode, FrameType, loginProof, workProof, type DecodeResult } from "../protocol.ts";
 import { clientConfig, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, TOKEN, until } from "./helpers.ts";

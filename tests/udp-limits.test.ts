@@ -5,7 +5,9 @@ import { datagramFrameBytes, DatagramReader, encodeDatagramInto } from "../proto
 import { setLogLevel, setLogSink } from "../lib/log.ts";
 import { Endpoint } from "../lib/net/endpoint.ts";
 import { relayHandler } from "../lib/net/sockets.ts";
-import { DatagramBatcher, DROP_LOG_INTERVAL_MS, dropLog, UDP_BATCH_BYTES, UDP_MAX_QUEUED_BYTES, UDP_PENDING_PER_PEER, UdpLocal, UdpPublic } from "../lib/udp.ts";
+import { DatagramBatcher, DROP_LOG_INTERVAL_MS, dropLog, UDP_BATCH_BYTES, UDP_MAX_QUEUED_BYTES, UDP_PENDING_PER_PEER } from "../lib/net/datagrams.ts";
+import { UdpLocal } from "../lib/client/udp.ts";
+import { UdpPublic } from "../lib/server/apps/udp.ts";
 import { randomData, sha256, until } from "./helpers.ts";
 
 type Sock = udp.Socket<"uint8array">;

@@ -11,7 +11,7 @@ import { normalizeFingerprint, type ClientConfig } from "../config/schema.ts";
 import { log } from "../log.ts";
 import { Endpoint } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
-import type { UdpCounters } from "../udp.ts";
+import type { UdpCounters } from "./udp.ts";
 import { register } from "./register.ts";
 import { dialHandler, WorkConnections, type LocalApp, type WorkLimits } from "./work.ts";
 
@@ -271,8 +271,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   #startHeartbeat(ep: Endpoint): void {
-    const intervalMs = this.config.heartbeatInterval * 1000;
-    const timeoutMs = this.config.heartbeatTimeout * 1000;
+    const intervalMs = this.config.heartbeatIntervalMs;
+    const timeoutMs = this.config.heartbeatTimeoutMs;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     this.#heartbeat = setInterval(() => {
       // Monotonic: a wall-clock step must not look like a silent server.

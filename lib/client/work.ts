@@ -20,7 +20,7 @@ import { chain, Endpoint } from "../net/endpoint.ts";
 import { holdUntilNextPoll } from "../net/hold.ts";
 import { Stream, type StreamOwner } from "../net/stream.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
-import { UdpLocal, type UdpCounters } from "../udp.ts";
+import { UdpLocal, type UdpCounters } from "./udp.ts";
 
 /** How long dialing a local app may take before the user is told it is unreachable. */
 export const LOCAL_CONNECT_TIMEOUT_MS = 5_000;
@@ -352,7 +352,7 @@ export class WorkConnections implements StreamOwner {
 
   /** Serves a UDP app on this work connection: datagram frames in, one local socket per public peer. */
   #startUdp(work: Endpoint, app: ClientApp & { host: string; port: number }, pending: Uint8Array): void {
-    const udp = new UdpLocal(work, app, this.host.config.udpIdleTimeout * 1000, this.host.config.udpMaxPeers);
+    const udp = new UdpLocal(work, app, this.host.config.udpIdleTimeoutMs, this.host.config.udpMaxPeers);
     this.#udp.set(app.name, udp);
     work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
     const feed = (ep: Endpoint, chunk: Uint8Array) => {

@@ -112,50 +112,62 @@ export const ClientTlsSchema = v.strictObject({
   serverName: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty"))),
 });
 
+/** Durations are written in seconds; the code reads them once, here, as `…Ms` fields beside them. */
+function withMs<T extends Record<K, number>, K extends keyof T & string>(keys: readonly K[]) {
+  return v.transform((c: T) => {
+    const ms = {} as Record<string, number>;
+    for (const k of keys) ms[`${k}Ms`] = c[k] * 1000;
+    return { ...c, ...(ms as { [P in K as `${P}Ms`]: number }) };
+  });
+}
+
 /** `server.toml`. */
-export const ServerConfigSchema = v.strictObject({
-  bindAddr: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "0.0.0.0"),
-  controlPort: v.optional(PortSchema, 7000),
-  apiHost: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "127.0.0.1"),
-  apiPort: v.optional(PortSchema, 7500),
-  adminToken: v.optional(TokenSchema),
-  dataDir: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "./data"),
-  allowPorts: v.optional(AllowPortsSchema, DEFAULT_ALLOW_PORTS),
-  heartbeatTimeout: Seconds(30),
-  userConnTimeout: Seconds(10),
-  udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
-  handshakeTimeout: Seconds(5),
-  poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
-  maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
-  registrationToken: v.optional(TokenSchema),
-  /** Most groups the registration token may create (0: no limit). */
-  registrationMaxGroups: Count(1_000_000, REGISTRATION_MAX_GROUPS),
-  /** Most apps in a group created with the registration token (0: no limit). */
-  registrationMaxApps: Count(10_000, REGISTRATION_MAX_APPS),
-  /** Ports a group created with the registration token may have, within allowPorts (absent: allowPorts). */
-  registrationAllowPorts: v.optional(PortSpecSchema),
-  tls: v.optional(ServerTlsSchema, { enabled: false }),
-  /** Serve the HTTP API over TLS too, with the control port's certificate. */
-  apiTls: v.optional(v.boolean("must be true or false"), false),
-  loginFailureLimit: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")), LOGIN_FAILURE_LIMIT),
-  loginFailureWindow: Seconds(LOGIN_FAILURE_WINDOW_S),
-  loginBlockTime: Seconds(LOGIN_BLOCK_S),
-  logLevel: LogLevelSchema,
-  groups: v.optional(
-    v.pipe(
-      v.array(
-        v.strictObject({
-          name: NameSchema,
-          token: TokenSchema,
-          ...GroupLimits,
-          apps: v.optional(v.pipe(v.array(ServerAppSchema), v.check((items) => uniqueNames(items), "app names must be unique within a group")), []),
-        }),
+export const ServerConfigSchema = v.pipe(
+  v.strictObject({
+    bindAddr: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "0.0.0.0"),
+    controlPort: v.optional(PortSchema, 7000),
+    apiHost: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "127.0.0.1"),
+    apiPort: v.optional(PortSchema, 7500),
+    adminToken: v.optional(TokenSchema),
+    dataDir: v.optional(v.pipe(v.string(), v.nonEmpty("must not be empty")), "./data"),
+    allowPorts: v.optional(AllowPortsSchema, DEFAULT_ALLOW_PORTS),
+    heartbeatTimeout: Seconds(30),
+    userConnTimeout: Seconds(10),
+    udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
+    handshakeTimeout: Seconds(5),
+    poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
+    maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
+    registrationToken: v.optional(TokenSchema),
+    /** Most groups the registration token may create (0: no limit). */
+    registrationMaxGroups: Count(1_000_000, REGISTRATION_MAX_GROUPS),
+    /** Most apps in a group created with the registration token (0: no limit). */
+    registrationMaxApps: Count(10_000, REGISTRATION_MAX_APPS),
+    /** Ports a group created with the registration token may have, within allowPorts (absent: allowPorts). */
+    registrationAllowPorts: v.optional(PortSpecSchema),
+    tls: v.optional(ServerTlsSchema, { enabled: false }),
+    /** Serve the HTTP API over TLS too, with the control port's certificate. */
+    apiTls: v.optional(v.boolean("must be true or false"), false),
+    loginFailureLimit: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")), LOGIN_FAILURE_LIMIT),
+    loginFailureWindow: Seconds(LOGIN_FAILURE_WINDOW_S),
+    loginBlockTime: Seconds(LOGIN_BLOCK_S),
+    logLevel: LogLevelSchema,
+    groups: v.optional(
+      v.pipe(
+        v.array(
+          v.strictObject({
+            name: NameSchema,
+            token: TokenSchema,
+            ...GroupLimits,
+            apps: v.optional(v.pipe(v.array(ServerAppSchema), v.check((items) => uniqueNames(items), "app names must be unique within a group")), []),
+          }),
+        ),
+        v.check((items) => uniqueFolded(items), "group names must be unique, ignoring letter case"),
       ),
-      v.check((items) => uniqueFolded(items), "group names must be unique, ignoring letter case"),
+      [],
     ),
-    [],
-  ),
-});
+  }),
+  withMs(["heartbeatTimeout", "userConnTimeout", "udpIdleTimeout", "handshakeTimeout", "loginFailureWindow", "loginBlockTime"]),
+);
 
 /** A local app of the client. */
 export const ClientAppSchema = v.pipe(
@@ -174,21 +186,24 @@ export const ClientAppSchema = v.pipe(
 );
 
 /** `client.toml`. */
-export const ClientConfigSchema = v.strictObject({
-  serverAddr: v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty")),
-  serverPort: v.optional(v.pipe(PortSchema, v.minValue(1, "must be 1-65535")), 7000),
-  apiUrl: v.optional(v.pipe(v.string(), v.url("must be a URL like http://server:7500"))),
-  group: ExistingNameSchema,
-  token: TokenSchema,
-  registrationToken: v.optional(TokenSchema),
-  tls: v.optional(ClientTlsSchema, { enabled: false }),
-  heartbeatInterval: Seconds(10),
-  heartbeatTimeout: Seconds(30),
-  udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
-  udpMaxPeers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(65_536, "must be at most 65536")), UDP_MAX_PEERS),
-  logLevel: LogLevelSchema,
-  apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),
-});
+export const ClientConfigSchema = v.pipe(
+  v.strictObject({
+    serverAddr: v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty")),
+    serverPort: v.optional(v.pipe(PortSchema, v.minValue(1, "must be 1-65535")), 7000),
+    apiUrl: v.optional(v.pipe(v.string(), v.url("must be a URL like http://server:7500"))),
+    group: ExistingNameSchema,
+    token: TokenSchema,
+    registrationToken: v.optional(TokenSchema),
+    tls: v.optional(ClientTlsSchema, { enabled: false }),
+    heartbeatInterval: Seconds(10),
+    heartbeatTimeout: Seconds(30),
+    udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
+    udpMaxPeers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(65_536, "must be at most 65536")), UDP_MAX_PEERS),
+    logLevel: LogLevelSchema,
+    apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),
+  }),
+  withMs(["heartbeatInterval", "heartbeatTimeout", "udpIdleTimeout"]),
+);
 
 /** Validated server configuration. */
 export type ServerConfig = v.InferOutput<typeof ServerConfigSchema>;

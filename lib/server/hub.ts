@@ -71,12 +71,12 @@ export class Hub implements SessionHost {
   ) {
     this.bindAddr = config.bindAddr;
     this.poolSize = config.poolSize;
-    this.userConnTimeoutMs = config.userConnTimeout * 1000;
+    this.userConnTimeoutMs = config.userConnTimeoutMs;
     this.maxPendingUsers = config.maxPendingUsers;
-    this.udpIdleTimeoutMs = config.udpIdleTimeout * 1000;
-    this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindow * 1000, config.loginBlockTime * 1000);
-    this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeout * 1000);
-    this.#port = new ControlPort(config.bindAddr, config.handshakeTimeout * 1000, this.guard, this.#sessions);
+    this.udpIdleTimeoutMs = config.udpIdleTimeoutMs;
+    this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindowMs, config.loginBlockTimeMs);
+    this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeoutMs);
+    this.#port = new ControlPort(config.bindAddr, config.handshakeTimeoutMs, this.guard, this.#sessions);
     this.#sessions.port = this.#port;
     store.onChange((c) => this.#changed(c));
   }

@@ -1,13 +1,147 @@
 /**
- * A UDP app: its public UDP port (UdpPublic, lib/udp.ts) and one work connection
- * kept for good, carrying datagram frames both ways; a lost one is replaced.
+ * A UDP app on the server: its public UDP port and one work connection kept for
+ * good, carrying every datagram as a frame that names the public peer
+ * (protocol.ts), so datagram boundaries survive and replies find their peer; a
+ * lost work connection is replaced. The client's side is lib/client/udp.ts.
  */
-import { FrameType, type FrameReader } from "../../../protocol.ts";
+import type { udp } from "bun";
+import { DatagramReader, FrameType, MAX_DATAGRAM_BYTES, type FrameReader, type ProtocolError } from "../../../protocol.ts";
+import { AccessList } from "../../guard.ts";
 import { log } from "../../log.ts";
+import type { AppCounters } from "../../metrics/counters.ts";
+import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS } from "../../net/datagrams.ts";
 import { chain, type Endpoint } from "../../net/endpoint.ts";
 import type { AppRecord } from "../../registry/types.ts";
-import { UdpPublic } from "../../udp.ts";
 import type { AppHost, PublicApp } from "./app.ts";
+
+/** What a UDP app needs of its registry record. */
+type UdpAppRecord = Pick<AppRecord, "name" | "remotePort" | "allowIPs" | "denyIPs" | "maxConnections">;
+
+/** Counters of a UDP app on the server (connections = live peers). */
+type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped">;
+
+/** Server side of a UDP app: the public socket and the work connection carrying its datagrams. */
+export class UdpPublic {
+  work: Endpoint | null = null;
+  readonly #peers = new Map<string, number>(); // "addr|port" -> last seen, for the API's connection count
+  readonly #batcher = new DatagramBatcher(() => this.work);
+  readonly #drops: DropLog;
+  #sweep: Timer;
+  #socket: udp.Socket<"uint8array"> | null = null;
+  #reader = new DatagramReader(() => {});
+  #replies: (Uint8Array | number | string)[] = [];
+
+  private constructor(
+    readonly name: string,
+    private readonly stats: UdpAppStats,
+    private readonly access: AccessList,
+    private readonly maxPeers: number,
+    private readonly idleMs: number,
+    fields: Record<string, unknown>,
+  ) {
+    this.#drops = new DropLog(fields);
+    this.#sweep = setInterval(() => this.#expire(), Math.min(MAX_SWEEP_MS, idleMs / 4));
+  }
+
+  /** Binds the public port; returns the app, or why the port cannot be bound. */
+  static async open(bindAddr: string, rec: UdpAppRecord, stats: UdpAppStats, idleMs: number, fields: Record<string, unknown>): Promise<UdpPublic | string> {
+    const port = rec.remotePort;
+    const app = new UdpPublic(rec.name, stats, new AccessList(rec.allowIPs, rec.denyIPs), rec.maxConnections, idleMs, fields);
+    try {
+      app.#socket = await Bun.udpSocket({
+        hostname: bindAddr,
+        port,
+        binaryType: "uint8array",
+        socket: {
+          data: (_s, payload, peerPort, peerAddr) => app.#fromPeer(payload, peerPort, peerAddr),
+          error: (a: unknown, b?: unknown) => log.debug("udp socket error", { ...fields, error: errorOf(a, b)?.message }),
+        },
+      });
+      return app;
+    } catch (err) {
+      clearInterval(app.#sweep);
+      return `udp port ${port} cannot be bound (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
+  }
+
+  #fromPeer(payload: Uint8Array, port: number, address: string): void {
+    // IPv6 allows up to 65,527 bytes; the protocol carries at most MAX_DATAGRAM_BYTES.
+    if (payload.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
+    const key = `${address}|${port}`;
+    if (!this.#peers.has(key)) {
+      // A new peer: the access list and the peer limit decide before anything is relayed.
+      if (!this.access.allows(address)) return void this.stats.denied++;
+      if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
+      this.stats.connections = this.#peers.size + 1;
+    }
+    this.#peers.set(key, performance.now());
+    if (!this.#batcher.add(address, port, payload)) return this.#drop(this.work && !this.work.closed ? "work connection backed up" : "no work connection");
+    this.stats.bytesIn += payload.length; // relayed bytes only: a dropped datagram counts in `dropped`
+  }
+
+  /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
+  get dropped(): number {
+    return this.stats.dropped;
+  }
+
+  #drop(reason: string): void {
+    this.stats.dropped++;
+    this.#drops.note(reason);
+  }
+
+  /** The bound public port. */
+  get port(): number {
+    return this.#socket?.port ?? 0;
+  }
+
+  /** Binds a new work connection; datagram frames it carries back are fed to `fromClient`. */
+  attach(work: Endpoint): void {
+    this.work = work;
+    this.#batcher.flush();
+    this.#reader = new DatagramReader((address, port, payload) => {
+      // Replies go only to peers that sent to this app (and so passed its access list): a client
+      // must not make the server send datagrams to anyone it likes.
+      if (!this.#peers.has(`${address}|${port}`)) return this.#drop("reply to an unknown peer");
+      this.stats.bytesOut += payload.length;
+      this.#replies.push(payload, port, address);
+    });
+  }
+
+  /** Sends the replies in a chunk from the client to their peers, in one batch. */
+  fromClient(chunk: Uint8Array): ProtocolError | null {
+    const err = this.#reader.push(chunk);
+    if (this.#replies.length && this.#socket) {
+      try {
+        this.#socket.sendMany(this.#replies);
+      } catch (err) {
+        // An ICMP error from an earlier send can surface here; the peer is gone, the app is not.
+        this.#drop(`sending to peers: ${(err as Error).message}`);
+      }
+    }
+    this.#replies = [];
+    return err;
+  }
+
+  #expire(): void {
+    const deadline = performance.now() - this.idleMs;
+    for (const [key, seen] of this.#peers) if (seen < deadline) this.#peers.delete(key);
+    this.stats.connections = this.#peers.size;
+  }
+
+  /** Closes the public socket and the work connection. */
+  close(): void {
+    clearInterval(this.#sweep);
+    this.#socket?.close();
+    this.#socket = null;
+    this.#peers.clear();
+    this.stats.connections = 0;
+    const w = this.work;
+    this.work = null;
+    w?.destroy();
+  }
+}
+
+
 
 /** Binds the app's UDP port; a string says why it cannot be. */
 export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp | string> {

@@ -1,0 +1,156 @@
+/**
+ * A UDP app on the client: one connected local socket per public peer, so the
+ * local app sees distinct peers; idle peers expire and the least recently active
+ * is evicted at the cap. The server's side is lib/server/apps/udp.ts.
+ */
+import type { udp } from "bun";
+import { DatagramReader, MAX_DATAGRAM_BYTES, type ProtocolError } from "../../protocol.ts";
+import { log } from "../log.ts";
+import { UDP_IDLE_TIMEOUT_S } from "../config/defaults.ts";
+import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS, UDP_PENDING_PER_PEER } from "../net/datagrams.ts";
+import type { Endpoint } from "../net/endpoint.ts";
+
+/** A public peer and its local socket. */
+interface Peer {
+  readonly address: string;
+  readonly port: number;
+  socket: udp.ConnectedSocket<"uint8array"> | null;
+  pending: Uint8Array[] | null;
+  lastSeen: number;
+  closed: boolean;
+}
+
+/** Counters of one UDP app on the client, for logs and tests. */
+export interface UdpCounters {
+  peers: number;
+  expired: number;
+  evicted: number;
+  dropped: number;
+  localErrors: number;
+}
+
+/** Client side of a UDP app on one work connection: a connected local socket per public peer. */
+export class UdpLocal {
+  readonly counters: UdpCounters = { peers: 0, expired: 0, evicted: 0, dropped: 0, localErrors: 0 };
+  readonly reader: DatagramReader;
+  readonly #peers = new Map<string, Peer>();
+  readonly #batcher: DatagramBatcher;
+  readonly #drops: DropLog;
+  readonly #sweep: Timer;
+  #now = performance.now();
+
+  constructor(
+    work: Endpoint,
+    private readonly app: { name: string; host: string; port: number },
+    private readonly idleMs: number,
+    private readonly maxPeers: number,
+  ) {
+    this.#batcher = new DatagramBatcher(() => work);
+    this.#drops = new DropLog({ app: app.name });
+    this.reader = new DatagramReader((address, port, payload) => this.#toLocal(address, port, payload));
+    this.#sweep = setInterval(() => this.#expire(), Math.min(MAX_SWEEP_MS, idleMs / 4));
+  }
+
+  /** Feeds bytes from the work connection. */
+  push(chunk: Uint8Array): ProtocolError | null {
+    this.#now = performance.now();
+    return this.reader.push(chunk);
+  }
+
+  #toLocal(address: string, port: number, payload: Uint8Array): void {
+    const key = `${address}|${port}`;
+    let peer = this.#peers.get(key);
+    if (!peer) peer = this.#open(key, address, port);
+    peer.lastSeen = this.#now;
+    if (peer.socket) this.#send(peer, payload);
+    else if (peer.pending && peer.pending.length < UDP_PENDING_PER_PEER) {
+      // A copy: the payload is a view of a chunk that is not ours to keep.
+      peer.pending.push(payload.slice());
+    } else this.#drop("local socket not ready");
+  }
+
+  #send(peer: Peer, payload: Uint8Array): void {
+    try {
+      if (!peer.socket!.send(payload)) this.#drop("local socket buffer full");
+    } catch (err) {
+      // A connected UDP socket reports an earlier ICMP "port unreachable" by throwing from send().
+      this.counters.localErrors++;
+      this.#drop(`local app ${this.app.host}:${this.app.port}: ${(err as Error).message}`);
+    }
+  }
+
+  #open(key: string, address: string, port: number): Peer {
+    if (this.#peers.size >= this.maxPeers) this.#evictOldest();
+    const peer: Peer = { address, port, socket: null, pending: [], lastSeen: this.#now, closed: false };
+    this.#peers.set(key, peer);
+    this.counters.peers = this.#peers.size;
+    Bun.udpSocket({
+      binaryType: "uint8array",
+      connect: { hostname: this.app.host, port: this.app.port },
+      socket: {
+        data: (_s, reply) => {
+          peer.lastSeen = performance.now();
+          if (reply.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
+          if (!this.#batcher.add(address, port, reply)) this.#drop("work connection backed up");
+        },
+        error: (a: unknown, b?: unknown) => {
+          // ECONNREFUSED here is the ICMP "port unreachable" of a local app that is down.
+          this.counters.localErrors++;
+          this.#drop(`local app ${this.app.host}:${this.app.port}: ${errorOf(a, b)?.message ?? "error"}`);
+        },
+      },
+    }).then(
+      (socket) => {
+        if (peer.closed) return socket.close();
+        peer.socket = socket;
+        for (const p of peer.pending ?? []) this.#send(peer, p);
+        peer.pending = null;
+      },
+      (err: Error) => {
+        this.#drop(`cannot open a local socket: ${err.message}`);
+        this.#remove(key, peer);
+      },
+    );
+    return peer;
+  }
+
+  #drop(reason: string): void {
+    this.counters.dropped++;
+    this.#drops.note(reason);
+  }
+
+  #remove(key: string, peer: Peer): void {
+    peer.closed = true;
+    peer.socket?.close();
+    peer.socket = null;
+    peer.pending = null;
+    if (this.#peers.get(key) === peer) this.#peers.delete(key);
+    this.counters.peers = this.#peers.size;
+  }
+
+  #evictOldest(): void {
+    let oldestKey = "";
+    let oldest: Peer | null = null;
+    for (const [key, p] of this.#peers) if (!oldest || p.lastSeen < oldest.lastSeen) [oldestKey, oldest] = [key, p];
+    if (oldest) {
+      this.counters.evicted++;
+      this.#remove(oldestKey, oldest);
+    }
+  }
+
+  #expire(): void {
+    const deadline = performance.now() - this.idleMs;
+    for (const [key, p] of this.#peers) {
+      if (p.lastSeen < deadline) {
+        this.counters.expired++;
+        this.#remove(key, p);
+      }
+    }
+  }
+
+  /** Frees every peer. */
+  close(): void {
+    clearInterval(this.#sweep);
+    for (const [key, p] of [...this.#peers]) this.#remove(key, p);
+  }
+}
