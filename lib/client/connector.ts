@@ -13,7 +13,7 @@ import { Endpoint } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
 import type { UdpCounters } from "./udp.ts";
 import { register } from "./register.ts";
-import { dialHandler, WorkConnections, type LocalApp, type WorkLimits } from "./work.ts";
+import { WorkConnections, type LocalApp, type WorkLimits } from "./work.ts";
 
 /** A login that gets no answer within this time is abandoned. */
 export const LOGIN_TIMEOUT_MS = 10_000;
@@ -76,6 +76,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   readonly #loginTimeoutMs: number;
   readonly #registerTimeoutMs: number;
   readonly #serverHandler: SocketHandler<Endpoint>;
+  /** Why the last dial of the control connection failed, for the reconnect line. */
+  #dialError: string | null = null;
   readonly #serverTls: TLSOptions | undefined;
 
   constructor(
@@ -91,13 +93,17 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       if (tls.trustedCaFile && ca === undefined) throw new Error(`tls.trustedCaFile is set: pass its text as the trustedCa option (readTrustedCa)`);
       // With a pinned fingerprint the chain is not checked (a self-signed certificate is expected); the fingerprint is.
       this.#serverTls = { rejectUnauthorized: !pin, serverName: tls.serverName ?? config.serverAddr, ca };
-      this.#serverHandler = relayHandler(undefined, (socket, authError) => {
+      this.#serverHandler = relayHandler(
+        undefined,
+        (socket, authError) => {
         const got = normalizeFingerprint(socket.getPeerCertificate()?.fingerprint256 ?? "");
         if (!got) return `TLS handshake with the server failed: does the server have [tls] enabled?${authError ? ` (${authError.message})` : ""}`;
         if (pin) return got === pin ? null : `server certificate fingerprint mismatch: expected ${pin}, got ${got}`;
         return authError ? `server certificate not trusted (${authError.message}); its fingerprint is ${got}` : null;
-      });
-    } else this.#serverHandler = dialHandler;
+        },
+        (ep, err) => this.#connectFailed(ep, err),
+      );
+    } else this.#serverHandler = relayHandler(undefined, undefined, (ep, err) => this.#connectFailed(ep, err));
     this.#loginTimeoutMs = options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
     this.#registerTimeoutMs = options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS;
     const apps = new Map<string, LocalApp>(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
@@ -140,11 +146,13 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     const reader = new FrameReader();
     this.#control = ep;
     let loggedIn = false;
+    this.#dialError = null;
     const loginTimer = setTimeout(() => {
-      if (!loggedIn) {
-        log.warn("no login answer in time; retrying", { server: this.#serverName(), timeoutMs: this.#loginTimeoutMs });
-        ep.destroy();
-      }
+      if (loggedIn) return;
+      // No socket yet: the connect itself never completed (packets dropped on the way, or a host that is down).
+      if (!ep.socket) this.#dialError = `no answer to the connection attempt within ${this.#loginTimeoutMs / 1000} s (a firewall dropping packets, or the host down?)`;
+      log.warn("no login answer in time; retrying", { server: this.#serverName(), timeoutMs: this.#loginTimeoutMs, connected: !!ep.socket });
+      ep.destroy();
     }, this.#loginTimeoutMs);
     ep.onData = (e, chunk) => {
       reader.push(chunk);
@@ -177,9 +185,25 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     ep.onClose = () => {
       clearTimeout(loginTimer);
       if (this.config.tls.enabled && !verified && !refused && ep.socket) this.#tlsError("TLS handshake with the server failed: does the server have [tls] enabled?");
-      if (this.#control === ep) this.#lost(loggedIn ? "control connection closed" : "could not log in");
+      if (this.#control === ep) this.#lost(loggedIn ? "control connection closed" : (this.#dialError ?? "could not log in"));
     };
     this.#dialServer(ep);
+  }
+
+  /** A dial to the server failed: say why, in words a person can act on. */
+  #connectFailed(ep: Endpoint, err: Error): void {
+    const code = (err as NodeJS.ErrnoException).code ?? "";
+    const server = this.#serverName();
+    const why =
+      code === "ECONNREFUSED" ? `connection refused by ${server} (is the server running, and is serverPort right?)`
+      : code === "ENOTFOUND" || code === "EAI_NONAME" || code === "EAI_AGAIN" ? `the name "${this.config.serverAddr}" could not be resolved (${code})`
+      : code === "ETIMEDOUT" ? `connecting to ${server} timed out`
+      : code === "EHOSTUNREACH" || code === "ENETUNREACH" ? `no route to ${server} (${code})`
+      : `cannot connect to ${server} (${code || err.message})`;
+    if (ep === this.#control) {
+      this.#dialError = why;
+      log.warn("cannot reach the server", { server, error: why });
+    } else log.warn("work connection could not connect", { server, error: why });
   }
 
   #tlsError(message: string): void {
@@ -249,9 +273,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   #serverError(ep: Endpoint, code: ErrorCode, message: string): boolean {
     // Errors after which retrying cannot help. Another client logged in as this group: fighting it would flap both.
     // The token was changed: the old one can only fail, and its failures would lock this address out (other groups' clients behind it too).
+    // A refused login: the same token can only fail again, and each failure counts toward the lockout of this address.
     const fatal =
       code === ErrorCode.SessionReplaced ? "another client logged in as this group; stopping"
       : code === ErrorCode.TokenChanged ? "the group's token was changed on the server; put the new token in client.toml and start again"
+      : code === ErrorCode.AuthFailed ? "the server refused the login (authentication failed): check group and token in client.toml, then start again"
       : null;
     if (fatal) {
       log.error(fatal, { group: this.config.group, detail: message });
@@ -259,8 +285,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       this.stop();
       return false;
     }
-    const level = code === ErrorCode.AuthFailed ? "error" : "warn";
-    log[level]("server closed the session", { group: this.config.group, reason: message, code: ErrorCode[code] ?? code });
+    log.warn("server closed the session", { group: this.config.group, reason: message, code: ErrorCode[code] ?? code });
     ep.destroy();
     return false;
   }

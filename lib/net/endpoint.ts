@@ -12,7 +12,6 @@
  * sockets.ts; holding a frame for the next chunk in hold.ts.
  */
 import type { Socket } from "bun";
-import type { Stream } from "./stream.ts";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
@@ -28,6 +27,14 @@ export interface Counters {
   connections: number;
   bytesIn: number;
   bytesOut: number;
+}
+
+/** How the relay's end callbacks reach the stream a socket carries (stream.ts implements it; declared here so the relay imports nothing above it). */
+export interface StreamEnds {
+  /** The socket this side serves sent its FIN. */
+  nearEnded(): void;
+  /** Every byte announced on the work connection has been relayed. */
+  workEnded(): void;
 }
 
 /** A socket as the relay sees it. */
@@ -56,7 +63,7 @@ export class Endpoint {
   /** Owner's state (session, app, work-connection phase). */
   tag: unknown = null;
   /** The stream this socket carries (stream.ts), while it carries one. */
-  stream: Stream | null = null;
+  stream: StreamEnds | null = null;
   closed = false;
   /** Counted in `sockets.open`. */
   counted = false;

@@ -39,8 +39,9 @@ export type TlsVerifier = (socket: Sock, authorizationError: Error | null) => st
  * theirs in `data` already. With `verify` (TLS dialers), `onOpen` waits for
  * the handshake and a verified peer: in Bun `open` fires before the TLS
  * handshake, and nothing may be sent before the server is verified.
+ * `connectFailed` hears why a dial failed, just before its endpoint closes.
  */
-export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVerifier): SocketHandler<Endpoint> {
+export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVerifier, connectFailed?: (ep: Endpoint, error: Error) => void): SocketHandler<Endpoint> {
   return {
     open(socket) {
       if (!socket.data && sockets.open >= sockets.max) {
@@ -97,8 +98,11 @@ export function relayHandler(create?: (socket: Sock) => Endpoint, verify?: TlsVe
       log.error("relay: handler error", { error: err?.message ?? String(err) });
       socket.terminate();
     },
-    connectError(socket) {
-      if (socket.data) Endpoint.events.closed(socket.data, false);
+    connectError(socket, error) {
+      if (!socket.data) return;
+      // Told before the close, so the owner can say why (refused, no such name) when it sees the close.
+      connectFailed?.(socket.data, error);
+      Endpoint.events.closed(socket.data, false);
     },
   };
 }

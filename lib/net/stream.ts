@@ -12,7 +12,7 @@
  * server's pool or the client's work connections) decides what becomes of it.
  */
 import { log } from "../log.ts";
-import type { Endpoint } from "./endpoint.ts";
+import type { Endpoint, StreamEnds } from "./endpoint.ts";
 
 /** What one side does around its streams. */
 export interface StreamOwner {
@@ -31,7 +31,7 @@ const nearEnded = (near: Endpoint) => near.stream!.nearEnded();
 const workEnded = (work: Endpoint) => work.stream!.workEnded();
 
 /** A stream between `near` and `work`. */
-export class Stream {
+export class Stream implements StreamEnds {
   /** near's FIN has been told to the other side. */
   outEnded = false;
   /** Every byte the other side announced has arrived, and near was sent a FIN. */
