@@ -7,7 +7,8 @@ import { ConfigError, loadToml, parseFlags } from "./lib/config/load.ts";
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
 import { Connector, readTrustedCa } from "./lib/client/connector.ts";
 import { log, setLogLevel } from "./lib/log.ts";
-import type { AppStatus } from "./protocol.ts";
+import { hostPort, type AppStatus } from "./protocol.ts";
+import { versionLine } from "./lib/version.ts";
 
 const HELP = `warren-client: the private side of a Warren tunnel
 
@@ -15,6 +16,7 @@ Usage: warren-client --config FILE
 
   -c, --config FILE   client.toml to read (required)
   -h, --help          show this help
+  -V, --version       show the version
 
 The client logs in to serverAddr:serverPort as its group, prints the public
 endpoint of each app, relays users to each app's localAddr, and reconnects
@@ -31,6 +33,10 @@ export async function loadClientConfig(argv: string[]): Promise<ClientConfig | n
   }
   if (args.help) {
     console.log(HELP);
+    return null;
+  }
+  if (args.version) {
+    console.log(versionLine("warren-client"));
     return null;
   }
   if (!args.config) {
@@ -64,7 +70,7 @@ async function main(): Promise<void> {
   connector.on("fatal", () => process.exit(1));
   // The public address of each app, on stdout: what the person who started the client needs to know.
   const announce = (apps: readonly AppStatus[]) => {
-    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${config!.serverAddr}:${a.remotePort}`);
+    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${hostPort(config!.serverAddr, a.remotePort)}`);
   };
   connector.on("online", announce);
   connector.on("apps", announce);

@@ -15,6 +15,7 @@ import { SqliteStore } from "./lib/registry/sqlite.ts";
 import { RegistryView } from "./lib/registry/view.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
 import { generateToken } from "./lib/secrets.ts";
+import { versionLine } from "./lib/version.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -25,6 +26,7 @@ Usage: warren-server [--config FILE]
 
   -c, --config FILE   server.toml to read (default: built-in defaults, no file)
   -h, --help          show this help
+  -V, --version       show the version
 
 Defaults: control port 7000 on 0.0.0.0, API on 127.0.0.1:7500, data in ./data.
 Without adminToken in the config, one is generated on first start, stored in
@@ -147,6 +149,10 @@ export async function loadServerConfig(argv: string[]): Promise<{ config: Server
     console.log(HELP);
     return null;
   }
+  if (args.version) {
+    console.log(versionLine("warren-server"));
+    return null;
+  }
   const file = args.config;
   const config = file ? await loadToml(ServerConfigSchema, file) : validate(ServerConfigSchema, {}, "(defaults)");
   return { config, file: file ?? "(defaults)" };
@@ -166,7 +172,11 @@ async function main(): Promise<void> {
         const { loadServerTls } = await import("./lib/tls.ts");
         material = await loadServerTls(loaded.config.dataDir, t.certFile, t.keyFile);
       } catch (err) {
-        throw new ConfigError(loaded.file, t.certFile ? "tls.certFile" : "dataDir", `cannot load the TLS certificate and key (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+        // Name the key and the file that failed: the certificate, its key, or the generated pair in dataDir.
+        const e = err as NodeJS.ErrnoException;
+        const key = !t.certFile ? "dataDir" : e.path === t.keyFile ? "tls.keyFile" : "tls.certFile";
+        const path = e.path ? `${e.path}: ` : "";
+        throw new ConfigError(loaded.file, key, `cannot load the TLS certificate and key (${path}${e.code ?? e.message})`, { cause: err });
       }
     }
     const server = await startServer(loaded.config, loaded.file, console.log, material);

@@ -117,6 +117,22 @@ describe("compiled executables (npm run build)", () => {
     }
   });
 
+  test("--version prints the version and the protocol, and exits 0, from the compiled executables too", async () => {
+    const version: string = (await Bun.file(join(ROOT, "package.json")).json()).version;
+    for (const [cmd, name] of [
+      [[server], "warren-server"],
+      [[client], "warren-client"],
+      [[BUN, join(ROOT, "server.ts")], "warren-server"],
+      [[BUN, join(ROOT, "client.ts")], "warren-client"],
+    ] as const) {
+      for (const flag of ["--version", "-V"]) {
+        const res = await run([...cmd, flag]);
+        expect(res.code).toBe(0);
+        expect(res.stdout.trim()).toBe(`${name} ${version} (protocol 4)`);
+      }
+    }
+  });
+
   test("an unknown flag exits 2 with the usage", async () => {
     for (const bin of [server, client]) {
       const res = await run([bin, "--bogus"]);
@@ -239,8 +255,21 @@ describe("server.ts", () => {
     expect(readFileSync(file, "utf8").trim()).toBe(token);
   }, 30_000);
 
+  test("npm start passes SIGTERM to the server: it stops cleanly and its ports are free", async () => {
+    const [controlPort, apiPort] = [await deadPort(), await deadPort()];
+    const cfg = writeConfig("npm-start.toml", `bindAddr = "127.0.0.1"\ncontrolPort = ${controlPort}\napiPort = ${apiPort}\ndataDir = ":memory:"\nadminToken = "admin-token-0123456789"\n`);
+    const npm = start(["npm", "start", "--silent", "--", "--config", cfg]);
+    await ready(npm, apiPort);
+    const out = await stop(npm);
+    expect(out.stderr).toContain("shutting down");
+    expect(out.stderr).toContain("signal=SIGTERM");
+    // No Bun left behind holding the ports.
+    await until(() => canBindTcp("127.0.0.1", controlPort) && canBindTcp("127.0.0.1", apiPort), 5000, "the ports to be free");
+  }, 30_000);
+
   // `npm start`: no config file at all. Only when the default ports are free on this machine.
   const defaultsFree = canBindTcp("0.0.0.0", 7000) && canBindTcp("127.0.0.1", 7500);
+  if (!defaultsFree) console.log("skipping the embedded-defaults test: ports 7000 or 7500 are in use on this machine, and the test needs exactly those");
   test.skipIf(!defaultsFree)("starts on the embedded defaults with no config file (ports 7000 and 7500, ./data)", async () => {
     const cwd = mkdtempSync(join(tmp, "defaults-"));
     const p = start([BUN, join(ROOT, "server.ts")], cwd);

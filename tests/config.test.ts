@@ -116,7 +116,8 @@ describe("server.toml", () => {
 
   test("an unknown key is named, at the top and deep inside", async () => {
     const top = serverToml("contolPort = 7000\n");
-    expect((await configError(top.load, top.file, "contolPort")).message).toBe(`${top.file}: contolPort: unknown key`);
+    // Issue 18: the likely intended key is suggested.
+    expect((await configError(top.load, top.file, "contolPort")).message).toBe(`${top.file}: contolPort: unknown key (did you mean "controlPort"?)`);
     const deep = serverToml(GROUPS.replace('name = "web"', 'name = "web"\nlocalAddr = "127.0.0.1:80"'));
     await configError(deep.load, deep.file, "groups[1].apps[0].localAddr");
   });

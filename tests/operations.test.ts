@@ -51,3 +51,54 @@ describe("a refused login stops the client", () => {
     expect(server.hub.guard.blocked("127.0.0.1")).toBe(false);
   });
 });
+
+describe("small things a new user hit", () => {
+  test("a mistyped key is named with the key it was probably meant to be", async () => {
+    const { validate } = await import("../lib/config/load.ts");
+    const { ServerConfigSchema, ClientConfigSchema } = await import("../lib/config/schema.ts");
+    expect(() => validate(ServerConfigSchema, { controlPrt: 7000 }, "server.toml")).toThrow('server.toml: controlPrt: unknown key (did you mean "controlPort"?)');
+    expect(() => validate(ServerConfigSchema, { groups: [{ name: "g", token: "0123456789abcdef", apps: [{ name: "a", remotport: 6000 }] }] }, "server.toml")).toThrow(
+      'server.toml: groups[0].apps[0].remotport: unknown key (did you mean "remotePort"?)',
+    );
+    const client = { serverAddr: "h", group: "g", token: "0123456789abcdef", apps: [{ name: "a", localAddr: "127.0.0.1:22" }] };
+    expect(() => validate(ClientConfigSchema, { ...client, tls: { enable: true } }, "client.toml")).toThrow('client.toml: tls.enable: unknown key (did you mean "enabled"?)');
+    // Nothing close: no guess.
+    expect(() => validate(ServerConfigSchema, { zzz: 1 }, "server.toml")).toThrow(/^server\.toml: zzz: unknown key$/);
+  });
+
+  test("PUT on a group from server.toml is 409, like a token change: the next start would put the file's apps back", async () => {
+    const server = await testServer({ groups: [{ name: "fromfile", token: "0123456789abcdef", apps: [{ name: "a" }] }] });
+    cleanup.push(() => server.stop());
+    const res = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups/fromfile`, {
+      method: "PUT",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ apps: [{ name: "a" }, { name: "b" }] }),
+    });
+    expect(res.status).toBe(409);
+    expect(((await res.json()) as { error: string }).error).toBe('group "fromfile" comes from server.toml: change its apps there and restart the server');
+    expect(server.hub.registry.get("fromfile")!.apps.map((a) => a.name)).toEqual(["a"]);
+  });
+
+  test("the client prints an IPv6 server address in brackets: reachable at [::1]:PORT", async () => {
+    const { startClientProc, startServerProc, tempDir } = await import("./procs.ts");
+    const dir = tempDir();
+    const ctrl = await deadPort();
+    const api = await deadPort();
+    const server = await startServerProc(dir, `bindAddr = "::1"\ncontrolPort = ${ctrl}\napiPort = ${api}\ndataDir = "${dir}/data"\nadminToken = "admin-token-0123456789"\n[[groups]]\nname = "v6"\ntoken = "0123456789abcdef"\napps = [{ name = "e" }]\n`);
+    cleanup.push(() => void server.proc.kill("SIGKILL"));
+    const client = await startClientProc(dir, `serverAddr = "::1"\nserverPort = ${ctrl}\ngroup = "v6"\ntoken = "0123456789abcdef"\n[[apps]]\nname = "e"\nlocalAddr = "127.0.0.1:${echo.port}"\n`, ["e"]);
+    cleanup.push(() => void client.proc.kill("SIGKILL"));
+    expect(client.proc.lines.some((l) => l === `warren: app e (tcp) is reachable at [::1]:${client.ports.e}`)).toBe(true);
+  }, 30_000);
+
+  test("a TLS certificate or key that cannot be read is named, file and key", async () => {
+    const { tempDir } = await import("./procs.ts");
+    const dir = tempDir();
+    const file = `${dir}/server.toml`;
+    await Bun.write(file, `controlPort = 0\napiPort = 0\ndataDir = ":memory:"\nadminToken = "admin-token-0123456789"\n[tls]\nenabled = true\ncertFile = "${dir}/missing-cert.pem"\nkeyFile = "${dir}/missing-key.pem"\n`);
+    const p = Bun.spawn([process.execPath, `${import.meta.dir}/../server.ts`, "--config", file], { stdout: "pipe", stderr: "pipe" });
+    const stderr = await new Response(p.stderr).text();
+    expect(await p.exited).toBe(2);
+    expect(stderr).toContain(`${file}: tls.certFile: cannot load the TLS certificate and key (${dir}/missing-cert.pem: ENOENT)`);
+  });
+});

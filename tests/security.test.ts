@@ -305,7 +305,7 @@ describe("access lists and limits", async () => {
     const tooMany = await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "small", maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }) });
     expect(tooMany.status).toBe(400);
     expect(tooMany.body.issues[0].path).toBe("apps");
-    expect(tooMany.body.error).toContain("at most 1 apps");
+    expect(tooMany.body.error).toContain("at most 1 app, not 2");
     const outside = await api(server, "/api/groups", { method: "POST", body: JSON.stringify({ name: "narrow", allowPorts: "21000-21010", apps: [{ name: "a", remotePort: 21050 }] }) });
     expect(outside.status).toBe(400);
     expect(outside.body.issues[0].path).toBe("apps[0].remotePort");
@@ -328,7 +328,7 @@ describe("limits in server.toml", () => {
     expect(g.maxApps).toBe(2);
     for (const a of g.apps) expect(a.remotePort).toBeWithin(22000, 22006);
     expect(g.apps[1]).toMatchObject({ allowIPs: ["127.0.0.1"], maxConnections: 3 });
-    await expect(testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }] })).rejects.toThrow("groups[0].apps: group \"cfg\" may have at most 1 apps");
+    await expect(testServer({ groups: [{ name: "cfg", token: TOKEN, maxApps: 1, apps: [{ name: "a" }, { name: "b" }] }] })).rejects.toThrow("groups[0].apps: group \"cfg\" may have at most 1 app, not 2");
     await expect(testServer({ groups: [{ name: "cfg", token: TOKEN, allowPorts: "22000-22005", apps: [{ name: "a", remotePort: 23000 }] }] })).rejects.toThrow("groups[0].apps[0].remotePort");
   });
 });

@@ -65,6 +65,8 @@ export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
       await next();
     },
     requireAdmin: async function requireAdmin(c, next) {
+      // A valid token without the rights is a 403: the caller is known, the action is not theirs.
+      if (c.get("role") === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
       if (c.get("role") !== "admin") throw unauthorized(c);
       await next();
     },

@@ -69,7 +69,7 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
       return { path: "name", message: `the registration token has created ${registration.maxGroups} groups, the most registrationMaxGroups allows; ask the administrator` };
     }
     if (registration.maxApps > 0 && g.apps.length > registration.maxApps) {
-      return { path: "apps", message: `a group made with the registration token may have at most ${registration.maxApps} apps (registrationMaxApps), not ${g.apps.length}` };
+      return { path: "apps", message: `a group made with the registration token may have at most ${registration.maxApps} app${registration.maxApps === 1 ? "" : "s"} (registrationMaxApps), not ${g.apps.length}` };
     }
     for (const [i, a] of g.apps.entries()) {
       if (registrationPorts && a.remotePort !== 0 && !registrationPorts.has(a.remotePort)) {
@@ -111,6 +111,8 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     const body = await parseBody(c, UpdateGroupBody);
     // Looked up again once the body has been read: the group may have been deleted meanwhile.
     const old = existing(name);
+    // server.toml would put its own apps back at the next start: change it there, as for its token.
+    if (old.source === "config") throw new HttpError(409, { error: `group "${name}" comes from server.toml: change its apps there and restart the server` });
     const limits =
       body.maxApps === undefined && body.allowPorts === undefined
         ? undefined
@@ -144,6 +146,15 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     log.info("group deleted", { group: name });
     return c.body(null, 204);
   });
+
+  // A known path with a method it does not take: 405 with the methods it does (RFC 9110, 15.5.6).
+  const notAllowed = (allow: string) =>
+    function methodNotAllowed(c: { req: { method: string } }): never {
+      throw new HttpError(405, { error: `${c.req.method} is not allowed here; use ${allow}` }, { Allow: allow });
+    };
+  groups.all("/", notAllowed("GET, POST"));
+  groups.all("/:name", notAllowed("GET, PUT, DELETE"));
+  groups.all("/:name/token", notAllowed("POST"));
 
   return groups;
 }

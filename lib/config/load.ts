@@ -6,16 +6,17 @@ import * as v from "valibot";
 import { WarrenError } from "../errors.ts";
 
 /**
- * The command line of both executables: `--config FILE` (`-c FILE`, `--config=FILE`)
- * and `--help` (`-h`). Throws on anything else. Hand-written rather than node:util's
+ * The command line of both executables: `--config FILE` (`-c FILE`, `--config=FILE`),
+ * `--help` (`-h`) and `--version` (`-V`). Throws on anything else. Hand-written rather than node:util's
  * parseArgs, which adds about 136 KiB to a heap the garbage collector scans on every
  * full collection for as long as the process relays (bench/optimisations.md).
  */
-export function parseFlags(argv: readonly string[]): { config?: string; help: boolean } {
-  const out: { config?: string; help: boolean } = { help: false };
+export function parseFlags(argv: readonly string[]): { config?: string; help: boolean; version?: true } {
+  const out: { config?: string; help: boolean; version?: true } = { help: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "-h" || arg === "--help") out.help = true;
+    else if (arg === "-V" || arg === "--version") out.version = true;
     else if (arg === "-c" || arg === "--config") {
       const value = argv[++i];
       if (value === undefined || value.startsWith("-")) throw new Error(`option '${arg} FILE' needs a value`);
@@ -52,11 +53,51 @@ export function issueKey(issue: v.BaseIssue<unknown>): string {
   return key;
 }
 
-function describe(issue: v.BaseIssue<unknown>): string {
+function describe(schema: v.GenericSchema, issue: v.BaseIssue<unknown>): string {
   // strictObject reports an unknown key as "expected never".
-  if (issue.expected === "never") return "unknown key";
+  if (issue.expected === "never") {
+    const near = nearestKey(schema, issue);
+    return near ? `unknown key (did you mean "${near}"?)` : "unknown key";
+  }
   if (issue.received === "undefined") return "is required";
   return issue.message;
+}
+
+/** A schema with its wrappers (optional, pipe) taken off. */
+type Node = { type?: string; wrapped?: Node; pipe?: Node[]; entries?: Record<string, Node>; item?: Node };
+
+/** The known key closest to an unknown one (at most 2 edits, or one a prefix of the other), at the same level of the schema. */
+function nearestKey(schema: v.GenericSchema, issue: v.BaseIssue<unknown>): string | null {
+  const path = issue.path ?? [];
+  const unwrap = (n: Node | undefined): Node | undefined => {
+    while (n && (n.wrapped || (n.pipe && n.pipe[0] !== n))) n = n.wrapped ?? n.pipe![0];
+    return n;
+  };
+  let node = unwrap(schema as Node);
+  for (const item of path.slice(0, -1)) {
+    const key = (item as { key: unknown }).key;
+    node = unwrap(typeof key === "number" ? node?.item : node?.entries?.[String(key)]);
+  }
+  const wrong = String((path.at(-1) as { key: unknown } | undefined)?.key ?? "").toLowerCase();
+  let best: string | null = null;
+  let bestCost = 3;
+  for (const known of Object.keys(node?.entries ?? {})) {
+    const k = known.toLowerCase();
+    const cost = wrong.length >= 4 && (k.startsWith(wrong) || wrong.startsWith(k)) ? 1 : editDistance(k, wrong);
+    if (cost < bestCost) [best, bestCost] = [known, cost];
+  }
+  return best;
+}
+
+/** Levenshtein distance of two short strings. */
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) cur[j] = Math.min(prev[j]! + 1, cur[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = cur;
+  }
+  return prev[b.length]!;
 }
 
 /** Validates an already-parsed object against a schema; throws ConfigError naming the first bad key. */
@@ -64,7 +105,7 @@ export function validate<S extends v.GenericSchema>(schema: S, data: unknown, fi
   const res = v.safeParse(schema, data);
   if (res.success) return res.output;
   const issue = res.issues[0];
-  throw new ConfigError(file, issueKey(issue), describe(issue));
+  throw new ConfigError(file, issueKey(issue), describe(schema, issue));
 }
 
 /** Reads and validates a TOML file. */

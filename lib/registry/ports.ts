@@ -31,7 +31,7 @@ export function resolvePorts(
   groupPorts: string | null,
 ): { ok: true; apps: AppRecord[] } | { ok: false; error: RegistryError } {
   if (maxApps > 0 && apps.length > maxApps) {
-    return { ok: false, error: new RegistryError("too_many_apps", `group "${group}" may have at most ${maxApps} apps, not ${apps.length}`, "apps") };
+    return { ok: false, error: new RegistryError("too_many_apps", `group "${group}" may have at most ${maxApps} app${maxApps === 1 ? "" : "s"}, not ${apps.length}`, "apps") };
   }
   // A group's own range narrows the server's: a port must be in both.
   const own = groupPorts ? (PortSet.parse(groupPorts) as PortSet) : null;
