@@ -102,3 +102,43 @@ describe("small things a new user hit", () => {
     expect(stderr).toContain(`${file}: tls.certFile: cannot load the TLS certificate and key (${dir}/missing-cert.pem: ENOENT)`);
   });
 });
+
+describe("access-list and limit changes apply to the open port", () => {
+  test("PUT denyIPs on an online app: new users are refused at once, the established stream goes on, the port is never closed", async () => {
+    const { onlineClient, randomData, roundTrip, sha256 } = await import("./helpers.ts");
+    const net = await import("node:net");
+    const server = await testServer();
+    cleanup.push(() => server.stop());
+    const admin = (body: unknown) =>
+      fetch(`http://127.0.0.1:${server.apiPort}/api/groups/live`, { method: "PUT", headers: { authorization: `Bearer ${server.adminToken}` }, body: JSON.stringify(body) }).then((r) => r.status);
+    expect(await createGroup(server, "live", ["e"])).toBe(201);
+    const { connector, apps } = await onlineClient(clientConfig(server, "live", [{ name: "e", localAddr: `127.0.0.1:${echo.port}` }]));
+    cleanup.push(() => connector.stop());
+    const port = apps[0]!.remotePort;
+    // An established stream, echoing.
+    const s = net.connect({ port, host: "127.0.0.1" });
+    s.on("error", () => {});
+    let got = 0;
+    s.on("data", (d: Buffer) => (got += d.length));
+    s.write(randomData(1000, 1));
+    await until(() => got === 1000, 5000, "the first echo");
+    // Deny everyone on loopback: applied to the open listener (no new bind, no refused connect).
+    expect(await admin({ apps: [{ name: "e", remotePort: port, denyIPs: ["127.0.0.0/8"] }] })).toBe(200);
+    const refused = await new Promise<string>((resolve) => {
+      const u = net.connect({ port, host: "127.0.0.1" }, () => u.write("hello"));
+      u.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+      u.on("end", () => resolve("FIN"));
+    });
+    expect(refused).toBe("ECONNRESET");
+    const view = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups/live`, { headers: { authorization: `Bearer ${server.adminToken}` } }).then((r) => r.json() as Promise<{ apps: { deniedConnections: number; remotePort: number }[] }>);
+    expect(view.apps[0]).toMatchObject({ deniedConnections: 1, remotePort: port });
+    // The stream that was already there goes on.
+    s.write(randomData(1000, 2));
+    await until(() => got === 2000, 5000, "the second echo on the established stream");
+    s.destroy();
+    // And lifting the rule lets new users in again, on the same port.
+    expect(await admin({ apps: [{ name: "e", remotePort: port }] })).toBe(200);
+    const data = randomData(50_000, 3);
+    expect((await roundTrip(port, data)).hash).toBe(sha256(data));
+  });
+});

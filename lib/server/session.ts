@@ -193,7 +193,8 @@ export class Session implements AppHost, PoolHost {
         continue;
       }
       const current = this.#apps.get(d.name);
-      if (current && sameServing(current.record, rec)) {
+      // Same port and type: a changed access list or limit applies to the open port, which stays bound.
+      if (current?.update(rec)) {
         keep.add(d.name);
         statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
         continue;
@@ -264,10 +265,4 @@ export class Session implements AppHost, PoolHost {
     log.info("session ended", { group: this.group.name, client: this.clientAddr, reason });
     this.host.ended(this);
   }
-}
-
-/** Whether a listener opened for `a` serves `b` unchanged (same port and type, same access rules and limit). */
-function sameServing(a: AppRecord, b: AppRecord): boolean {
-  const same = (x: readonly string[], y: readonly string[]) => x.length === y.length && x.every((v, i) => v === y[i]);
-  return a.remotePort === b.remotePort && a.type === b.type && a.maxConnections === b.maxConnections && same(a.allowIPs, b.allowIPs) && same(a.denyIPs, b.denyIPs);
 }

@@ -31,6 +31,8 @@ export interface PublicApp {
   readonly publicAddr?: string;
   /** For an app that keeps a work connection for good (UDP; the session asks for one as soon as it serves the app): takes `work` once its StartWork has gone out. */
   bindWork?(work: Endpoint, reader: FrameReader): void;
+  /** Applies a changed record in place (access lists, limits) without closing the port; false when it needs reopening (another port or type). */
+  update(rec: AppRecord): boolean;
   /** Stops accepting; established streams go on until they end. */
   close(): void;
 }

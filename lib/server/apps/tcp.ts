@@ -10,7 +10,9 @@ import type { AppHost, PublicApp } from "./app.ts";
 /** Binds the app's port; a string says why it cannot be. */
 export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
   const stats = host.stats(rec.name);
-  const access = new AccessList(rec.allowIPs, rec.denyIPs);
+  // Replaced in place by `update`: an edited access list or limit applies to the open listener.
+  let current = rec;
+  let access = new AccessList(rec.allowIPs, rec.denyIPs);
   const { users, groupName: group } = host;
   // One set of functions per listener, not per user: memory per held connection stays low.
   const onUserClose = (user: Endpoint) => {
@@ -21,12 +23,12 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     // Checked before any work connection is spent on the user.
     if (!access.empty && !access.allows(user.socket!.remoteAddress)) {
       stats.denied++;
-      log.debug("user refused by the access list", { group, app: rec.name, from: user.socket!.remoteAddress });
+      log.debug("user refused by the access list", { group, app: current.name, from: user.socket!.remoteAddress });
       return user.reset();
     }
-    if (rec.maxConnections > 0 && stats.connections > rec.maxConnections) {
+    if (current.maxConnections > 0 && stats.connections > current.maxConnections) {
       stats.overLimit++;
-      log.debug("user refused: app at maxConnections", { group, app: rec.name, limit: rec.maxConnections });
+      log.debug("user refused: app at maxConnections", { group, app: current.name, limit: current.maxConnections });
       return user.reset();
     }
     host.acceptUser(user, rec.name);
@@ -47,8 +49,16 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     return `port ${rec.remotePort} cannot be bound (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
   return {
-    record: rec,
+    get record() {
+      return current;
+    },
     publicAddr: specificIp(host.bindAddr) ? hostPort(host.bindAddr, listener.port) : undefined,
+    update(next: AppRecord): boolean {
+      if (next.remotePort !== current.remotePort || next.type !== current.type) return false;
+      current = next;
+      access = new AccessList(next.allowIPs, next.denyIPs);
+      return true;
+    },
     close: () => listener.stop(false),
   };
 }

@@ -34,8 +34,8 @@ export class UdpPublic {
   private constructor(
     readonly name: string,
     private readonly stats: UdpAppStats,
-    private readonly access: AccessList,
-    private readonly maxPeers: number,
+    private access: AccessList,
+    private maxPeers: number,
     private readonly idleMs: number,
     fields: Record<string, unknown>,
   ) {
@@ -44,6 +44,12 @@ export class UdpPublic {
   }
 
   /** Binds the public port; returns the app, or why the port cannot be bound. */
+  /** New peers are judged by `access` and `maxPeers` from now on (peers already heard from stay). */
+  limit(access: AccessList, maxPeers: number): void {
+    this.access = access;
+    this.maxPeers = maxPeers;
+  }
+
   static async open(bindAddr: string, rec: UdpAppRecord, stats: UdpAppStats, idleMs: number, fields: Record<string, unknown>): Promise<UdpPublic | string> {
     const port = rec.remotePort;
     const app = new UdpPublic(rec.name, stats, new AccessList(rec.allowIPs, rec.denyIPs), rec.maxConnections, idleMs, fields);
@@ -150,8 +156,17 @@ export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp 
   if (typeof bound === "string") return bound;
   const udp = bound;
   let closed = false;
+  let current = rec;
   const app: PublicApp = {
-    record: rec,
+    get record() {
+      return current;
+    },
+    update(next: AppRecord): boolean {
+      if (next.remotePort !== current.remotePort || next.type !== current.type) return false;
+      current = next;
+      udp.limit(new AccessList(next.allowIPs, next.denyIPs), next.maxConnections);
+      return true;
+    },
     bindWork(work: Endpoint, reader: FrameReader): void {
       udp.attach(work);
       let acked = false;
