@@ -16,6 +16,8 @@ import { RegistryView } from "./lib/registry/view.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
 import { generateToken } from "./lib/secrets.ts";
 import { versionLine } from "./lib/version.ts";
+import { reload as applyReload, type ReloadResult } from "./lib/server/reload.ts";
+import { WarrenError } from "./lib/errors.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -45,6 +47,8 @@ export interface RunningServer {
   readonly controlPort: number;
   readonly apiPort: number;
   readonly adminToken: string;
+  /** Reads the config file again and applies its groups and log level (see lib/server/reload.ts). */
+  reload(): Promise<ReloadResult>;
   stop(): void;
 }
 
@@ -94,10 +98,25 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     registry.close();
     throw new Error(`cannot listen on ${config.bindAddr}:${config.controlPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
+  let current = config;
+  // One reload at a time: a second SIGHUP while one runs waits for it.
+  let reloading: Promise<unknown> = Promise.resolve();
+  const reload = (): Promise<ReloadResult> => {
+    const run = reloading.then(async () => {
+      if (file === "(defaults)") throw new WarrenError("no_config_file", "the server was started without --config: there is no file to reload");
+      const next = await loadToml(ServerConfigSchema, file);
+      const res = await applyReload(current, next, registry, file);
+      current = res.config;
+      return res;
+    });
+    reloading = run.catch(() => {});
+    return run;
+  };
   const api = createApi(
     hub,
     { adminToken: token, registrationToken: config.registrationToken },
     { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
+    reload,
   );
   let http: ReturnType<typeof Bun.serve>;
   try {
@@ -128,6 +147,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     controlPort,
     apiPort: http.port!,
     adminToken: token,
+    reload,
     stop() {
       hub.stop();
       http.stop(true);
@@ -187,6 +207,14 @@ async function main(): Promise<void> {
     };
     process.on("SIGINT", () => shutdown("SIGINT"));
     process.on("SIGTERM", () => shutdown("SIGTERM"));
+    // SIGHUP re-reads the config file (it used to end the process, and every client with it).
+    const file = loaded.file;
+    process.on("SIGHUP", () => {
+      server.reload().then(
+        (r) => log.info("configuration reloaded", { file, needsRestart: r.needsRestart.join(", ") || "none" }),
+        (err: Error) => log.error("reload failed", { file, error: err.message }),
+      );
+    });
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`warren-server: config error: ${err.message}`);

@@ -79,7 +79,6 @@ export class LoginGuard {
   }
 }
 
-
 /** An app's allow and deny lists: deny wins; an empty allow list allows everyone not denied. */
 export class AccessList {
   readonly #allow: [ipaddr.IPv4 | ipaddr.IPv6, number][];

@@ -1,6 +1,5 @@
 /** Port ranges ("20000-29999,6022") and free-port selection for apps. */
 
-
 /** A set of port ranges. */
 export class PortSet {
   readonly ranges: readonly (readonly [number, number])[];

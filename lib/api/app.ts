@@ -7,19 +7,38 @@ import type { Hub } from "../server/hub.ts";
 import { log } from "../log.ts";
 import { createAuth, type ApiEnv, type ApiSecrets } from "./auth.ts";
 import { HttpError } from "./errors.ts";
+import { WarrenError } from "../errors.ts";
 import { groupRoutes, type RegistrationLimits } from "./groups.ts";
 
 export { MAX_BODY_BYTES } from "./body.ts";
 export type { RegistrationLimits } from "./groups.ts";
 
 /** Builds the API app over a hub. */
-export function createApi(hub: Hub, secrets: ApiSecrets, registration: RegistrationLimits = { maxGroups: 0, maxApps: 0 }): Hono<ApiEnv> {
+export function createApi(
+  hub: Hub,
+  secrets: ApiSecrets,
+  registration: RegistrationLimits = { maxGroups: 0, maxApps: 0 },
+  reload?: () => Promise<{ needsRestart: string[] }>,
+): Hono<ApiEnv> {
   const app = new Hono<ApiEnv>();
   const auth = createAuth(hub, secrets);
 
   app.use("/api/*", auth.authenticate);
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.route("/api/groups", groupRoutes(hub, auth, registration));
+  app.post("/api/reload", auth.requireAdmin, async function reloadConfig(c) {
+    if (!reload) throw new HttpError(409, { error: "this server cannot reload its configuration" });
+    try {
+      const res = await reload();
+      log.info("configuration reloaded", { by: "api", needsRestart: res.needsRestart.join(", ") || "none" });
+      return c.json({ reloaded: true, needsRestart: res.needsRestart });
+    } catch (err) {
+      if (!(err instanceof WarrenError)) throw err;
+      log.error("reload failed", { by: "api", error: err.message });
+      // A file with a mistake is the caller's to fix (400); no file at all is a conflict with how the server was started.
+      throw new HttpError(err.code === "no_config_file" ? 409 : 400, { error: err.message });
+    }
+  });
 
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
   app.onError(function errorResponse(err, c) {

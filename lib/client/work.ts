@@ -220,7 +220,6 @@ export class WorkConnections implements StreamOwner {
       }
     };
     const w: Work = { ep, seq, reader, idle, stream: null, upBytes: -1 };
-    ep.tag = w;
     // A stream's end is its StreamEnd count: a FIN alone (a killed server) resets the local app's connection.
     ep.countedEnd = true;
     this.#works.set(seq, w);

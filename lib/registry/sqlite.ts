@@ -248,7 +248,12 @@ export class SqliteStore implements RegistryStore, PortSpace {
         continue;
       }
       if (existing && existing.source !== "config") this.#setSource(g.name, "config");
-      await this.#announce({ kind: existing ? "updated" : "created", group: this.#groups.get(g.name)! });
+      const group = this.#groups.get(g.name)!;
+      // Announced only when something changed (a reload must not disturb the groups it leaves as they were);
+      // a new token as such, since whoever logged in with the old one must be cut off.
+      if (!existing) await this.#announce({ kind: "created", group });
+      else if (existing.token !== group.token) await this.#announce({ kind: "token", group });
+      else if (JSON.stringify(existing) !== JSON.stringify(group)) await this.#announce({ kind: "updated", group });
     }
     return errors;
   }

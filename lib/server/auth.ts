@@ -45,13 +45,9 @@ export class Auth {
     readonly guard: LoginGuard,
   ) {}
 
-  /** Whether the caller is blocked now (checked again at each step: connections opened before a block must not keep guessing). */
-  blocked(ip: string): boolean {
-    return this.guard.blocked(ip);
-  }
-
   /** A login answering challenge `nonce`: the group it proves, or why it is refused. `buffered`: bytes that came after it. */
   login(caller: Caller, nonce: Uint8Array, msg: Login, buffered: number): { ok: true; group: GroupRecord } | Refusal {
+    // Checked again here: connections opened before the block must not keep guessing.
     if (this.guard.blocked(caller.ip)) return refuse(ErrorCode.Blocked, BLOCKED);
     const group = this.registry.get(msg.group);
     const expected = loginProof(group?.token ?? DUMMY_TOKEN, nonce, msg.group);

@@ -299,7 +299,6 @@ export class WorkPool implements StreamOwner {
     this.counts.workOpened++;
     const w: Work = { ep, seq, reader, greeted: false, stream: null, idleSince: 0 };
     this.#works.set(seq, w);
-    ep.tag = w;
     // A stream's end is its StreamEnd count: a FIN alone (a killed client) resets the user.
     ep.countedEnd = true;
     ep.onClose = (_ep, aborted) => this.#workClosed(w, aborted);

@@ -147,8 +147,6 @@ export class UdpPublic {
   }
 }
 
-
-
 /** Binds the app's UDP port; a string says why it cannot be. */
 export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp | string> {
   const group = host.groupName;

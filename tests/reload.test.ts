@@ -1,0 +1,149 @@
+/**
+ * Reloading server.toml in a running server (issue 18): groups and apps added, changed or
+ * removed apply at once; nothing else is touched: other groups stay online and their
+ * streams carry on byte-exact; keys that need a restart are reported; a bad file changes nothing.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { Connector } from "../lib/client/connector.ts";
+import { loadToml } from "../lib/config/load.ts";
+import { ServerConfigSchema } from "../lib/config/schema.ts";
+import { setLogLevel } from "../lib/log.ts";
+import { startServer } from "../server.ts";
+import { clientConfig, deadPort, echoApp, randomData, sha256, TOKEN, until } from "./helpers.ts";
+import { spawnWarren, tempDir } from "./procs.ts";
+import { userPeer } from "./wire.ts";
+
+const echo = await echoApp();
+const cleanup: (() => void)[] = [];
+afterAll(() => {
+  for (const f of cleanup.reverse()) f();
+  echo.close();
+});
+
+const ADMIN = "admin-token-0123456789";
+const group = (name: string, apps: string[], extra = "") => `[[groups]]\nname = "${name}"\ntoken = "${TOKEN}"\n${extra}apps = [${apps.map((a) => `{ name = "${a}" }`).join(", ")}]\n`;
+const serverFile = (dir: string, body: string, head = "") => {
+  const file = join(dir, "server.toml");
+  writeFileSync(file, `bindAddr = "127.0.0.1"\ncontrolPort = 0\napiPort = 0\ndataDir = ":memory:"\nadminToken = "${ADMIN}"\nlogLevel = "warn"\n${head}${body}`);
+  return file;
+};
+
+/** A server started from a file, as `warren-server --config FILE` does. */
+async function fromFile(file: string) {
+  const config = await loadToml(ServerConfigSchema, file);
+  setLogLevel(config.logLevel);
+  const server = await startServer(config, file, () => {});
+  cleanup.push(() => server.stop());
+  return server;
+}
+
+/** A user streaming `total` bytes through an echo app, checked at the end. */
+function echoStream(port: number, total: number) {
+  const data = randomData(total, 18);
+  const user = userPeer(port);
+  let sent = 0;
+  const pump = () => {
+    while (sent < total) {
+      const chunk = data.subarray(sent, sent + 16 * 1024);
+      sent += chunk.length;
+      if (!user.sock.write(chunk)) return void user.sock.once("drain", pump);
+    }
+    user.sock.end();
+  };
+  user.sock.once("connect", pump);
+  return { user, want: sha256(data), total };
+}
+
+describe("reload", () => {
+  test("groups added, changed and removed apply at once; an unchanged group stays online and its stream arrives byte-exact", async () => {
+    const dir = tempDir();
+    const file = serverFile(dir, group("a", ["e"]) + group("c", ["e"]));
+    const server = await fromFile(file);
+    const c = new Connector(clientConfig(server, "a", [{ name: "e", localAddr: `127.0.0.1:${echo.port}` }]));
+    cleanup.push(() => c.stop());
+    const online = new Promise((r) => c.once("online", r));
+    c.start();
+    await online;
+    const session = server.hub.session("a")!;
+    const port = c.statuses[0]!.remotePort;
+    // 8 MiB through the echo app, half of it before the reload and half after.
+    const s = echoStream(port, 8 << 20);
+    await until(() => s.user.got > 4 << 20, 10_000, "half the stream");
+    serverFile(dir, group("a", ["e", "f"]) + group("b", ["x"]));
+    const res = await server.reload();
+    expect(res.needsRestart).toEqual([]);
+    expect(server.hub.registry.list().map((g) => `${g.name}:${g.apps.map((a) => a.name).join(",")}`)).toEqual(["a:e,f", "b:x"]);
+    await until(() => s.user.ended !== null, 20_000, "the stream's end");
+    expect(s.user.ended).toBe("FIN");
+    expect(s.user.got).toBe(s.total);
+    expect(sha256(s.user.bytes)).toBe(s.want);
+    // The same session: no reconnect, the same port.
+    expect(server.hub.session("a")).toBe(session);
+    expect(session.ended).toBe(false);
+    expect(c.statuses[0]!.remotePort).toBe(port);
+  }, 30_000);
+
+  test("a file that cannot be applied changes nothing, and names the key; the server keeps serving", async () => {
+    const dir = tempDir();
+    const file = serverFile(dir, group("a", ["e"], "maxApps = 1\n"));
+    const server = await fromFile(file);
+    const before = JSON.stringify(server.hub.registry.list());
+    // A new group "d" first, then a change to "a" that breaks its own limit: neither may be applied.
+    serverFile(dir, group("d", ["x"]) + group("a", ["e", "f"], "maxApps = 1\n"));
+    await expect(server.reload()).rejects.toThrow(`${file}: groups[1].apps: group "a" may have at most 1 app, not 2`);
+    expect(JSON.stringify(server.hub.registry.list())).toBe(before);
+    // Not TOML at all.
+    writeFileSync(file, "this is = = not toml\n");
+    await expect(server.reload()).rejects.toThrow(file);
+    expect(JSON.stringify(server.hub.registry.list())).toBe(before);
+  });
+
+  test("keys that need a restart are reported and left as they were", async () => {
+    const dir = tempDir();
+    const file = serverFile(dir, group("a", ["e"]));
+    const server = await fromFile(file);
+    writeFileSync(file, `bindAddr = "127.0.0.1"\ncontrolPort = ${await deadPort()}\napiPort = 0\ndataDir = ":memory:"\nadminToken = "${ADMIN}"\nlogLevel = "warn"\npoolSize = 3\n${group("a", ["e"])}`);
+    const res = await server.reload();
+    expect(res.needsRestart).toEqual(["controlPort", "poolSize"]);
+    expect(server.hub.poolSize).toBe(8);
+  });
+
+  test("POST /api/reload: the admin's reload answers what needs a restart; the registration token gets 403; a server without a file 409", async () => {
+    const dir = tempDir();
+    const file = serverFile(dir, group("a", ["e"]), 'registrationToken = "registration-token-0123456789"\n');
+    const server = await fromFile(file);
+    const post = (auth: string, port = server.apiPort) => fetch(`http://127.0.0.1:${port}/api/reload`, { method: "POST", headers: { authorization: `Bearer ${auth}` } });
+    serverFile(dir, group("a", ["e"]) + group("b", ["x"]), 'registrationToken = "registration-token-0123456789"\n');
+    const ok = await post(ADMIN);
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toEqual({ reloaded: true, needsRestart: [] });
+    expect(server.hub.registry.get("b")).toBeDefined();
+    expect((await post("registration-token-0123456789")).status).toBe(403);
+    const { testServer } = await import("./helpers.ts");
+    const bare = await testServer();
+    cleanup.push(() => bare.stop());
+    // testServer's config has no file behind it: its name is "test", which cannot be read.
+    const none = await post(bare.adminToken, bare.apiPort);
+    expect(none.status).toBe(400);
+    expect(((await none.json()) as { error: string }).error).toContain("test: cannot read the file");
+  });
+});
+
+test("SIGHUP reloads a running server process instead of ending it", async () => {
+  const dir = tempDir();
+  const ctrl = await deadPort();
+  const api = await deadPort();
+  const head = `bindAddr = "127.0.0.1"\ncontrolPort = ${ctrl}\napiPort = ${api}\ndataDir = ":memory:"\nadminToken = "${ADMIN}"\n`;
+  const proc = spawnWarren("server", dir, head + group("a", ["e"]));
+  cleanup.push(() => void proc.kill("SIGKILL"));
+  await proc.waitFor(/warren server ready/);
+  writeFileSync(join(dir, "server.toml"), head + group("a", ["e"]) + group("b", ["x"]));
+  const mark = proc.lines.length;
+  process.kill(proc.pid, "SIGHUP");
+  await proc.waitFor(/configuration reloaded .*needsRestart=none/, 10_000, mark);
+  const res = await fetch(`http://127.0.0.1:${api}/api/groups/b`, { headers: { authorization: `Bearer ${ADMIN}` } });
+  expect(res.status).toBe(200);
+  expect(proc.child.exitCode).toBeNull();
+});
