@@ -17,13 +17,15 @@ Usage: warren-client --config FILE
   -c, --config FILE   client.toml to read (required)
   -h, --help          show this help
   -V, --version       show the version
+      --verify        check the config (schema, CA file) and exit: 0 when it is
+                      good, 2 with the file and key when not
 
 The client logs in to serverAddr:serverPort as its group, prints the public
 endpoint of each app, relays users to each app's localAddr, and reconnects
 by itself (exponential backoff with jitter, at most 30 s apart).`;
 
 /** Parses flags and reads the config; exits 2 on any mistake in them. */
-export async function loadClientConfig(argv: string[]): Promise<ClientConfig | null> {
+export async function loadClientConfig(argv: string[]): Promise<{ config: ClientConfig; file: string; verify?: true } | null> {
   let args;
   try {
     args = parseFlags(argv);
@@ -43,13 +45,13 @@ export async function loadClientConfig(argv: string[]): Promise<ClientConfig | n
     console.error(`warren-client: --config FILE is required\n\n${HELP}`);
     process.exit(EXIT_CONFIG);
   }
-  return loadToml(ClientConfigSchema, args.config);
+  return { config: await loadToml(ClientConfigSchema, args.config), file: args.config, verify: args.verify };
 }
 
 async function main(): Promise<void> {
-  let config: ClientConfig | null;
+  let loaded;
   try {
-    config = await loadClientConfig(Bun.argv.slice(2));
+    loaded = await loadClientConfig(Bun.argv.slice(2));
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`warren-client: config error: ${err.message}`);
@@ -57,20 +59,26 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  if (!config) return;
+  if (!loaded) return;
+  const { config, file } = loaded;
   setLogLevel(config.logLevel);
   let trustedCa: string | undefined;
   try {
     trustedCa = await readTrustedCa(config);
   } catch (err) {
-    console.error(`warren-client: config error: tls.trustedCaFile: cannot read ${config.tls.trustedCaFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    console.error(`warren-client: config error: ${file}: tls.trustedCaFile: cannot read ${config.tls.trustedCaFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     process.exit(EXIT_CONFIG);
+  }
+  if (loaded.verify) {
+    const apps = config.apps.length;
+    console.log(`${file}: OK (group ${config.group}, ${apps} app${apps === 1 ? "" : "s"}, server ${hostPort(config.serverAddr, config.serverPort)})`);
+    return;
   }
   const connector = new Connector(config, { trustedCa });
   connector.on("fatal", () => process.exit(1));
   // The public address of each app, on stdout: what the person who started the client needs to know.
   const announce = (apps: readonly AppStatus[]) => {
-    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${hostPort(config!.serverAddr, a.remotePort)}`);
+    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${hostPort(config.serverAddr, a.remotePort)}`);
   };
   connector.on("online", announce);
   connector.on("apps", announce);

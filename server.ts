@@ -29,6 +29,8 @@ Usage: warren-server [--config FILE]
   -c, --config FILE   server.toml to read (default: built-in defaults, no file)
   -h, --help          show this help
   -V, --version       show the version
+      --verify        check the config (schema, groups and ports, TLS files) and exit:
+                      0 when it is good, 2 with the file and key when not
 
 Defaults: control port 7000 on 0.0.0.0, API on 127.0.0.1:7500, data in ./data.
 Without adminToken in the config, one is generated on first start, stored in
@@ -157,7 +159,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
 }
 
 /** Parses flags and the config file; exits 2 on any mistake in them. */
-export async function loadServerConfig(argv: string[]): Promise<{ config: ServerConfig; file: string } | null> {
+export async function loadServerConfig(argv: string[]): Promise<{ config: ServerConfig; file: string; verify?: true } | null> {
   let args;
   try {
     args = parseFlags(argv);
@@ -175,7 +177,7 @@ export async function loadServerConfig(argv: string[]): Promise<{ config: Server
   }
   const file = args.config;
   const config = file ? await loadToml(ServerConfigSchema, file) : validate(ServerConfigSchema, {}, "(defaults)");
-  return { config, file: file ?? "(defaults)" };
+  return { config, file: file ?? "(defaults)", verify: args.verify };
 }
 
 async function main(): Promise<void> {
@@ -183,6 +185,11 @@ async function main(): Promise<void> {
   try {
     loaded = await loadServerConfig(Bun.argv.slice(2));
     if (!loaded) return;
+    if (loaded.verify) {
+      const { verifyServer } = await import("./lib/server/verify.ts");
+      console.log(await verifyServer(loaded.config, loaded.file));
+      return;
+    }
     setLogLevel(loaded.config.logLevel);
     const { tls: t, apiTls } = loaded.config;
     let material: TlsMaterial | undefined;

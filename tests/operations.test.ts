@@ -142,3 +142,55 @@ describe("access-list and limit changes apply to the open port", () => {
     expect((await roundTrip(port, data)).hash).toBe(sha256(data));
   });
 });
+
+describe("--verify checks a config without starting anything", () => {
+  const run = async (role: "server" | "client", file: string) => {
+    const p = Bun.spawn([process.execPath, `${import.meta.dir}/../${role}.ts`, "--verify", "--config", file], { stdout: "pipe", stderr: "pipe" });
+    const [stdout, stderr] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+    return { code: await p.exited, stdout, stderr };
+  };
+
+  test("server: a good file exits 0 with a summary and binds nothing; groups that clash, or a key that is not the certificate's, exit 2 naming the key", async () => {
+    const { tempDir } = await import("./procs.ts");
+    const { loadServerTls, GENERATED_CERT_FILE, GENERATED_KEY_FILE } = await import("../lib/tls.ts");
+    const { canBindTcp } = await import("../lib/ports.ts");
+    const dir = tempDir();
+    const port = await deadPort();
+    const groups = `[[groups]]\nname = "a"\ntoken = "0123456789abcdef"\napps = [{ name = "x", remotePort = 21000 }, { name = "y" }]\n[[groups]]\nname = "b"\ntoken = "0123456789abcdef"\napps = [{ name = "z", remotePort = 21001 }]\n`;
+    const good = `${dir}/good.toml`;
+    await Bun.write(good, `controlPort = ${port}\ndataDir = "${dir}/never-created"\n${groups}`);
+    const ok = await run("server", good);
+    expect(ok).toMatchObject({ code: 0, stdout: `${good}: OK (2 groups, 3 apps)\n` });
+    expect(canBindTcp("0.0.0.0", port)).toBe(true);
+    expect(await Bun.file(`${dir}/never-created/warren.db`).exists()).toBe(false);
+
+    const clash = `${dir}/clash.toml`;
+    await Bun.write(clash, groups.replace("remotePort = 21001", "remotePort = 21000"));
+    const bad = await run("server", clash);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`${clash}: groups[1].apps[0].remotePort: tcp port 21000 is taken by a/x`);
+
+    // Two generated pairs: the certificate of one with the key of the other.
+    await loadServerTls(`${dir}/one`);
+    await loadServerTls(`${dir}/two`);
+    const tls = `${dir}/tls.toml`;
+    await Bun.write(tls, `[tls]\nenabled = true\ncertFile = "${dir}/one/${GENERATED_CERT_FILE}"\nkeyFile = "${dir}/two/${GENERATED_KEY_FILE}"\n`);
+    const mismatch = await run("server", tls);
+    expect(mismatch.code).toBe(2);
+    expect(mismatch.stderr).toContain(`${tls}: tls.keyFile: ${dir}/two/${GENERATED_KEY_FILE} is not the private key of ${dir}/one/${GENERATED_CERT_FILE}`);
+    await Bun.write(tls, `[tls]\nenabled = true\ncertFile = "${dir}/one/${GENERATED_CERT_FILE}"\nkeyFile = "${dir}/one/${GENERATED_KEY_FILE}"\n`);
+    expect(await run("server", tls)).toMatchObject({ code: 0, stdout: `${tls}: OK (0 groups, 0 apps, TLS certificate and key match)\n` });
+  });
+
+  test("client: a good file exits 0; a bad key exits 2 naming it", async () => {
+    const { tempDir } = await import("./procs.ts");
+    const dir = tempDir();
+    const file = `${dir}/client.toml`;
+    await Bun.write(file, `serverAddr = "127.0.0.1"\nserverPort = 1\ngroup = "g"\ntoken = "0123456789abcdef"\n[[apps]]\nname = "a"\nlocalAddr = "127.0.0.1:22"\n`);
+    expect(await run("client", file)).toMatchObject({ code: 0, stdout: `${file}: OK (group g, 1 app, server 127.0.0.1:1)\n` });
+    await Bun.write(file, `serverAddr = "127.0.0.1"\ngroup = "g"\ntoken = "short"\n[[apps]]\nname = "a"\nlocalAddr = "127.0.0.1:22"\n`);
+    const bad = await run("client", file);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain(`${file}: token: must be at least 16 characters`);
+  });
+});
