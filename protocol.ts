@@ -1,5 +1,5 @@
 /**
- * Warren wire protocol, version 4: every byte layout lives here (and, at the
+ * Warren wire protocol, version 5: every byte layout lives here (and, at the
  * end, the PROXY protocol header a client may put before a user's bytes).
  *
  * Every connection to the control port opens with MAGIC from both sides.
@@ -9,7 +9,8 @@
  * `u16 BE length | UTF-8`.
  *
  * A control connection: client Hello, server Challenge, client Login, server
- * LoginOk; then Ping/Pong, OpenWork and Apps. A work connection: client
+ * LoginOk; then Ping/Pong, OpenWork and Apps, and Declare when the client's
+ * apps change (a reloaded client.toml): the server answers with Apps. A work connection: client
  * WorkHello (no round trip: its proof covers a sequence number the server
  * accepts once), server StartWork, client WorkAck; then raw bytes only. Each
  * side may send its first frame together with the first bytes that follow it.
@@ -19,15 +20,15 @@
  * and the bytes sent), not with a FIN, so the raw bytes need no framing. Once
  * the client has all the server's bytes and has sent all its own, it says
  * WorkFree and the connection waits for the next StartWork. A FIN on a work
- * connection still ends its direction (used once the control connection is
- * gone); a reset still resets the stream.
+ * connection proves nothing (a killed peer's kernel sends one): a direction
+ * that ends without its StreamEnd count is reset, and so is a reset stream.
  */
 import ipaddr from "ipaddr.js";
 
 /** Group and app names on the wire and everywhere else: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Protocol version carried in the last byte of MAGIC. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
 export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
 const VERSION_AT = MAGIC.length - 1;
@@ -64,6 +65,8 @@ export enum FrameType {
   Hello = 0x0c,
   StreamEnd = 0x0d,
   WorkFree = 0x0e,
+  /** Client: the apps it serves now (protocol 5). */
+  Declare = 0x0f,
 }
 
 /** Error codes carried in Error frames and in decoder results. */
@@ -126,7 +129,8 @@ export type Message =
   /** The sender's direction of the stream on work connection `seq` ended after `bytes` bytes. */
   | { readonly type: FrameType.StreamEnd; readonly seq: number; readonly bytes: number }
   /** The client is done with the stream on work connection `seq`: it may carry the next one. */
-  | { readonly type: FrameType.WorkFree; readonly seq: number };
+  | { readonly type: FrameType.WorkFree; readonly seq: number }
+  | { readonly type: FrameType.Declare; readonly apps: readonly DeclaredApp[] };
 
 /** A protocol violation: what the peer did wrong, as a code and a sentence. */
 export interface ProtocolError {
@@ -303,6 +307,10 @@ export function encode(msg: Message): Uint8Array {
       return w.u53(msg.seq).u53(msg.bytes).frame(msg.type);
     case FrameType.WorkFree:
       return w.u53(msg.seq).frame(msg.type);
+    case FrameType.Declare:
+      w.u16(msg.apps.length);
+      for (const a of msg.apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type));
+      return w.frame(msg.type);
   }
 }
 
@@ -372,6 +380,13 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
       case FrameType.WorkFree:
         msg = { type, seq: r.u53() };
         break;
+      case FrameType.Declare: {
+        const n = r.u16();
+        const apps: DeclaredApp[] = [];
+        for (let i = 0; i < n; i++) apps.push({ name: r.str(), type: r.appType() });
+        msg = { type, apps };
+        break;
+      }
       default:
         return fail(ErrorCode.UnknownType, `unknown frame type 0x${type.toString(16).padStart(2, "0")}`);
     }
@@ -400,6 +415,7 @@ export function frameName(type: number): string {
     [FrameType.Hello]: "hello",
     [FrameType.StreamEnd]: "stream-end",
     [FrameType.WorkFree]: "work-free",
+    [FrameType.Declare]: "declare",
   };
   return names[type] ?? `0x${type.toString(16)}`;
 }

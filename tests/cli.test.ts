@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { canBindTcp } from "../lib/ports.ts";
+import { PROTOCOL_VERSION } from "../protocol.ts";
 import { ADMIN_TOKEN_FILE } from "../server.ts";
 import { deadPort, until } from "./helpers.ts";
 
@@ -128,7 +129,7 @@ describe("compiled executables (npm run build)", () => {
       for (const flag of ["--version", "-V"]) {
         const res = await run([...cmd, flag]);
         expect(res.code).toBe(0);
-        expect(res.stdout.trim()).toBe(`${name} ${version} (protocol 4)`);
+        expect(res.stdout.trim()).toBe(`${name} ${version} (protocol ${PROTOCOL_VERSION})`);
       }
     }
   });

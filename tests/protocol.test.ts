@@ -87,6 +87,8 @@ const SAMPLES: readonly Message[] = [
   { type: FrameType.StreamEnd, seq: 2 ** 32 + 1, bytes: Number.MAX_SAFE_INTEGER },
   { type: FrameType.WorkFree, seq: 0 },
   { type: FrameType.WorkFree, seq: Number.MAX_SAFE_INTEGER },
+  { type: FrameType.Declare, apps: [] },
+  { type: FrameType.Declare, apps: [{ name: "ssh", type: "tcp" }, { name: "dns", type: "udp" }] },
 ];
 
 /** Every message a reader yields until it needs more bytes (or is dead). */
@@ -279,7 +281,7 @@ describe("errors", () => {
   });
 
   test("an unknown frame type is UnknownType", () => {
-    for (const t of [0x00, 0x0f, 0x7f, 0xff]) {
+    for (const t of [0x00, 0x10, 0x7f, 0xff]) {
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array(0))))).toBe(ErrorCode.UnknownType);
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array([1, 2, 3]))))).toBe(ErrorCode.UnknownType);
     }
@@ -296,11 +298,12 @@ describe("errors", () => {
     const reader = new FrameReader();
     reader.push(MAGIC.subarray(0, MAGIC.length - 1));
     expect(reader.next()).toBeNull();
-    reader.push(new Uint8Array([0x05, ...encode({ type: FrameType.Ping, seq: 1 })]));
+    reader.push(new Uint8Array([0x06, ...encode({ type: FrameType.Ping, seq: 1 })]));
     const res = reader.next();
-    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: "peer speaks Warren protocol v5, this side speaks v4" } });
-    // Version 1 (work hellos without sequence numbers), 2 (work connections used once) and 3 (no public
-    // address in StartWork) peers are told the same way.
+    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: "peer speaks Warren protocol v6, this side speaks v5" } });
+    // Version 1 (work hellos without sequence numbers), 2 (work connections used once), 3 (no public
+    // address in StartWork) and 4 (no Declare) peers are told the same way.
+    expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x04]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x03]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x01]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x02]))).toBe(ErrorCode.VersionMismatch);
