@@ -10,6 +10,9 @@ import { log, setLogLevel } from "./lib/log.ts";
 import { hostPort, type AppStatus } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
 
+/** Keys of client.toml that only a restart applies (a reload applies `apps` and `logLevel`). */
+const RESTART_KEYS = ["serverAddr", "serverPort", "group", "token", "apiUrl", "registrationToken", "tls", "heartbeatInterval", "heartbeatTimeout", "udpIdleTimeout", "udpMaxPeers"] as const;
+
 const HELP = `warren-client: the private side of a Warren tunnel
 
 Usage: warren-client --config FILE
@@ -87,6 +90,18 @@ async function main(): Promise<void> {
     connector.stop();
     process.exit(0);
   };
+  // SIGHUP re-reads client.toml: its apps and logLevel apply at once; other keys need a restart.
+  process.on("SIGHUP", () => {
+    loadToml(ClientConfigSchema, file).then(
+      (next) => {
+        const needsRestart = RESTART_KEYS.filter((k) => JSON.stringify(config[k]) !== JSON.stringify(next[k]));
+        setLogLevel(next.logLevel);
+        connector.reconfigure(next.apps);
+        log.info("configuration reloaded", { file, needsRestart: needsRestart.join(", ") || "none" });
+      },
+      (err: Error) => log.error("reload failed; nothing was changed", { file, error: err.message }),
+    );
+  });
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   connector.start();

@@ -110,7 +110,7 @@ describe("reload", () => {
     expect(server.hub.poolSize).toBe(8);
   });
 
-  test("POST /api/reload: the admin's reload answers what needs a restart; the registration token gets 403; a server without a file 409", async () => {
+  test("POST /api/reload: the admin's reload answers what needs a restart; the registration token gets 403; a file that cannot be read is 400", async () => {
     const dir = tempDir();
     const file = serverFile(dir, group("a", ["e"]), 'registrationToken = "registration-token-0123456789"\n');
     const server = await fromFile(file);
@@ -147,3 +147,47 @@ test("SIGHUP reloads a running server process instead of ending it", async () =>
   expect(res.status).toBe(200);
   expect(proc.child.exitCode).toBeNull();
 });
+
+test("SIGHUP on the client: an app added and a local address changed apply without a new login; the open stream goes on byte-exact", async () => {
+  const { testServer, createGroup } = await import("./helpers.ts");
+  const { startClientProc } = await import("./procs.ts");
+  const server = await testServer();
+  cleanup.push(() => server.stop());
+  expect(await createGroup(server, "hup", ["e", "f"])).toBe(201);
+  // A second echo app that counts its connections: where e's users go after the reload.
+  const net = await import("node:net");
+  let otherConns = 0;
+  const otherSrv = net.createServer({ allowHalfOpen: true }, (c) => {
+    otherConns++;
+    c.on("error", () => {}).pipe(c);
+  });
+  await new Promise<void>((r) => otherSrv.listen(0, "127.0.0.1", r));
+  const other = { port: (otherSrv.address() as { port: number }).port };
+  cleanup.push(() => void otherSrv.close());
+  const dir = tempDir();
+  const toml = (apps: string) => `serverAddr = "127.0.0.1"\nserverPort = ${server.controlPort}\ngroup = "hup"\ntoken = "${TOKEN}"\n${apps}`;
+  const app = (name: string, port: number) => `[[apps]]\nname = "${name}"\nlocalAddr = "127.0.0.1:${port}"\n`;
+  const client = await startClientProc(dir, toml(app("e", echo.port)), ["e"]);
+  cleanup.push(() => void client.proc.kill("SIGKILL"));
+  const session = server.hub.session("hup")!;
+  const port = client.ports.e!;
+  const s = echoStream(port, 8 << 20);
+  await until(() => s.user.got > 2 << 20, 10_000, "a quarter of the stream");
+  // f is added; e now points at another echo app.
+  writeFileSync(join(dir, "client.toml"), toml(app("e", other.port) + app("f", echo.port)));
+  const mark = client.proc.lines.length;
+  process.kill(client.proc.pid, "SIGHUP");
+  const f = Number((await client.proc.waitFor(/app f \(tcp\) is reachable at [^ ]+:(\d+)/, 10_000, mark))[1]);
+  expect(client.proc.lines.slice(mark).some((l) => /configuration reloaded .*needsRestart=none/.test(l))).toBe(true);
+  // The stream that was open goes on to its end, byte-exact, on the same session.
+  await until(() => s.user.ended !== null, 20_000, "the stream's end");
+  expect([s.user.ended, s.user.got, sha256(s.user.bytes)]).toEqual(["FIN", s.total, s.want]);
+  expect(server.hub.session("hup")).toBe(session);
+  // f serves, and e's new users reach the other echo app.
+  const data = randomData(10_000, 19);
+  const { roundTrip } = await import("./helpers.ts");
+  expect((await roundTrip(f, data)).hash).toBe(sha256(data));
+  expect(otherConns).toBe(0);
+  expect((await roundTrip(port, data)).hash).toBe(sha256(data));
+  expect(otherConns).toBe(1);
+}, 40_000);

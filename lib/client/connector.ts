@@ -7,7 +7,7 @@ import type { SocketHandler, TLSOptions } from "bun";
 import { EventEmitter } from "node:events";
 import { encode, ErrorCode, FrameReader, FrameType, loginProof, withMagic, type AppStatus, type Message } from "../../protocol.ts";
 import { parseHostPort } from "../addr.ts";
-import { normalizeFingerprint, type ClientConfig } from "../config/schema.ts";
+import { normalizeFingerprint, type ClientApp, type ClientConfig } from "../config/schema.ts";
 import { log } from "../log.ts";
 import { Endpoint } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
@@ -73,6 +73,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   statuses: readonly AppStatus[] = [];
   online = false;
   readonly #work: WorkConnections;
+  /** The apps served now, by name: changed in place by `reconfigure`, read by every new stream. */
+  readonly #apps: Map<string, LocalApp>;
   readonly #loginTimeoutMs: number;
   readonly #registerTimeoutMs: number;
   readonly #serverHandler: SocketHandler<Endpoint>;
@@ -106,17 +108,36 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     } else this.#serverHandler = relayHandler(undefined, undefined, (ep, err) => this.#connectFailed(ep, err));
     this.#loginTimeoutMs = options.loginTimeoutMs ?? LOGIN_TIMEOUT_MS;
     this.#registerTimeoutMs = options.registerTimeoutMs ?? REGISTER_TIMEOUT_MS;
-    const apps = new Map<string, LocalApp>(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
+    this.#apps = new Map<string, LocalApp>(config.apps.map((a) => [a.name, { ...a, ...parseHostPort(a.localAddr)! }]));
     this.#work = new WorkConnections(
       {
         config,
-        apps,
+        apps: this.#apps,
         token: config.token,
         control: () => (this.online ? this.#control : null),
         dial: (ep) => this.#dialServer(ep),
       },
       options,
     );
+  }
+
+  /** The apps as the server is told them (Login, Declare). */
+  #declared(): { name: string; type: LocalApp["type"] }[] {
+    return [...this.#apps.values()].map((a) => ({ name: a.name, type: a.type }));
+  }
+
+  /**
+   * Applies a changed app list (a reloaded client.toml) without a new login: new streams use
+   * the new local addresses and PROXY options at once, and a changed set of apps is declared
+   * to the server, which answers with their public ports ("apps" event). Streams already open
+   * go on; a UDP app keeps its old local address until its work connection is replaced.
+   */
+  reconfigure(apps: readonly ClientApp[]): void {
+    const before = JSON.stringify(this.#declared());
+    this.#apps.clear();
+    for (const a of apps) this.#apps.set(a.name, { ...a, ...parseHostPort(a.localAddr)! });
+    const declared = this.#declared();
+    if (JSON.stringify(declared) !== before && this.online) this.#control?.send(encode({ type: FrameType.Declare, apps: declared }));
   }
 
   /** Starts connecting; reconnects by itself until `stop`. */
@@ -237,7 +258,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
             type: FrameType.Login,
             group: this.config.group,
             proof: loginProof(this.config.token, msg.nonce, this.config.group),
-            apps: this.config.apps.map((a) => ({ name: a.name, type: a.type })),
+            apps: this.#declared(),
           }),
         );
         return true;

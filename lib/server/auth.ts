@@ -3,7 +3,7 @@
  * login and of a work hello, checked against the registry, counted by the
  * lockout. Each check returns a result that the control port turns into a refusal.
  */
-import { ErrorCode, FrameType, loginProof, NAME_PATTERN, workProof, type Message } from "../../protocol.ts";
+import { ErrorCode, FrameType, loginProof, NAME_PATTERN, workProof, type DeclaredApp, type Message } from "../../protocol.ts";
 import type { GroupRecord } from "../registry/types.ts";
 import type { RegistryView } from "../registry/view.ts";
 import { constantTimeEqual, generateToken } from "../secrets.ts";
@@ -38,6 +38,14 @@ type WorkHello = Extract<Message, { type: FrameType.WorkHello }>;
 
 const refuse = (code: ErrorCode, message: string): Refusal => ({ ok: false, code, message });
 
+/** What is wrong with a list of declared apps (at a login or in a Declare frame), or null. */
+export function declaredAppsProblem(apps: readonly DeclaredApp[]): string | null {
+  // Bounded so that the answer (one status per declared app) always fits in a frame.
+  if (apps.length > MAX_DECLARED_APPS) return `a login may declare at most ${MAX_DECLARED_APPS} apps`;
+  if (apps.some((a) => !NAME_PATTERN.test(a.name))) return "app names must be 1-64 letters, digits, '_', '.' or '-'";
+  return null;
+}
+
 /** Checks logins and work hellos. */
 export class Auth {
   constructor(
@@ -58,8 +66,8 @@ export class Auth {
     }
     if (buffered > 0) return refuse(ErrorCode.UnexpectedMessage, "data after login before the server answered");
     // Bounded so that the answer (one status per declared app) always fits in a frame.
-    if (msg.apps.length > MAX_DECLARED_APPS) return refuse(ErrorCode.MalformedFrame, `a login may declare at most ${MAX_DECLARED_APPS} apps`);
-    if (msg.apps.some((a) => !NAME_PATTERN.test(a.name))) return refuse(ErrorCode.MalformedFrame, "app names must be 1-64 letters, digits, '_', '.' or '-'");
+    const bad = declaredAppsProblem(msg.apps);
+    if (bad) return refuse(ErrorCode.MalformedFrame, bad);
     return { ok: true, group };
   }
 

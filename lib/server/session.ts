@@ -13,6 +13,7 @@ import { openTcp } from "./apps/tcp.ts";
 import { openUdp } from "./apps/udp.ts";
 import type { LiveUsers } from "./users.ts";
 import { WorkPool, type PoolHost } from "./work-pool.ts";
+import { declaredAppsProblem } from "./auth.ts";
 
 export { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS, MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "./work-pool.ts";
 
@@ -46,6 +47,8 @@ export class Session implements AppHost, PoolHost {
   #apps = new Map<string, PublicApp>();
   #statuses: AppStatus[] = [];
   #reconciling: Promise<void> = Promise.resolve();
+  /** The group as last applied (its apps change with the registry). */
+  #current: GroupRecord;
   #ended = false;
   readonly #pool: WorkPool;
 
@@ -54,10 +57,12 @@ export class Session implements AppHost, PoolHost {
     readonly id: Uint8Array,
     readonly group: GroupRecord,
     readonly control: Endpoint,
-    readonly declared: readonly DeclaredApp[],
+    /** The apps the client serves: from its login, then from its Declare frames. */
+    private declared: readonly DeclaredApp[],
     readonly clientAddr: string,
   ) {
     this.idHex = Buffer.from(id).toString("hex");
+    this.#current = group;
     this.#pool = new WorkPool(this);
   }
 
@@ -160,6 +165,14 @@ export class Session implements AppHost, PoolHost {
       if (msg.type === FrameType.StreamEnd) this.#pool.streamEnd(msg.seq, msg.bytes);
       else if (msg.type === FrameType.WorkFree) this.#pool.workFree(msg.seq);
       else if (msg.type === FrameType.Ping) this.control.send(encode({ type: FrameType.Pong, seq: msg.seq }));
+      else if (msg.type === FrameType.Declare) {
+        const bad = declaredAppsProblem(msg.apps);
+        if (bad) return this.end(ErrorCode.MalformedFrame, bad);
+        // The client's apps changed (a reloaded client.toml): serve the new list, without a new login.
+        this.declared = msg.apps;
+        log.info("client declared its apps again", { group: this.group.name, apps: msg.apps.length });
+        void this.update(this.#current);
+      }
       else if (msg.type !== FrameType.Pong) return this.end(ErrorCode.UnexpectedMessage, `unexpected frame type ${msg.type} on a control connection`);
     }
   }
@@ -180,6 +193,7 @@ export class Session implements AppHost, PoolHost {
 
   async #reconcile(group: GroupRecord): Promise<void> {
     if (this.#ended) return;
+    this.#current = group;
     const statuses: AppStatus[] = [];
     const keep = new Set<string>();
     for (const d of this.declared) {
