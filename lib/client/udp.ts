@@ -6,7 +6,8 @@
 import type { udp } from "bun";
 import { DatagramReader, MAX_DATAGRAM_BYTES, type ProtocolError } from "../../protocol.ts";
 import { log } from "../log.ts";
-import { UDP_IDLE_TIMEOUT_S } from "../config/defaults.ts";
+import { UDP_IDLE_TIMEOUT_S, UDP_RECEIVE_BUFFER_BYTES } from "../config/defaults.ts";
+import { tuneReceiveBuffer, unwatchKernelDrops, watchKernelDrops } from "../net/udp-buffers.ts";
 import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS, UDP_PENDING_PER_PEER } from "../net/datagrams.ts";
 import type { Endpoint } from "../net/endpoint.ts";
 
@@ -27,11 +28,13 @@ export interface UdpCounters {
   evicted: number;
   dropped: number;
   localErrors: number;
+  /** Replies the kernel dropped at the local sockets (a full receive buffer); also in `dropped`. */
+  kernelDropped: number;
 }
 
 /** Client side of a UDP app on one work connection: a connected local socket per public peer. */
 export class UdpLocal {
-  readonly counters: UdpCounters = { peers: 0, expired: 0, evicted: 0, dropped: 0, localErrors: 0 };
+  readonly counters: UdpCounters = { peers: 0, expired: 0, evicted: 0, dropped: 0, localErrors: 0, kernelDropped: 0 };
   readonly reader: DatagramReader;
   readonly #peers = new Map<string, Peer>();
   readonly #batcher: DatagramBatcher;
@@ -44,6 +47,8 @@ export class UdpLocal {
     private readonly app: { name: string; host: string; port: number },
     private readonly idleMs: number,
     private readonly maxPeers: number,
+    /** Receive buffer asked for each local socket (udpReceiveBuffer): a burst of replies from the app fits. */
+    private readonly receiveBuffer = UDP_RECEIVE_BUFFER_BYTES,
   ) {
     this.#batcher = new DatagramBatcher(() => work);
     this.#drops = new DropLog({ app: app.name });
@@ -102,6 +107,9 @@ export class UdpLocal {
     }).then(
       (socket) => {
         if (peer.closed) return socket.close();
+        // In the background: the peer's first datagrams need not wait for it.
+        void tuneReceiveBuffer((socket as unknown as { fd: number }).fd, this.receiveBuffer, { app: this.app.name });
+        watchKernelDrops(socket.port, this.#kernelDrops);
         peer.socket = socket;
         for (const p of peer.pending ?? []) this.#send(peer, p);
         peer.pending = null;
@@ -114,13 +122,20 @@ export class UdpLocal {
     return peer;
   }
 
-  #drop(reason: string): void {
-    this.counters.dropped++;
-    this.#drops.note(reason);
+  /** Drops the kernel counted at one of this app's local sockets. */
+  readonly #kernelDrops = (n: number): void => {
+    this.counters.kernelDropped += n;
+    this.#drop("receive buffer full: the kernel dropped replies (udpReceiveBuffer)", n);
+  };
+
+  #drop(reason: string, n = 1): void {
+    this.counters.dropped += n;
+    this.#drops.note(reason, n);
   }
 
   #remove(key: string, peer: Peer): void {
     peer.closed = true;
+    if (peer.socket) unwatchKernelDrops(peer.socket.port, this.#kernelDrops);
     peer.socket?.close();
     peer.socket = null;
     peer.pending = null;

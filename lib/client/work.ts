@@ -351,7 +351,7 @@ export class WorkConnections implements StreamOwner {
 
   /** Serves a UDP app on this work connection: datagram frames in, one local socket per public peer. */
   #startUdp(work: Endpoint, app: ClientApp & { host: string; port: number }, pending: Uint8Array): void {
-    const udp = new UdpLocal(work, app, this.host.config.udpIdleTimeoutMs, this.host.config.udpMaxPeers);
+    const udp = new UdpLocal(work, app, this.host.config.udpIdleTimeoutMs, this.host.config.udpMaxPeers, this.host.config.udpReceiveBuffer);
     this.#udp.set(app.name, udp);
     work.send(encode({ type: FrameType.WorkAck, ok: true, message: "" }));
     const feed = (ep: Endpoint, chunk: Uint8Array) => {

@@ -15,6 +15,8 @@ export const LOGIN_BLOCK_S = 60;
 export const UDP_IDLE_TIMEOUT_S = 60;
 /** Default most public peers per app on the client; the least recently seen is evicted beyond it. */
 export const UDP_MAX_PEERS = 1024;
+/** Default receive buffer asked for each UDP socket, bytes: a burst of hundreds of datagrams fits (the usual system default, 208 KiB, overflowed at about 250). */
+export const UDP_RECEIVE_BUFFER_BYTES = 4 << 20;
 /** The ports apps may use when `allowPorts` is not set: every unprivileged port. */
 export const DEFAULT_ALLOW_PORTS = "1024-65535";
 /** Defaults for groups that the registration token creates (README, Security). */

@@ -7,7 +7,10 @@ import * as v from "valibot";
 import { parseCidr, parseHostPort } from "../addr.ts";
 import { NAME_PATTERN } from "../../protocol.ts";
 import { PortSet } from "../ports.ts";
-import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS } from "./defaults.ts";
+import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES } from "./defaults.ts";
+
+/** Bytes of receive buffer to ask for each UDP socket; 0 leaves the system's default. */
+const UdpReceiveBuffer = v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(0, "must be 0 (the system default) or more"), v.maxValue(256 << 20, "must be at most 268435456 (256 MiB)")), UDP_RECEIVE_BUFFER_BYTES);
 
 /** Group and app names as the client and the wire take them: short, printable, safe in logs and URLs. */
 export const ExistingNameSchema = v.pipe(
@@ -134,6 +137,7 @@ export const ServerConfigSchema = v.pipe(
     heartbeatTimeout: Seconds(30),
     userConnTimeout: Seconds(10),
     udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
+    udpReceiveBuffer: UdpReceiveBuffer,
     handshakeTimeout: Seconds(5),
     poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
     maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
@@ -198,6 +202,7 @@ export const ClientConfigSchema = v.pipe(
     heartbeatInterval: Seconds(10),
     heartbeatTimeout: Seconds(30),
     udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
+    udpReceiveBuffer: UdpReceiveBuffer,
     udpMaxPeers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(65_536, "must be at most 65536")), UDP_MAX_PEERS),
     logLevel: LogLevelSchema,
     apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),

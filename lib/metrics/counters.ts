@@ -15,6 +15,8 @@ export interface AppCounters extends Counters {
   dropped: number;
   /** Users refused because maxPendingUsers were already waiting for a work connection. */
   queueFull: number;
+  /** UDP datagrams the kernel dropped at the app's public socket (its receive buffer was full); also in `dropped`. */
+  kernelDropped: number;
 }
 
 /** The counters of every app, by group and app name. */
@@ -25,7 +27,7 @@ export class Metrics {
   app(group: string, app: string): AppCounters {
     const key = `${group}/${app}`;
     let c = this.#apps.get(key);
-    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0 }));
+    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, kernelDropped: 0 }));
     return c;
   }
 

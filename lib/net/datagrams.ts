@@ -27,9 +27,9 @@ export class DropLog {
   #reason = "";
   #tail: Timer | null = null;
   constructor(private readonly fields: Record<string, unknown>) {}
-  /** Counts one dropped datagram, for `reason`. */
-  note(reason: string): void {
-    this.#since++;
+  /** Counts `n` dropped datagrams (one by default), for `reason`. */
+  note(reason: string, n = 1): void {
+    this.#since += n;
     this.#reason = reason;
     const now = Date.now();
     if (now - this.#last >= dropLog.intervalMs) return this.#print(now);

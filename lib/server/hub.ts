@@ -32,6 +32,7 @@ export interface AppView {
   deniedConnections: number;
   overLimitConnections: number;
   droppedDatagrams: number;
+  kernelDroppedDatagrams: number;
   queueFullConnections: number;
 }
 
@@ -53,6 +54,7 @@ export class Hub implements SessionHost {
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
   readonly udpIdleTimeoutMs: number;
+  readonly udpReceiveBuffer: number;
   /** WORK_REQUEST_TIMEOUT_MS, held here so a test need not wait 5 s for a re-request; not a config key. */
   workRequestTimeoutMs = WORK_REQUEST_TIMEOUT_MS;
   /** Failed logins per source address, shared with the API. */
@@ -74,6 +76,7 @@ export class Hub implements SessionHost {
     this.userConnTimeoutMs = config.userConnTimeoutMs;
     this.maxPendingUsers = config.maxPendingUsers;
     this.udpIdleTimeoutMs = config.udpIdleTimeoutMs;
+    this.udpReceiveBuffer = config.udpReceiveBuffer;
     this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindowMs, config.loginBlockTimeMs);
     this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeoutMs);
     this.#port = new ControlPort(config.bindAddr, config.handshakeTimeoutMs, this.guard, this.#sessions);
@@ -175,6 +178,7 @@ export class Hub implements SessionHost {
           deniedConnections: st?.denied ?? 0,
           overLimitConnections: st?.overLimit ?? 0,
           droppedDatagrams: st?.dropped ?? 0,
+          kernelDroppedDatagrams: st?.kernelDropped ?? 0,
           queueFullConnections: st?.queueFull ?? 0,
         };
       }),

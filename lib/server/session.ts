@@ -27,6 +27,8 @@ export interface SessionHost {
   readonly userConnTimeoutMs: number;
   readonly maxPendingUsers: number;
   readonly udpIdleTimeoutMs: number;
+  /** Receive buffer asked for each UDP socket (udpReceiveBuffer). */
+  readonly udpReceiveBuffer: number;
   /** How long an unanswered OpenWork counts as in flight: WORK_REQUEST_TIMEOUT_MS, lowered only by tests. */
   readonly workRequestTimeoutMs: number;
   statsFor(group: string, app: string): AppCounters;
@@ -75,6 +77,9 @@ export class Session implements AppHost, PoolHost {
   }
   get udpIdleTimeoutMs(): number {
     return this.host.udpIdleTimeoutMs;
+  }
+  get udpReceiveBuffer(): number {
+    return this.host.udpReceiveBuffer;
   }
   get users(): LiveUsers {
     return this.host.users;

@@ -15,6 +15,8 @@ export interface AppHost {
   readonly groupName: string;
   readonly bindAddr: string;
   readonly udpIdleTimeoutMs: number;
+  /** Receive buffer to ask for a UDP app's public socket (udpReceiveBuffer). */
+  readonly udpReceiveBuffer: number;
   readonly users: LiveUsers;
   /** The counters of one of the group's apps. */
   stats(app: string): AppCounters;

@@ -10,6 +10,8 @@ import { AccessList } from "../../guard.ts";
 import { log } from "../../log.ts";
 import type { AppCounters } from "../../metrics/counters.ts";
 import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS } from "../../net/datagrams.ts";
+import { tuneReceiveBuffer, unwatchKernelDrops, watchKernelDrops } from "../../net/udp-buffers.ts";
+import { UDP_RECEIVE_BUFFER_BYTES } from "../../config/defaults.ts";
 import { chain, type Endpoint } from "../../net/endpoint.ts";
 import type { AppRecord } from "../../registry/types.ts";
 import type { AppHost, PublicApp } from "./app.ts";
@@ -18,7 +20,7 @@ import type { AppHost, PublicApp } from "./app.ts";
 type UdpAppRecord = Pick<AppRecord, "name" | "remotePort" | "allowIPs" | "denyIPs" | "maxConnections">;
 
 /** Counters of a UDP app on the server (connections = live peers). */
-type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped">;
+type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped"> & Partial<Pick<AppCounters, "kernelDropped">>;
 
 /** Server side of a UDP app: the public socket and the work connection carrying its datagrams. */
 export class UdpPublic {
@@ -30,6 +32,8 @@ export class UdpPublic {
   #socket: udp.Socket<"uint8array"> | null = null;
   #reader = new DatagramReader(() => {});
   #replies: (Uint8Array | number | string)[] = [];
+  /** Told of the kernel's drops at the public socket. */
+  #kernelDrops: ((n: number) => void) | null = null;
 
   private constructor(
     readonly name: string,
@@ -43,14 +47,14 @@ export class UdpPublic {
     this.#sweep = setInterval(() => this.#expire(), Math.min(MAX_SWEEP_MS, idleMs / 4));
   }
 
-  /** Binds the public port; returns the app, or why the port cannot be bound. */
   /** New peers are judged by `access` and `maxPeers` from now on (peers already heard from stay). */
   limit(access: AccessList, maxPeers: number): void {
     this.access = access;
     this.maxPeers = maxPeers;
   }
 
-  static async open(bindAddr: string, rec: UdpAppRecord, stats: UdpAppStats, idleMs: number, fields: Record<string, unknown>): Promise<UdpPublic | string> {
+  /** Binds the public port with a receive buffer of `receiveBuffer` bytes; returns the app, or why the port cannot be bound. */
+  static async open(bindAddr: string, rec: UdpAppRecord, stats: UdpAppStats, idleMs: number, fields: Record<string, unknown>, receiveBuffer = UDP_RECEIVE_BUFFER_BYTES): Promise<UdpPublic | string> {
     const port = rec.remotePort;
     const app = new UdpPublic(rec.name, stats, new AccessList(rec.allowIPs, rec.denyIPs), rec.maxConnections, idleMs, fields);
     try {
@@ -63,6 +67,15 @@ export class UdpPublic {
           error: (a: unknown, b?: unknown) => log.debug("udp socket error", { ...fields, error: errorOf(a, b)?.message }),
         },
       });
+      const socket = app.#socket;
+      await tuneReceiveBuffer((socket as unknown as { fd: number }).fd, receiveBuffer, fields);
+      // Datagrams the kernel drops before we see them (a full receive buffer) are counted and logged too.
+      app.#kernelDrops = (n) => {
+        stats.kernelDropped = (stats.kernelDropped ?? 0) + n;
+        stats.dropped += n;
+        app.#drops.note("receive buffer full: the kernel dropped them (udpReceiveBuffer)", n);
+      };
+      watchKernelDrops(socket.port, app.#kernelDrops);
       return app;
     } catch (err) {
       clearInterval(app.#sweep);
@@ -137,6 +150,7 @@ export class UdpPublic {
   /** Closes the public socket and the work connection. */
   close(): void {
     clearInterval(this.#sweep);
+    if (this.#socket && this.#kernelDrops) unwatchKernelDrops(this.#socket.port, this.#kernelDrops);
     this.#socket?.close();
     this.#socket = null;
     this.#peers.clear();
@@ -150,7 +164,7 @@ export class UdpPublic {
 /** Binds the app's UDP port; a string says why it cannot be. */
 export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp | string> {
   const group = host.groupName;
-  const bound = await UdpPublic.open(host.bindAddr, rec, host.stats(rec.name), host.udpIdleTimeoutMs, { group, app: rec.name });
+  const bound = await UdpPublic.open(host.bindAddr, rec, host.stats(rec.name), host.udpIdleTimeoutMs, { group, app: rec.name }, host.udpReceiveBuffer);
   if (typeof bound === "string") return bound;
   const udp = bound;
   let closed = false;
