@@ -194,3 +194,44 @@ describe("--verify checks a config without starting anything", () => {
     expect(bad.stderr).toContain(`${file}: token: must be at least 16 characters`);
   });
 });
+
+describe("warren-client status", () => {
+  test("answers what the running client is doing, for a person and as JSON, on the Unix socket beside its config; says so when no client runs", async () => {
+    const { startClientProc, tempDir } = await import("./procs.ts");
+    const { randomData, roundTrip, sha256 } = await import("./helpers.ts");
+    const server = await testServer();
+    cleanup.push(() => server.stop());
+    expect(await createGroup(server, "stat", ["e", "gone"])).toBe(201);
+    const dir = tempDir();
+    const toml = `serverAddr = "127.0.0.1"\nserverPort = ${server.controlPort}\ngroup = "stat"\ntoken = "test-token-0123456789abcdef"\n[[apps]]\nname = "e"\nlocalAddr = "127.0.0.1:${echo.port}"\n[[apps]]\nname = "nope"\nlocalAddr = "127.0.0.1:9"\n`;
+    const client = await startClientProc(dir, toml, ["e"]);
+    cleanup.push(() => void client.proc.kill("SIGKILL"));
+    const file = `${dir}/client.toml`;
+    await client.proc.waitFor(/admin endpoint ready/);
+    const data = randomData(100_000, 20);
+    expect((await roundTrip(client.ports.e!, data)).hash).toBe(sha256(data));
+    const status = async (...extra: string[]) => {
+      const p = Bun.spawn([process.execPath, `${import.meta.dir}/../client.ts`, "status", "--config", file, ...extra], { stdout: "pipe", stderr: "pipe" });
+      const [stdout, stderr] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
+      return { code: await p.exited, stdout, stderr };
+    };
+    const json = await status("--json");
+    expect(json.code).toBe(0);
+    const s = JSON.parse(json.stdout);
+    expect(s).toMatchObject({ group: "stat", server: `127.0.0.1:${server.controlPort}`, online: true, lastError: null });
+    expect(s.apps[0]).toMatchObject({ name: "e", type: "tcp", publicAddr: `127.0.0.1:${client.ports.e}`, error: null, bytesToApp: 100_000, bytesFromApp: 100_000 });
+    await until(async () => JSON.parse((await status("--json")).stdout).apps[0].connections === 0, 5000, "the finished stream no longer open");
+    expect(s.apps[1]).toMatchObject({ name: "nope", publicAddr: null, error: 'unknown app "nope": group "stat" has no such app' });
+    const text = await status();
+    expect(text.code).toBe(0);
+    expect(text.stdout).toContain(`group stat, server 127.0.0.1:${server.controlPort}: online since `);
+    expect(text.stdout).toContain(`  e (tcp) 127.0.0.1:${echo.port} -> 127.0.0.1:${client.ports.e}; 0 open, 100000 B to the app, 100000 B from it`);
+    // Only the client's own user may ask.
+    const { statSync } = await import("node:fs");
+    expect(statSync(`${file}.sock`).mode & 0o077).toBe(0); // no rights for group or others
+    await client.proc.kill("SIGTERM");
+    const none = await status();
+    expect(none.code).toBe(1);
+    expect(none.stderr).toContain(`no client answers at ${file}.sock`);
+  }, 30_000);
+});

@@ -9,7 +9,7 @@ import { encode, ErrorCode, FrameReader, FrameType, loginProof, withMagic, type 
 import { parseHostPort } from "../addr.ts";
 import { normalizeFingerprint, type ClientApp, type ClientConfig } from "../config/schema.ts";
 import { log } from "../log.ts";
-import { Endpoint } from "../net/endpoint.ts";
+import { Endpoint, type Counters } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
 import type { UdpCounters } from "./udp.ts";
 import { register } from "./register.ts";
@@ -72,6 +72,10 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Public endpoints from the last login or update. */
   statuses: readonly AppStatus[] = [];
   online = false;
+  /** Since when the session is up (while online). */
+  onlineSince: Date | null = null;
+  /** The last thing that went wrong (a lost session, a refused dial, what the server said), with when. */
+  lastError: { readonly at: Date; readonly message: string } | null = null;
   readonly #work: WorkConnections;
   /** The apps served now, by name: changed in place by `reconfigure`, read by every new stream. */
   readonly #apps: Map<string, LocalApp>;
@@ -228,6 +232,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   #tlsError(message: string): void {
+    this.lastError = { at: new Date(), message };
     log.error(message, { server: this.#serverName() });
     this.emit("tlsError", message);
   }
@@ -266,6 +271,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
         this.#work.start(msg.sessionId);
         this.#attempt = 0;
         this.online = true;
+        this.onlineSince = new Date();
         this.#setStatuses(msg.apps);
         this.#startHeartbeat(ep);
         this.emit("online", msg.apps);
@@ -301,6 +307,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
       : code === ErrorCode.AuthFailed ? "the server refused the login (authentication failed): check group and token in client.toml, then start again"
       : null;
     if (fatal) {
+      this.lastError = { at: new Date(), message: fatal };
       log.error(fatal, { group: this.config.group, detail: message });
       this.emit("fatal", message);
       this.stop();
@@ -338,12 +345,14 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     this.#work.lost();
     if (this.online) {
       this.online = false;
+      this.onlineSince = null;
       this.emit("offline", reason);
     }
     this.#retry(reason);
   }
 
   #retry(reason: string): void {
+    this.lastError = { at: new Date(), message: reason };
     if (this.#stopped) return;
     const delay = backoffDelay(this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 20);
@@ -354,6 +363,16 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Counters of a UDP app's current work connection (peers, expiries, evictions, drops). */
   udpCounters(app: string): UdpCounters | undefined {
     return this.#work.udpCounters(app);
+  }
+
+  /** Streams open now and bytes to and from one TCP app's local address, since the client started. */
+  traffic(app: string): Counters {
+    return this.#work.traffic(app);
+  }
+
+  /** The server this client talks to, as "host:port". */
+  get server(): string {
+    return this.#serverName();
   }
 
   /** Stops for good: closes the session, idle work connections and streams. */

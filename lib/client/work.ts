@@ -16,7 +16,7 @@ import { parseHostPort } from "../addr.ts";
 import type { ClientApp, ClientConfig } from "../config/schema.ts";
 import { log } from "../log.ts";
 import { Deadlines } from "../net/deadlines.ts";
-import { chain, Endpoint } from "../net/endpoint.ts";
+import { chain, Endpoint, type Counters } from "../net/endpoint.ts";
 import { holdUntilNextPoll } from "../net/hold.ts";
 import { Stream, type StreamOwner } from "../net/stream.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
@@ -121,6 +121,8 @@ export class WorkConnections implements StreamOwner {
   readonly #maxWorkDials: number;
   readonly #maxWantedWork: number;
   readonly #maxLocalDials: number;
+  /** Streams and bytes per TCP app (bytesIn: read from the local app; bytesOut: written to it). */
+  readonly #traffic = new Map<string, Counters>();
   /** Connects to each local app the kernel has not finished (see MAX_LOCAL_DIALS). */
   readonly #localConnecting = new Map<string, number>();
 
@@ -257,6 +259,7 @@ export class WorkConnections implements StreamOwner {
       return work.endWhenFlushed();
     }
     const local = new Endpoint();
+    local.stats = this.traffic(appName);
     const s = new AppStream(this, w, local, appName);
     s.noReuse = this.#works.get(w.seq) !== w;
     w.stream = s;
@@ -277,7 +280,9 @@ export class WorkConnections implements StreamOwner {
       opened = true;
       this.#localDials.delete(l);
       this.#holdAck(work);
-      l.onOpen = l.onClose = null; // joined: from here the relay closes each side with the other
+      l.onOpen = null;
+      l.onClose = localClosed; // joined: from here the relay closes each side with the other
+      l.stats!.connections++;
       l.pipe(work);
       log.debug("stream open", { app: appName, user: userAddr });
     };
@@ -306,6 +311,13 @@ export class WorkConnections implements StreamOwner {
       log.warn("cannot connect to the local app", { app: appName, localAddr: app.localAddr, error: (err as Error).message });
       local.destroy();
     }
+  }
+
+  /** The traffic counters of app `name`, created at zero on first use. */
+  traffic(name: string): Counters {
+    let c = this.#traffic.get(name);
+    if (!c) this.#traffic.set(name, (c = { connections: 0, bytesIn: 0, bytesOut: 0 }));
+    return c;
   }
 
   /** The server's StreamEnd: the user's bytes on work connection `seq` end after `bytes`. */
@@ -374,6 +386,9 @@ export class WorkConnections implements StreamOwner {
     return this.#udp.get(app)?.counters;
   }
 }
+
+/** A joined local connection closed: one stream fewer (one function for every stream). */
+const localClosed = (local: Endpoint) => void local.stats!.connections--;
 
 /** One handler for every socket the client dials. */
 export const dialHandler = relayHandler();

@@ -11,13 +11,15 @@ import { WarrenError } from "../errors.ts";
  * parseArgs, which adds about 136 KiB to a heap the garbage collector scans on every
  * full collection for as long as the process relays (bench/optimisations.md).
  */
-export function parseFlags(argv: readonly string[]): { config?: string; help: boolean; version?: true; verify?: true } {
-  const out: { config?: string; help: boolean; version?: true; verify?: true } = { help: false };
+export function parseFlags(argv: readonly string[], commands: readonly string[] = []): { config?: string; help: boolean; version?: true; verify?: true; json?: true; command?: string } {
+  const out: { config?: string; help: boolean; version?: true; verify?: true; json?: true; command?: string } = { help: false };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]!;
     if (arg === "-h" || arg === "--help") out.help = true;
     else if (arg === "-V" || arg === "--version") out.version = true;
     else if (arg === "--verify") out.verify = true;
+    else if (arg === "--json" && commands.length) out.json = true;
+    else if (i === 0 && commands.includes(arg)) out.command = arg;
     else if (arg === "-c" || arg === "--config") {
       const value = argv[++i];
       if (value === undefined || value.startsWith("-")) throw new Error(`option '${arg} FILE' needs a value`);

@@ -203,6 +203,14 @@ export const ClientConfigSchema = v.pipe(
     heartbeatTimeout: Seconds(30),
     udpIdleTimeout: Seconds(UDP_IDLE_TIMEOUT_S),
     udpReceiveBuffer: UdpReceiveBuffer,
+    /** The admin endpoint (`warren-client status`) on this loopback address instead of a Unix socket beside the config. */
+    adminAddr: v.optional(
+      v.pipe(
+        v.string("must be a string like 127.0.0.1:7400"),
+        v.check((s) => parseHostPort(s) !== null, "must be host:port, like 127.0.0.1:7400"),
+        v.check((s) => /^(127\.\d+\.\d+\.\d+|::1|localhost)$/.test(parseHostPort(s)?.host ?? ""), "must be a loopback address (127.0.0.0/8, ::1 or localhost): the status is not for other machines"),
+      ),
+    ),
     udpMaxPeers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(65_536, "must be at most 65536")), UDP_MAX_PEERS),
     logLevel: LogLevelSchema,
     apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),

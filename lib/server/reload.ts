@@ -24,6 +24,7 @@ export const RESTART_KEYS = [
   "heartbeatTimeout",
   "userConnTimeout",
   "udpIdleTimeout",
+  "udpReceiveBuffer",
   "handshakeTimeout",
   "poolSize",
   "maxPendingUsers",
