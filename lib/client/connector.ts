@@ -198,7 +198,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     let verified = false;
     ep.onOpen = (e) => {
       verified = true;
-      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+      e.socket?.setKeepAlive?.(true, KEEPALIVE_MS);
       e.send(withMagic(encode({ type: FrameType.Hello })));
     };
     // Set when the handshake finished but the server was refused (a fingerprint mismatch): that message is the true one.

@@ -228,7 +228,7 @@ export class WorkConnections implements StreamOwner {
     this.#idleWork.add(ep);
     ep.onOpen = (e) => {
       uncount();
-      e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+      e.socket?.setKeepAlive?.(true, KEEPALIVE_MS);
       // No challenge to wait for: the proof covers this connection's sequence number, which the server takes once.
       e.send(withMagic(encode({ type: FrameType.WorkHello, sessionId, seq, proof: workProof(this.host.token, sessionId, seq) })));
     };

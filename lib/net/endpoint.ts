@@ -37,12 +37,38 @@ export interface StreamEnds {
   workEnded(): void;
 }
 
-/** A socket as the relay sees it. */
+/** A Bun socket carrying an Endpoint (sockets.ts attaches these). */
 export type Sock = Socket<Endpoint>;
 
-/** One side of a connection: its socket, its outgoing queue, and where its incoming bytes go. */
+/**
+ * What the relay needs of a connection. Bun's TCP and TLS sockets implement it as they
+ * are; a stream over another path (peer to peer, through another server) implements it
+ * to be relayed, ended and counted the same way. Its owner feeds `Endpoint.events`.
+ */
+export interface Transport {
+  /** Writes what the other end takes now: the bytes taken, or -1 once closed (never buffers: BUN-NOTES.md). */
+  write(data: Uint8Array): number;
+  /** Stops reading (backpressure). */
+  pause(): void;
+  /** Reads again. */
+  resume(): void;
+  /** Sends FIN and keeps reading: a half-close. */
+  shutdown(): void;
+  /** Closes both ways. */
+  end(): void;
+  /** Resets (RST): the other end sees an error, never a clean end. */
+  terminate(): void;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /** TCP keepalive probes, where the transport has them. */
+  setKeepAlive?(enable: boolean, delayMs: number): boolean;
+}
+
+/** One side of a connection: its transport, its outgoing queue, and where its incoming bytes go. */
 export class Endpoint {
-  socket: Sock | null = null;
+  socket: Transport | null = null;
   /** Where bytes read from this socket are forwarded; null while the owner parses frames. */
   peer: Endpoint | null = null;
   /** Receives incoming chunks while `peer` is null (handshakes and control traffic). */
@@ -103,8 +129,8 @@ export class Endpoint {
     return this.#queued;
   }
 
-  /** Binds a socket that has just opened, and writes what was queued before it existed. */
-  attach(socket: Sock): void {
+  /** Binds a transport that has just opened, and writes what was queued before it existed. */
+  attach(socket: Transport): void {
     this.socket = socket;
     if (this.#paused) socket.pause();
     this.#flush();

@@ -106,7 +106,7 @@ export class ControlPort {
     };
     ep.tag = hs;
     // The client speaks first (Hello or WorkHello): nothing is written before it has.
-    ep.onOpen = (e) => e.socket?.setKeepAlive(true, KEEPALIVE_MS);
+    ep.onOpen = (e) => e.socket?.setKeepAlive?.(true, KEEPALIVE_MS);
     ep.onData = (e, chunk) => this.#handshake(e, hs, chunk);
     ep.onClose = () => {
       this.#handshakes.delete(ep);
