@@ -1,7 +1,7 @@
 /** The group routes under /api/groups: registration by either token, management by the admin. */
 import { Hono } from "hono";
 import * as v from "valibot";
-import { GroupLimits, MaxAppsSchema, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "../config/schema.ts";
+import { BandwidthSchema, GroupLimits, MaxAppsSchema, NameSchema, PortSpecSchema, ServerAppSchema, TokenSchema } from "../config/schema.ts";
 import { PortSet } from "../ports.ts";
 import { generateToken } from "../secrets.ts";
 import type { Hub } from "../server/hub.ts";
@@ -21,6 +21,7 @@ export const CreateGroupBody = v.strictObject({ name: NameSchema, token: v.optio
 export const UpdateGroupBody = v.strictObject({
   apps: appsSchema,
   maxApps: v.optional(MaxAppsSchema),
+  bandwidthLimit: v.optional(v.nullable(BandwidthSchema)),
   allowPorts: v.optional(v.nullable(PortSpecSchema)),
 });
 /** Body of POST /api/groups/:name/token (may be empty): the new token, or none to have one generated. */
@@ -65,6 +66,7 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
   /** Why the registration token may not create this group (a limit of server.toml, named), or null. */
   function registrationRefusal(g: v.InferOutput<typeof CreateGroupBody>): { path: string; message: string } | null {
     if (g.maxApps !== 0 || g.allowPorts !== undefined) return { path: g.maxApps !== 0 ? "maxApps" : "allowPorts", message: "only the admin token may set maxApps or allowPorts; groups made with the registration token get registrationMaxApps and registrationAllowPorts" };
+    if (g.bandwidthLimit !== undefined) return { path: "bandwidthLimit", message: "only the admin token may set a group's bandwidthLimit" };
     if (registration.maxGroups > 0 && registry.countBy("client") >= registration.maxGroups) {
       return { path: "name", message: `the registration token has created ${registration.maxGroups} groups, the most registrationMaxGroups allows; ask the administrator` };
     }
@@ -84,7 +86,7 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     const token = body.token ?? generateToken();
     const who = c.get("role");
     const source: GroupSource = who === "admin" ? "api" : "client";
-    let limits = { maxApps: body.maxApps, allowPorts: body.allowPorts };
+    let limits: { maxApps: number; allowPorts?: string; bandwidthLimit?: string } = { maxApps: body.maxApps, allowPorts: body.allowPorts, bandwidthLimit: body.bandwidthLimit };
     if (who === "register") {
       const refused = registrationRefusal(body);
       if (refused) throw new HttpError(403, { error: refused.message, issues: [refused] });
@@ -114,9 +116,13 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     // server.toml would put its own apps back at the next start: change it there, as for its token.
     if (old.source === "config") throw new HttpError(409, { error: `group "${name}" comes from server.toml: change its apps there and restart the server` });
     const limits =
-      body.maxApps === undefined && body.allowPorts === undefined
+      body.maxApps === undefined && body.allowPorts === undefined && body.bandwidthLimit === undefined
         ? undefined
-        : { maxApps: body.maxApps ?? old.maxApps, allowPorts: body.allowPorts === undefined ? (old.allowPorts ?? undefined) : (body.allowPorts ?? undefined) };
+        : {
+            maxApps: body.maxApps ?? old.maxApps,
+            allowPorts: body.allowPorts === undefined ? (old.allowPorts ?? undefined) : (body.allowPorts ?? undefined),
+            bandwidthLimit: body.bandwidthLimit === undefined ? (old.bandwidthLimit ?? undefined) : (body.bandwidthLimit ?? undefined),
+          };
     // Resolves once the online session has applied it: the answer shows the apps as they now are.
     const res = await store.update(name, body.apps, limits);
     if (!res.ok) throw registryRefusal(res.error);

@@ -64,6 +64,19 @@ export const CidrSchema = v.pipe(
   v.string("must be a string"),
   v.check((s) => parseCidr(s) !== null, "must be an IP address or a CIDR block like 10.0.0.0/8 or 2001:db8::/32"),
 );
+/** "512KB", "10MB", "1.5GB" per second (1 KB = 1024 bytes, as frp counts): at least 1 KB/s. */
+export const BandwidthSchema = v.pipe(
+  v.string('must be a rate like "10MB" or "512KB" (per second)'),
+  v.check((s) => (parseBandwidth(s) ?? 0) >= 1024, 'must be a rate like "10MB" or "512KB" (per second), at least 1KB'),
+);
+
+/** Bytes per second of a bandwidthLimit ("10MB"); null when malformed. */
+export function parseBandwidth(s: string): number | null {
+  const m = /^(\d+(?:\.\d+)?)\s*(KB|MB|GB)$/i.exec(s.trim());
+  if (!m) return null;
+  return Math.round(Number(m[1]) * 1024 ** ({ kb: 1, mb: 2, gb: 3 } as const)[m[2]!.toLowerCase() as "kb" | "mb" | "gb"]);
+}
+
 /** A count from 0 (no limit) to `max`. */
 const CountSchema = (max: number) => v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"), v.maxValue(max, `must be at most ${max}`));
 const Count = (max: number, def = 0) => v.optional(CountSchema(max), def);
@@ -81,6 +94,8 @@ export const ServerAppSchema = v.strictObject({
   denyIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
   /** Most users at once (UDP: peers); 0 means no limit. */
   maxConnections: Count(1_000_000),
+  /** Bytes per second each way for all the app's streams together, frp's spelling ("10MB"); absent: no limit. */
+  bandwidthLimit: v.optional(BandwidthSchema),
 });
 
 /** Limits of one group, settable in server.toml and through the API. */
@@ -89,6 +104,8 @@ export const GroupLimits = {
   maxApps: v.optional(MaxAppsSchema, 0),
   /** Narrows the server-wide allowPorts for this group. */
   allowPorts: v.optional(PortSpecSchema),
+  /** Bytes per second each way for all the group's apps together ("10MB"); absent: no limit. */
+  bandwidthLimit: v.optional(BandwidthSchema),
 };
 
 /** Server `[tls]`: TLS on the control port (control and work connections). */

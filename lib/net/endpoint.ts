@@ -12,6 +12,7 @@
  * sockets.ts; holding a frame for the next chunk in hold.ts.
  */
 import type { Socket } from "bun";
+import type { Throttle } from "./throttle.ts";
 
 /** Queued bytes toward one socket before its source is paused; with one more chunk (at most 512 KiB in Bun) this bounds memory per direction. */
 export const HIGH_WATER_BYTES = 256 * 1024;
@@ -90,6 +91,8 @@ export class Endpoint {
   tag: unknown = null;
   /** The stream this socket carries (stream.ts), while it carries one. */
   stream: StreamEnds | null = null;
+  /** The bandwidth limit that bytes read here spend (throttle.ts, set with `limitBy`); null: none. */
+  limit: Throttle | null = null;
   closed = false;
   /** Counted in `sockets.open`. */
   counted = false;
@@ -111,6 +114,8 @@ export class Endpoint {
   #queued = 0;
   #blocked: Endpoint | null = null;
   #paused = false;
+  /** Bandwidth limits holding reading back now (an app's and its group's; independent of backpressure's #paused). */
+  #throttled = 0;
   #finPending = false;
   #closePending = false;
   /** Close with RST rather than FIN once flushed: the other side was reset, and a clean FIN would hide the truncation. */
@@ -132,7 +137,7 @@ export class Endpoint {
   /** Binds a transport that has just opened, and writes what was queued before it existed. */
   attach(socket: Transport): void {
     this.socket = socket;
-    if (this.#paused) socket.pause();
+    if (this.#paused || this.#throttled > 0) socket.pause();
     this.#flush();
   }
 
@@ -198,7 +203,22 @@ export class Endpoint {
   resume(): void {
     if (!this.#paused) return; // a native call saved per stream that never waited
     this.#paused = false;
-    this.socket?.resume();
+    if (this.#throttled === 0) this.socket?.resume();
+  }
+
+  /** Bytes read here spend `limit` from now on (null: none). */
+  limitBy(limit: Throttle | null): void {
+    if (this.limit === limit) return;
+    this.limit?.leave(this);
+    this.limit = limit;
+    limit?.join(this);
+  }
+
+  /** One bandwidth limit starts (true) or stops (false) holding reading back; backpressure keeps its own say. */
+  throttle(on: boolean): void {
+    this.#throttled += on ? 1 : -1;
+    if (on && this.#throttled === 1) this.socket?.pause();
+    else if (!on && this.#throttled === 0 && !this.#paused) this.socket?.resume();
   }
 
   /** Joins two endpoints so that bytes flow both ways, and delivers `pending` (bytes already read from `this`) first. */
@@ -224,6 +244,7 @@ export class Endpoint {
     // More bytes than the sender announced: the stream cannot be told apart from the next one.
     if (this.relayed > this.#endAt) return this.#resetBoth();
     this.peer!.write(chunk, this);
+    if (this.limit !== null) this.limit.spend(chunk.length);
     if (this.relayed === this.#endAt) this.#counted();
   }
 
@@ -291,6 +312,8 @@ export class Endpoint {
     this.relayed = 0;
     this.#endAt = Infinity;
     this.#inputDone = false;
+    // A reused work connection carries the next stream free of this one's limit.
+    this.limitBy(null);
   }
 
   /** Sends FIN once the queue is empty; reading goes on (a half-close). */
@@ -384,6 +407,7 @@ export class Endpoint {
       this.#inputEnded();
     }
     this.closed = true;
+    this.limit?.leave(this);
     if (this.#linger) clearTimeout(this.#linger);
     // Bytes still queued toward this socket are lost with it.
     const dropped = this.#queued > 0;

@@ -64,7 +64,7 @@ export function resolvePorts(
     mine.add(key);
   }
   for (const [i, a] of apps.entries()) {
-    const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0 };
+    const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0, ...(a.bandwidthLimit ? { bandwidthLimit: a.bandwidthLimit } : {}) };
     if (a.remotePort !== 0) {
       out.push({ name: a.name, type: a.type, remotePort: a.remotePort, requestedPort: a.remotePort, ...options });
       continue;

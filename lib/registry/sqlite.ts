@@ -38,7 +38,7 @@ CREATE TABLE IF NOT EXISTS apps (
 );`;
 
 function limitsJson(g: GroupRecord): string {
-  return JSON.stringify({ maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined });
+  return JSON.stringify({ maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined, bandwidthLimit: g.bandwidthLimit ?? undefined });
 }
 
 /** The registry in SQLite. */
@@ -94,7 +94,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
       .all();
     for (const g of groups) {
       const limits = JSON.parse(g.limits) as GroupLimitsInput;
-      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, apps: [] });
+      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, bandwidthLimit: limits.bandwidthLimit ?? null, apps: [] });
     }
     for (const a of apps) {
       const g = this.#groups.get(a.group_name);
@@ -109,6 +109,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
           allowIPs: o.allowIPs ?? [],
           denyIPs: o.denyIPs ?? [],
           maxConnections: o.maxConnections ?? 0,
+          ...(o.bandwidthLimit ? { bandwidthLimit: o.bandwidthLimit } : {}),
         });
       }
     }
@@ -183,7 +184,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
     const allowPorts = limits.allowPorts ?? null;
     const resolved = resolvePorts(this, name, apps, [], maxApps, allowPorts);
     if (!resolved.ok) return resolved;
-    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, apps: resolved.apps };
+    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, bandwidthLimit: limits.bandwidthLimit ?? null, apps: resolved.apps };
     this.#db.transaction(() => {
       this.#db.run("INSERT INTO groups (name, token, source, created_at, limits) VALUES (?, ?, ?, ?, ?)", [name, token, source, group.createdAt, limitsJson(group)]);
       this.#insertApps(name, group.apps);
@@ -207,7 +208,8 @@ export class SqliteStore implements RegistryStore, PortSpace {
     const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
     const resolved = resolvePorts(this, name, apps, old.apps, maxApps, allowPorts);
     if (!resolved.ok) return resolved;
-    const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, apps: resolved.apps };
+    const bandwidthLimit = limits ? (limits.bandwidthLimit ?? null) : old.bandwidthLimit;
+    const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, bandwidthLimit, apps: resolved.apps };
     this.#db.transaction(() => {
       this.#db.run("UPDATE groups SET token = ?, limits = ? WHERE name = ?", [group.token, limitsJson(group), name]);
       this.#db.run("DELETE FROM apps WHERE group_name = ?", [name]);
@@ -241,7 +243,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
     for (const g of this.#list()) if (g.source === "config" && !wanted.has(g.name)) await this.delete(g.name);
     for (const [i, g] of groups.entries()) {
       const existing = this.#groups.get(g.name);
-      const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts };
+      const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts, bandwidthLimit: g.bandwidthLimit };
       const res = existing ? this.#update(g.name, g.apps, g.token, limits) : this.#create(g.name, g.token, "config", g.apps, limits);
       if (!res.ok) {
         errors.push(new RegistryError(res.error.code, res.error.message, `groups[${i}]${res.error.path ? "." + res.error.path : ""}`, { cause: res.error }));
@@ -276,7 +278,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
   #insertApps(group: string, apps: readonly AppRecord[]): void {
     const stmt = this.#db.prepare("INSERT INTO apps (group_name, name, type, remote_port, requested_port, options) VALUES (?, ?, ?, ?, ?, ?)");
     for (const a of apps) {
-      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections });
+      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections, bandwidthLimit: a.bandwidthLimit });
       stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
     }
   }

@@ -19,6 +19,8 @@ export interface AppRecord {
   readonly denyIPs: readonly string[];
   /** Most users at once; 0 means no limit. */
   readonly maxConnections: number;
+  /** The app's bandwidthLimit ("10MB"), if any. */
+  readonly bandwidthLimit?: string;
 }
 
 /** A group as stored. */
@@ -31,6 +33,8 @@ export interface GroupRecord {
   readonly maxApps: number;
   /** The group's own port range within the server's, or null. */
   readonly allowPorts: string | null;
+  /** The group's bandwidthLimit ("10MB"), shared by all its apps, or null. */
+  readonly bandwidthLimit: string | null;
   readonly apps: readonly AppRecord[];
 }
 
@@ -38,6 +42,7 @@ export interface GroupRecord {
 export interface GroupLimitsInput {
   readonly maxApps?: number;
   readonly allowPorts?: string;
+  readonly bandwidthLimit?: string;
 }
 
 /** An app as asked for by server.toml or the API: the schema's output, not a second type. */

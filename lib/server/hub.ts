@@ -24,6 +24,7 @@ export interface AppView {
   allowIPs: readonly string[];
   denyIPs: readonly string[];
   maxConnections: number;
+  bandwidthLimit: string | null;
   online: boolean;
   error: string | null;
   connections: number;
@@ -41,6 +42,7 @@ export interface GroupView {
   name: string;
   maxApps: number;
   allowPorts: string | null;
+  bandwidthLimit: string | null;
   online: boolean;
   clientAddr: string | null;
   onlineSince: string | null;
@@ -157,6 +159,7 @@ export class Hub implements SessionHost {
       name: group.name,
       maxApps: group.maxApps,
       allowPorts: group.allowPorts,
+      bandwidthLimit: group.bandwidthLimit,
       online: !!s,
       clientAddr: s?.clientAddr ?? null,
       onlineSince: s?.onlineSince.toISOString() ?? null,
@@ -170,6 +173,7 @@ export class Hub implements SessionHost {
           allowIPs: a.allowIPs,
           denyIPs: a.denyIPs,
           maxConnections: a.maxConnections,
+          bandwidthLimit: a.bandwidthLimit ?? null,
           online: !!status && !status.error,
           error: status?.error || null,
           connections: st?.connections ?? 0,

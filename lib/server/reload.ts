@@ -56,7 +56,7 @@ export async function reload(current: ServerConfig, next: ServerConfig, store: S
   try {
     for (const g of await store.list()) {
       const apps = g.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort, allowIPs: [...a.allowIPs], denyIPs: [...a.denyIPs], maxConnections: a.maxConnections }));
-      await scratch.create(g.name, g.token, g.source, apps, { maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined });
+      await scratch.create(g.name, g.token, g.source, apps, { maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined, bandwidthLimit: g.bandwidthLimit ?? undefined });
     }
     const errors = await scratch.syncConfig(next.groups);
     if (errors.length) throw new ConfigError(file, errors[0]!.path!, errors[0]!.message, { cause: errors[0] });

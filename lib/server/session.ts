@@ -14,6 +14,8 @@ import { openUdp } from "./apps/udp.ts";
 import type { LiveUsers } from "./users.ts";
 import { WorkPool, type PoolHost } from "./work-pool.ts";
 import { declaredAppsProblem } from "./auth.ts";
+import { parseBandwidth } from "../config/schema.ts";
+import { Throttle } from "../net/throttle.ts";
 
 export { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS, MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "./work-pool.ts";
 
@@ -53,6 +55,9 @@ export class Session implements AppHost, PoolHost {
   #current: GroupRecord;
   #ended = false;
   readonly #pool: WorkPool;
+  /** The group's bandwidthLimit, as budgets each way (replaced when the limit changes). */
+  groupLimit: { readonly up: Throttle | null; readonly down: Throttle | null } = { up: null, down: null };
+  #groupLimitSpec: string | null = null;
 
   constructor(
     readonly host: SessionHost,
@@ -199,6 +204,11 @@ export class Session implements AppHost, PoolHost {
   async #reconcile(group: GroupRecord): Promise<void> {
     if (this.#ended) return;
     this.#current = group;
+    if (group.bandwidthLimit !== this.#groupLimitSpec) {
+      this.#groupLimitSpec = group.bandwidthLimit;
+      const rate = group.bandwidthLimit ? parseBandwidth(group.bandwidthLimit)! : 0;
+      this.groupLimit = rate ? { up: new Throttle(rate), down: new Throttle(rate) } : { up: null, down: null };
+    }
     const statuses: AppStatus[] = [];
     const keep = new Set<string>();
     for (const d of this.declared) {

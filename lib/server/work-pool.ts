@@ -235,6 +235,7 @@ export class WorkPool implements StreamOwner {
       }
       s.acked = true;
       s.watchWork();
+      ep.limitBy(this.host.app(app)?.downLimit ?? null);
       ep.pipe(user, reader.rest());
       if (s.downBytes >= 0 && ep.peer === user) s.endAfter(s.downBytes);
     };

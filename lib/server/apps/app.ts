@@ -8,6 +8,7 @@ import type { AppCounters } from "../../metrics/counters.ts";
 import type { Endpoint } from "../../net/endpoint.ts";
 import type { AppRecord } from "../../registry/types.ts";
 import type { LiveUsers } from "../users.ts";
+import type { Throttle } from "../../net/throttle.ts";
 
 /** What a public app needs from the session that serves it. */
 export interface AppHost {
@@ -17,6 +18,8 @@ export interface AppHost {
   readonly udpIdleTimeoutMs: number;
   /** Receive buffer to ask for a UDP app's public socket (udpReceiveBuffer). */
   readonly udpReceiveBuffer: number;
+  /** The group's bandwidth budgets, each way, that every app's own budget draws on too (null: no group limit). */
+  readonly groupLimit: { readonly up: Throttle | null; readonly down: Throttle | null };
   readonly users: LiveUsers;
   /** The counters of one of the group's apps. */
   stats(app: string): AppCounters;
@@ -31,6 +34,8 @@ export interface PublicApp {
   readonly record: AppRecord;
   /** The address users reach it at, when bindAddr names one (not a wildcard); otherwise it is looked up per user. */
   readonly publicAddr?: string;
+  /** The bandwidth limit of bytes toward users (the work connection's side of each stream spends it), if any. */
+  readonly downLimit?: Throttle | null;
   /** For an app that keeps a work connection for good (UDP; the session asks for one as soon as it serves the app): takes `work` once its StartWork has gone out. */
   bindWork?(work: Endpoint, reader: FrameReader): void;
   /** Applies a changed record in place (access lists, limits) without closing the port; false when it needs reopening (another port or type). */

@@ -6,6 +6,8 @@ import { Endpoint } from "../../net/endpoint.ts";
 import { relayHandler } from "../../net/sockets.ts";
 import type { AppRecord } from "../../registry/types.ts";
 import type { AppHost, PublicApp } from "./app.ts";
+import { parseBandwidth } from "../../config/schema.ts";
+import { Throttle } from "../../net/throttle.ts";
 
 /** Binds the app's port; a string says why it cannot be. */
 export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
@@ -13,6 +15,14 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
   // Replaced in place by `update`: an edited access list or limit applies to the open listener.
   let current = rec;
   let access = new AccessList(rec.allowIPs, rec.denyIPs);
+  // One bucket per direction for all the app's streams: users' bytes spend `up`, the app's `down`.
+  // The group's budgets are the parents: an app's stream spends both.
+  const limits = (r: AppRecord) => {
+    const rate = r.bandwidthLimit ? parseBandwidth(r.bandwidthLimit)! : 0;
+    const group = host.groupLimit;
+    return { group, up: rate ? new Throttle(rate, group.up) : group.up, down: rate ? new Throttle(rate, group.down) : group.down };
+  };
+  let limit = limits(rec);
   const { users, groupName: group } = host;
   // One set of functions per listener, not per user: memory per held connection stays low.
   const onUserClose = (user: Endpoint) => {
@@ -37,6 +47,7 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     const user = new Endpoint();
     user.stats = stats;
     stats.connections++;
+    user.limitBy(limit.up);
     users.add(group, rec.name, user);
     user.onClose = onUserClose;
     user.onOpen = onUserOpen;
@@ -52,9 +63,14 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     get record() {
       return current;
     },
+    get downLimit() {
+      return limit.down;
+    },
     publicAddr: specificIp(host.bindAddr) ? hostPort(host.bindAddr, listener.port) : undefined,
     update(next: AppRecord): boolean {
       if (next.remotePort !== current.remotePort || next.type !== current.type) return false;
+      // For users from now on (open streams keep the budget they began with).
+      if (next.bandwidthLimit !== current.bandwidthLimit || limit.group !== host.groupLimit) limit = limits(next);
       current = next;
       access = new AccessList(next.allowIPs, next.denyIPs);
       return true;
