@@ -144,5 +144,16 @@ describe("bandwidthLimit", () => {
     });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { issues: { path: string }[] }).issues[0]!.path).toBe("apps[0].bandwidthLimit");
+    // On a UDP app a limit could only drop datagrams: refused, not ignored.
+    const udp = await fetch(`http://127.0.0.1:${server.apiPort}/api/groups`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${server.adminToken}` },
+      body: JSON.stringify({ name: "badudp", token: TOKEN, apps: [{ name: "u", type: "udp", bandwidthLimit: "1MB" }] }),
+    });
+    expect(udp.status).toBe(400);
+    expect(((await udp.json()) as { issues: { path: string; message: string }[] }).issues[0]).toEqual({
+      path: "apps[0].bandwidthLimit",
+      message: "applies to TCP apps only (a UDP app could only be limited by dropping datagrams)",
+    });
   });
 });

@@ -190,4 +190,17 @@ test("SIGHUP on the client: an app added and a local address changed apply witho
   expect(otherConns).toBe(0);
   expect((await roundTrip(port, data)).hash).toBe(sha256(data));
   expect(otherConns).toBe(1);
+  // f removed again: its public port closes at once, e goes on serving.
+  writeFileSync(join(dir, "client.toml"), toml(app("e", other.port)));
+  const mark2 = client.proc.lines.length;
+  process.kill(client.proc.pid, "SIGHUP");
+  await client.proc.waitFor(/configuration reloaded/, 10_000, mark2);
+  const refused = async () =>
+    new Promise<string>((resolve) => {
+      const c = net.connect({ port: f, host: "127.0.0.1" }, () => resolve("connected"));
+      c.on("error", (e: NodeJS.ErrnoException) => resolve(e.code ?? e.message));
+    });
+  await until(async () => (await refused()) === "ECONNREFUSED", 5000, "f's port closed");
+  expect((await roundTrip(port, data)).hash).toBe(sha256(data));
+  expect(server.hub.session("hup")).toBe(session);
 }, 40_000);

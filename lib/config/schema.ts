@@ -84,19 +84,26 @@ const Count = (max: number, def = 0) => v.optional(CountSchema(max), def);
 export const MaxAppsSchema = CountSchema(10_000);
 
 /** One app of a group, as the server registers it. */
-export const ServerAppSchema = v.strictObject({
-  name: NameSchema,
-  type: v.optional(AppTypeSchema, "tcp"),
-  remotePort: v.optional(PortSchema, 0),
-  /** Only users from these addresses may connect (empty: everyone not denied). */
-  allowIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
-  /** Users from these addresses are refused; deny wins over allow. */
-  denyIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
-  /** Most users at once (UDP: peers); 0 means no limit. */
-  maxConnections: Count(1_000_000),
-  /** Bytes per second each way for all the app's streams together, frp's spelling ("10MB"); absent: no limit. */
-  bandwidthLimit: v.optional(BandwidthSchema),
-});
+export const ServerAppSchema = v.pipe(
+  v.strictObject({
+    name: NameSchema,
+    type: v.optional(AppTypeSchema, "tcp"),
+    remotePort: v.optional(PortSchema, 0),
+    /** Only users from these addresses may connect (empty: everyone not denied). */
+    allowIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
+    /** Users from these addresses are refused; deny wins over allow. */
+    denyIPs: v.optional(v.array(CidrSchema, "must be a list of addresses or CIDR blocks"), []),
+    /** Most users at once (UDP: peers); 0 means no limit. */
+    maxConnections: Count(1_000_000),
+    /** Bytes per second each way for all the app's streams together, frp's spelling ("10MB"); absent: no limit. */
+    bandwidthLimit: v.optional(BandwidthSchema),
+  }),
+  // UDP has no backpressure: a limit could only drop datagrams, so it is refused rather than ignored.
+  v.forward(
+    v.check((a) => !(a.type === "udp" && a.bandwidthLimit), "applies to TCP apps only (a UDP app could only be limited by dropping datagrams)"),
+    ["bandwidthLimit"],
+  ),
+);
 
 /** Limits of one group, settable in server.toml and through the API. */
 export const GroupLimits = {
