@@ -15,6 +15,7 @@ import { SqliteStore } from "./lib/registry/sqlite.ts";
 import { RegistryView } from "./lib/registry/view.ts";
 import type { TlsMaterial } from "./lib/tls.ts";
 import { generateToken } from "./lib/secrets.ts";
+import { hostPort } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
 import { reload as applyReload, type ReloadResult } from "./lib/server/reload.ts";
 import { WarrenError } from "./lib/errors.ts";
@@ -98,7 +99,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     controlPort = hub.listen(config.controlPort, config.tls.enabled ? tls : undefined);
   } catch (err) {
     registry.close();
-    throw new Error(`cannot listen on ${config.bindAddr}:${config.controlPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(`cannot listen on ${hostPort(config.bindAddr, config.controlPort)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   let current = config;
   // One reload at a time: a second SIGHUP while one runs waits for it.
@@ -127,7 +128,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   } catch (err) {
     hub.stop();
     registry.close();
-    throw new Error(`cannot serve the API on ${config.apiHost}:${config.apiPort} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    throw new Error(`cannot serve the API on ${hostPort(config.apiHost, config.apiPort)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
   if (config.tls.enabled && tls) {
     if (tls.generated) print(`warren: generated a self-signed TLS certificate in ${config.dataDir}`);
@@ -138,9 +139,9 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   reserved.add(controlPort);
   reserved.add(http.port!);
   log.info("warren server ready", {
-    control: `${config.bindAddr}:${controlPort}`,
+    control: hostPort(config.bindAddr, controlPort),
     tls: config.tls.enabled,
-    api: `${scheme}://${config.apiHost}:${http.port}`,
+    api: `${scheme}://${hostPort(config.apiHost, http.port!)}`,
     groups: hub.registry.list().length,
     dataDir: config.dataDir,
   });

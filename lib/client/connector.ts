@@ -5,7 +5,7 @@
  */
 import type { SocketHandler, TLSOptions } from "bun";
 import { EventEmitter } from "node:events";
-import { encode, ErrorCode, FrameReader, FrameType, loginProof, withMagic, type AppStatus, type Message } from "../../protocol.ts";
+import { encode, ErrorCode, FrameReader, FrameType, hostPort, loginProof, withMagic, type AppStatus, type Message } from "../../protocol.ts";
 import { parseHostPort } from "../addr.ts";
 import { normalizeFingerprint, type ClientApp, type ClientConfig } from "../config/schema.ts";
 import { log } from "../log.ts";
@@ -251,7 +251,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   #serverName(): string {
-    return `${this.config.serverAddr}:${this.config.serverPort}`;
+    return hostPort(this.config.serverAddr, this.config.serverPort);
   }
 
   /** Handles one control message; false when the connection is finished. */

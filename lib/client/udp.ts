@@ -4,7 +4,7 @@
  * is evicted at the cap. The server's side is lib/server/apps/udp.ts.
  */
 import type { udp } from "bun";
-import { DatagramReader, MAX_DATAGRAM_BYTES, type ProtocolError } from "../../protocol.ts";
+import { DatagramReader, hostPort, MAX_DATAGRAM_BYTES, type ProtocolError } from "../../protocol.ts";
 import { log } from "../log.ts";
 import { UDP_IDLE_TIMEOUT_S, UDP_RECEIVE_BUFFER_BYTES } from "../config/defaults.ts";
 import { tuneReceiveBuffer, unwatchKernelDrops, watchKernelDrops } from "../net/udp-buffers.ts";
@@ -80,7 +80,7 @@ export class UdpLocal {
     } catch (err) {
       // A connected UDP socket reports an earlier ICMP "port unreachable" by throwing from send().
       this.counters.localErrors++;
-      this.#drop(`local app ${this.app.host}:${this.app.port}: ${(err as Error).message}`);
+      this.#drop(`local app ${hostPort(this.app.host, this.app.port)}: ${(err as Error).message}`);
     }
   }
 
@@ -101,7 +101,7 @@ export class UdpLocal {
         error: (a: unknown, b?: unknown) => {
           // ECONNREFUSED here is the ICMP "port unreachable" of a local app that is down.
           this.counters.localErrors++;
-          this.#drop(`local app ${this.app.host}:${this.app.port}: ${errorOf(a, b)?.message ?? "error"}`);
+          this.#drop(`local app ${hostPort(this.app.host, this.app.port)}: ${errorOf(a, b)?.message ?? "error"}`);
         },
       },
     }).then(

@@ -5,7 +5,7 @@
  * is written to a connection before the client has spoken.
  */
 import type { TCPSocketListener } from "bun";
-import { encode, ErrorCode, FrameReader, frameName, FrameType, NONCE_BYTES, randomBytes, withMagic, type Message } from "../../protocol.ts";
+import { encode, ErrorCode, FrameReader, frameName, FrameType, hostPort, NONCE_BYTES, randomBytes, withMagic, type Message } from "../../protocol.ts";
 import type { LoginGuard } from "../guard.ts";
 import { log } from "../log.ts";
 import { Deadlines } from "../net/deadlines.ts";
@@ -75,7 +75,7 @@ export class ControlPort {
   #accept(socket: { remoteAddress: string; remotePort: number }): Endpoint {
     const ep = new Endpoint();
     const ip = socket.remoteAddress;
-    const addr = () => `${ip}:${socket.remotePort}`;
+    const addr = () => hostPort(ip, socket.remotePort);
     if (this.guard.blocked(ip)) {
       // Refused before any work: the block itself was logged once when it began.
       ep.onOpen = (e) => {
