@@ -11,7 +11,7 @@ import type { AppRecord, GroupRecord } from "../registry/types.ts";
 import type { AppHost, OpenApp, PublicApp } from "./apps/app.ts";
 import { openTcp } from "./apps/tcp.ts";
 import { openUdp } from "./apps/udp.ts";
-import type { LiveUsers } from "./users.ts";
+import type { ServerSettings } from "./settings.ts";
 import { WorkPool, type PoolHost } from "./work-pool.ts";
 import { declaredAppsProblem } from "./auth.ts";
 import { parseBandwidth } from "../config/schema.ts";
@@ -22,20 +22,9 @@ export { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS, MAX_WORK_REQUEST, WORK_REQUEST_T
 /** How each type of app is opened: a new kind of app is a new file in apps/ and one line here. */
 const OPENERS: Record<AppRecord["type"], OpenApp> = { tcp: openTcp, udp: openUdp };
 
-/** What a session needs from the server around it. */
-export interface SessionHost {
-  readonly bindAddr: string;
-  readonly poolSize: number;
-  readonly userConnTimeoutMs: number;
-  readonly maxPendingUsers: number;
-  readonly udpIdleTimeoutMs: number;
-  /** Receive buffer asked for each UDP socket (udpReceiveBuffer). */
-  readonly udpReceiveBuffer: number;
-  /** How long an unanswered OpenWork counts as in flight: WORK_REQUEST_TIMEOUT_MS, lowered only by tests. */
-  readonly workRequestTimeoutMs: number;
+/** What a session needs from the server around it: its settings, counters, and an end notice. */
+export interface SessionHost extends ServerSettings {
   statsFor(group: string, app: string): AppCounters;
-  /** The live user connections of every TCP app. */
-  readonly users: LiveUsers;
   /** Called once when the session has ended. */
   ended(session: Session): void;
 }
@@ -77,29 +66,8 @@ export class Session implements AppHost, PoolHost {
   get groupName(): string {
     return this.group.name;
   }
-  get bindAddr(): string {
-    return this.host.bindAddr;
-  }
-  get udpIdleTimeoutMs(): number {
-    return this.host.udpIdleTimeoutMs;
-  }
-  get udpReceiveBuffer(): number {
-    return this.host.udpReceiveBuffer;
-  }
-  get users(): LiveUsers {
-    return this.host.users;
-  }
-  get poolSize(): number {
-    return this.host.poolSize;
-  }
-  get userConnTimeoutMs(): number {
-    return this.host.userConnTimeoutMs;
-  }
-  get maxPendingUsers(): number {
-    return this.host.maxPendingUsers;
-  }
-  get workRequestTimeoutMs(): number {
-    return this.host.workRequestTimeoutMs;
+  get settings(): ServerSettings {
+    return this.host;
   }
   stats(app: string): AppCounters {
     return this.host.statsFor(this.group.name, app);

@@ -13,6 +13,7 @@ import { holdUntilNextPoll } from "../net/hold.ts";
 import { Stream, type StreamOwner } from "../net/stream.ts";
 import { sockets } from "../net/sockets.ts";
 import type { PublicApp } from "./apps/app.ts";
+import type { ServerSettings } from "./settings.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
 export const WORK_REQUEST_TIMEOUT_MS = 5_000;
@@ -74,11 +75,8 @@ export interface PoolHost {
   readonly groupName: string;
   /** The session's control connection (OpenWork and StreamEnd go there). */
   readonly control: Endpoint;
-  readonly poolSize: number;
-  readonly userConnTimeoutMs: number;
-  readonly maxPendingUsers: number;
-  /** How long an unanswered OpenWork counts as in flight: WORK_REQUEST_TIMEOUT_MS, lowered only by tests. */
-  readonly workRequestTimeoutMs: number;
+  /** The server's settings (pool size, timeouts, limits). */
+  readonly settings: ServerSettings;
   /** The counters of one of the group's apps. */
   stats(app: string): AppCounters;
   /** The app named `name`, while it is served. */
@@ -108,8 +106,8 @@ export class WorkPool implements StreamOwner {
   readonly #idleData: (ep: Endpoint) => void;
 
   constructor(readonly host: PoolHost) {
-    this.#waitDeadlines = new Deadlines(host.userConnTimeoutMs, (w) => this.#dropWaiting(w, "no work connection within userConnTimeout"));
-    this.#ackDeadlines = new Deadlines(host.userConnTimeoutMs, (s) => {
+    this.#waitDeadlines = new Deadlines(host.settings.userConnTimeoutMs, (w) => this.#dropWaiting(w, "no work connection within userConnTimeout"));
+    this.#ackDeadlines = new Deadlines(host.settings.userConnTimeoutMs, (s) => {
       log.warn("no answer on a work connection in time; closing the user", { group: this.host.groupName, app: s.app });
       s.reset();
     });
@@ -173,9 +171,9 @@ export class WorkPool implements StreamOwner {
     }
     // Hold the user's bytes in the kernel until a work connection is bound.
     user.pause();
-    if (this.#waiting.length >= this.host.maxPendingUsers) {
+    if (this.#waiting.length >= this.host.settings.maxPendingUsers) {
       this.host.stats(app).queueFull++;
-      log.warn("too many users waiting for a work connection; refusing", { group: this.host.groupName, app, limit: this.host.maxPendingUsers });
+      log.warn("too many users waiting for a work connection; refusing", { group: this.host.groupName, app, limit: this.host.settings.maxPendingUsers });
       return user.reset();
     }
     const entry: WaitingUser = { user, app };
@@ -318,7 +316,7 @@ export class WorkPool implements StreamOwner {
     // Beyond poolSize, a connection is kept only while the server has descriptors to spare: one group's
     // spike must not hold the sockets that other groups' users need.
     const extra = sockets.open > sockets.max / 2 ? 0 : EXTRA_IDLE_WORK;
-    if (this.#pool.length >= this.host.poolSize + extra) return w.ep.destroy();
+    if (this.#pool.length >= this.host.settings.poolSize + extra) return w.ep.destroy();
     // Taken from the end: the oldest stay at the start, where trimIdle finds them.
     w.idleSince = performance.now();
     this.#pool.push(w);
@@ -348,19 +346,19 @@ export class WorkPool implements StreamOwner {
     // Not before LoginOk: the client can open work connections only once it knows the session id.
     if (this.#ended || !this.#started) return;
     const now = performance.now(); // monotonic: a wall-clock step back must not stall lost requests
-    if (this.#requested > 0 && now - this.#requestedAt > this.host.workRequestTimeoutMs) this.#requested = 0;
+    if (this.#requested > 0 && now - this.#requestedAt > this.host.settings.workRequestTimeoutMs) this.#requested = 0;
     // Refill in batches once the pool is half spent (sooner when someone waits): the client's dials
     // and our hellos then stay off the path of most new streams.
     const waiting = this.#waiting.length + this.#udpWaiting.length;
-    if (waiting === 0 && this.#pool.length + this.#requested > this.host.poolSize / 2) return;
+    if (waiting === 0 && this.#pool.length + this.#requested > this.host.settings.poolSize / 2) return;
     // While someone waits, look again after the request timeout even if no frame arrives meanwhile.
     if (waiting > 0 && !this.#retryTimer) {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = null;
         this.#refill();
-      }, this.host.workRequestTimeoutMs + 1);
+      }, this.host.settings.workRequestTimeoutMs + 1);
     }
-    const want = this.host.poolSize + waiting - this.#pool.length - this.#requested;
+    const want = this.host.settings.poolSize + waiting - this.#pool.length - this.#requested;
     const count = Math.min(want, MAX_WORK_REQUEST);
     if (count <= 0) return;
     this.#requested += count;
@@ -371,7 +369,7 @@ export class WorkPool implements StreamOwner {
   /** Closes idle work connections beyond poolSize that have not been used for IDLE_WORK_TIMEOUT_MS. */
   trimIdle(now = performance.now()): void {
     let n = 0;
-    while (this.#pool.length - n > this.host.poolSize && now - this.#pool[n]!.idleSince > IDLE_WORK_TIMEOUT_MS) n++;
+    while (this.#pool.length - n > this.host.settings.poolSize && now - this.#pool[n]!.idleSince > IDLE_WORK_TIMEOUT_MS) n++;
     for (const w of this.#pool.splice(0, n)) w.ep.destroy();
   }
 

@@ -7,20 +7,17 @@ import type { FrameReader } from "../../../protocol.ts";
 import type { AppCounters } from "../../metrics/counters.ts";
 import type { Endpoint } from "../../net/endpoint.ts";
 import type { AppRecord } from "../../registry/types.ts";
-import type { LiveUsers } from "../users.ts";
+import type { ServerSettings } from "../settings.ts";
 import type { Throttle } from "../../net/throttle.ts";
 
 /** What a public app needs from the session that serves it. */
 export interface AppHost {
   /** The group's name, for logs and counters. */
   readonly groupName: string;
-  readonly bindAddr: string;
-  readonly udpIdleTimeoutMs: number;
-  /** Receive buffer to ask for a UDP app's public socket (udpReceiveBuffer). */
-  readonly udpReceiveBuffer: number;
+  /** The server's settings (address, UDP timeouts and buffers, the live users). */
+  readonly settings: ServerSettings;
   /** The group's bandwidth budgets, each way, that every app's own budget draws on too (null: no group limit). */
   readonly groupLimit: { readonly up: Throttle | null; readonly down: Throttle | null };
-  readonly users: LiveUsers;
   /** The counters of one of the group's apps. */
   stats(app: string): AppCounters;
   /** A TCP user passed the app's own checks: find it a work connection. */

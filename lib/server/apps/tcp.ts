@@ -23,7 +23,8 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     return { group, up: rate ? new Throttle(rate, group.up) : group.up, down: rate ? new Throttle(rate, group.down) : group.down };
   };
   let limit = limits(rec);
-  const { users, groupName: group } = host;
+  const { groupName: group } = host;
+  const users = host.settings.users;
   // One set of functions per listener, not per user: memory per held connection stays low.
   const onUserClose = (user: Endpoint) => {
     stats.connections--;
@@ -55,7 +56,7 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
   });
   let listener;
   try {
-    listener = Bun.listen<Endpoint>({ hostname: host.bindAddr, port: rec.remotePort, exclusive: true, allowHalfOpen: true, socket: handler });
+    listener = Bun.listen<Endpoint>({ hostname: host.settings.bindAddr, port: rec.remotePort, exclusive: true, allowHalfOpen: true, socket: handler });
   } catch (err) {
     return `port ${rec.remotePort} cannot be bound (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
   }
@@ -66,7 +67,7 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     get downLimit() {
       return limit.down;
     },
-    publicAddr: specificIp(host.bindAddr) ? hostPort(host.bindAddr, listener.port) : undefined,
+    publicAddr: specificIp(host.settings.bindAddr) ? hostPort(host.settings.bindAddr, listener.port) : undefined,
     update(next: AppRecord): boolean {
       if (next.remotePort !== current.remotePort || next.type !== current.type) return false;
       // For users from now on (open streams keep the budget they began with).

@@ -164,7 +164,7 @@ export class UdpPublic {
 /** Binds the app's UDP port; a string says why it cannot be. */
 export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp | string> {
   const group = host.groupName;
-  const bound = await UdpPublic.open(host.bindAddr, rec, host.stats(rec.name), host.udpIdleTimeoutMs, { group, app: rec.name }, host.udpReceiveBuffer);
+  const bound = await UdpPublic.open(host.settings.bindAddr, rec, host.stats(rec.name), host.settings.udpIdleTimeoutMs, { group, app: rec.name }, host.settings.udpReceiveBuffer);
   if (typeof bound === "string") return bound;
   const udp = bound;
   let closed = false;
