@@ -102,7 +102,12 @@ async function main(): Promise<void> {
   connector.on("fatal", () => process.exit(1));
   // The public address of each app, on stdout: what the person who started the client needs to know.
   const announce = (apps: readonly AppStatus[]) => {
-    for (const a of apps) if (!a.error) console.log(`warren: app ${a.name} (${a.type}) is reachable at ${hostPort(config.serverAddr, a.remotePort)}`);
+    for (const a of apps) {
+      if (a.error) continue;
+      // An HTTP or HTTPS app is reached by name on the server's shared ports.
+      const where = a.urls?.length ? a.urls.join(" and ") : a.type === "http" || a.type === "https" ? "no URL (the server did not say)" : hostPort(config.serverAddr, a.remotePort);
+      console.log(`warren: app ${a.name} (${a.type}) is reachable at ${where}`);
+    }
   };
   connector.on("online", announce);
   connector.on("apps", announce);

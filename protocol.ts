@@ -28,7 +28,7 @@ import ipaddr from "ipaddr.js";
 /** Group and app names on the wire and everywhere else: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 /** Protocol version carried in the last byte of MAGIC. */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 /** "WARREN", a zero byte and the version: the first bytes each side sends on every connection. */
 export const MAGIC = new Uint8Array([0x57, 0x41, 0x52, 0x52, 0x45, 0x4e, 0x00, PROTOCOL_VERSION]);
 const VERSION_AT = MAGIC.length - 1;
@@ -42,8 +42,9 @@ export const NONCE_BYTES = 32;
 export const SESSION_ID_BYTES = 16;
 /**
  * Longest error text of one app status, in UTF-8 bytes; longer ones are cut (ending in "...").
- * With it, 256 statuses (hub.ts's MAX_DECLARED_APPS) with 64-byte names take at most 64,274
- * bytes: a LoginOk always fits in one frame, whatever an error (an OS message) says.
+ * With it, 256 statuses (hub.ts's MAX_DECLARED_APPS) with 64-byte names take at most 64,530
+ * bytes: a LoginOk always fits in one frame, whatever an error (an OS message) says. An HTTP
+ * app's URLs fill the room left (writeAppStatuses).
  */
 export const MAX_STATUS_ERROR_BYTES = 180;
 /** Bytes in an HMAC-SHA256 proof. */
@@ -92,9 +93,17 @@ export enum ErrorCode {
   TokenChanged = 18,
 }
 
-/** App transport types, as carried on the wire. */
-export type AppType = "tcp" | "udp";
-const APP_TYPES: readonly AppType[] = ["tcp", "udp"];
+/**
+ * App types, as carried on the wire. "http" and "https" travel as TCP streams (the client
+ * connects to its local app as for "tcp"); the server routes them by Host or TLS SNI on its
+ * shared ports. New types go at the end: the byte is the index.
+ */
+export type AppType = "tcp" | "udp" | "http" | "https";
+const APP_TYPES: readonly AppType[] = ["tcp", "udp", "http", "https"];
+/** Most public URLs one app status carries (a subdomain and custom domains, each over HTTP and HTTPS). */
+export const MAX_STATUS_URLS = 8;
+/** Longest public URL in an app status, in UTF-8 bytes. */
+export const MAX_STATUS_URL_BYTES = 300;
 
 /** An app a client declares at login. */
 export interface DeclaredApp {
@@ -109,6 +118,8 @@ export interface AppStatus {
   readonly remotePort: number;
   /** Empty when the app is served; otherwise the reason it is not. */
   readonly error: string;
+  /** Where users reach an HTTP or HTTPS app ("http://grafana.example.com/"); empty for TCP and UDP apps. */
+  readonly urls?: readonly string[];
 }
 
 /** Every message of the protocol. */
@@ -263,14 +274,36 @@ class Reader {
 
 function writeAppStatuses(w: Writer, apps: readonly AppStatus[]): Writer {
   w.u16(apps.length);
-  for (const a of apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type)).u16(a.remotePort).clippedStr(a.error, MAX_STATUS_ERROR_BYTES);
+  // URLs take what room the frame has left after every status's fixed part (a 256-app login
+  // with long errors leaves little): ones that do not fit are left out, never the frame.
+  let room = MAX_FRAME_BYTES - SESSION_ID_BYTES - 2;
+  for (const a of apps) room -= 7 + utf8.encode(a.name).length + Math.min(utf8.encode(a.error).length, MAX_STATUS_ERROR_BYTES);
+  for (const a of apps) {
+    w.str(a.name).u8(APP_TYPES.indexOf(a.type)).u16(a.remotePort).clippedStr(a.error, MAX_STATUS_ERROR_BYTES);
+    const urls: string[] = [];
+    for (const u of (a.urls ?? []).slice(0, MAX_STATUS_URLS)) {
+      const size = 2 + Math.min(utf8.encode(u).length, MAX_STATUS_URL_BYTES);
+      if (size > room) break;
+      room -= size;
+      urls.push(u);
+    }
+    w.u8(urls.length);
+    for (const u of urls) w.clippedStr(u, MAX_STATUS_URL_BYTES);
+  }
   return w;
 }
 
 function readAppStatuses(r: Reader): AppStatus[] {
   const n = r.u16();
   const apps: AppStatus[] = [];
-  for (let i = 0; i < n; i++) apps.push({ name: r.str(), type: r.appType(), remotePort: r.u16(), error: r.str() });
+  for (let i = 0; i < n; i++) {
+    const a = { name: r.str(), type: r.appType(), remotePort: r.u16(), error: r.str() };
+    const count = r.u8();
+    if (count > MAX_STATUS_URLS) throw new Short("too many URLs in an app status");
+    const urls: string[] = [];
+    for (let j = 0; j < count; j++) urls.push(r.str());
+    apps.push(count ? { ...a, urls } : a);
+  }
   return apps;
 }
 

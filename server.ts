@@ -19,6 +19,8 @@ import { hostPort } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
 import { reload as applyReload, type ReloadResult } from "./lib/server/reload.ts";
 import { WarrenError } from "./lib/errors.ts";
+import { Vhosts, type EdgeCertificate } from "./lib/server/http/edge.ts";
+import { VhostRouter } from "./lib/server/http/router.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -78,8 +80,10 @@ async function adminToken(config: ServerConfig, print: (line: string) => void): 
  */
 export async function startServer(config: ServerConfig, file = "server.toml", print: (line: string) => void = console.log, tls?: TlsMaterial): Promise<RunningServer> {
   if (config.tls.enabled && !tls) throw new Error("TLS is enabled but no certificate was loaded");
-  const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
-  const registry = await SqliteStore.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved);
+  const reserved = new Set([config.controlPort, config.apiPort, config.vhostHTTPPort, config.vhostHTTPSPort].filter((p) => p !== 0));
+  // Certificates first: a missing or mismatched file is a config error before anything is bound.
+  const certificates = config.vhostHTTPSPort ? await loadCertificates(config, file) : [];
+  const registry = await SqliteStore.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved, config.subdomainHost ?? null);
   const errors = await registry.syncConfig(config.groups);
   if (errors.length) {
     registry.close();
@@ -94,10 +98,25 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     throw err;
   }
   const hub = new Hub(config, registry, await RegistryView.of(registry));
+  if (config.vhostHTTPPort || config.vhostHTTPSPort) {
+    const router = new VhostRouter(config.subdomainHost ?? null);
+    router.rebuild(hub.registry.list());
+    const settings = { router, headerTimeoutMs: config.vhostHeaderTimeoutMs, idleTimeoutMs: config.vhostIdleTimeoutMs, maxHeaderBytes: config.vhostMaxHeaderBytes };
+    const vhosts = new Vhosts(router, settings, certificates);
+    try {
+      vhosts.listen(config.bindAddr, config.vhostHTTPPort, config.vhostHTTPSPort, !!config.vhostHTTPPort, !!config.vhostHTTPSPort);
+    } catch (err) {
+      vhosts.stop();
+      registry.close();
+      throw new Error(`cannot listen on the vhost ports ${config.vhostHTTPPort} and ${config.vhostHTTPSPort} of ${config.bindAddr} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+    hub.vhosts = vhosts;
+  }
   let controlPort: number;
   try {
     controlPort = hub.listen(config.controlPort, config.tls.enabled ? tls : undefined);
   } catch (err) {
+    hub.vhosts?.stop();
     registry.close();
     throw new Error(`cannot listen on ${hostPort(config.bindAddr, config.controlPort)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
   }
@@ -144,6 +163,8 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     api: `${scheme}://${hostPort(config.apiHost, http.port!)}`,
     groups: hub.registry.list().length,
     dataDir: config.dataDir,
+    ...(hub.vhosts?.httpPort ? { vhostHTTP: hostPort(config.bindAddr, hub.vhosts.httpPort) } : {}),
+    ...(hub.vhosts?.httpsPort ? { vhostHTTPS: hostPort(config.bindAddr, hub.vhosts.httpsPort) } : {}),
   });
   return {
     hub,
@@ -152,11 +173,30 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     adminToken: token,
     reload,
     stop() {
+      hub.vhosts?.stop();
       hub.stop();
       http.stop(true);
       registry.close();
     },
   };
+}
+
+/** Reads `[[certificates]]`: each pair must load and match, or the config error names its key. */
+async function loadCertificates(config: ServerConfig, file: string): Promise<EdgeCertificate[]> {
+  const { createSecureContext } = await import("node:tls");
+  const out: EdgeCertificate[] = [];
+  for (const [i, c] of config.certificates.entries()) {
+    const cert = await readText(c.certFile).catch(() => null);
+    if (typeof cert !== "string") throw new ConfigError(file, `certificates[${i}].certFile`, `cannot read ${c.certFile}`);
+    const key = await readText(c.keyFile).catch(() => null);
+    if (typeof key !== "string") throw new ConfigError(file, `certificates[${i}].keyFile`, `cannot read ${c.keyFile}`);
+    try {
+      out.push({ domains: c.domains, context: createSecureContext({ cert, key }) });
+    } catch (err) {
+      throw new ConfigError(file, `certificates[${i}].keyFile`, `${c.keyFile} and ${c.certFile} do not make a usable pair (${(err as Error).message})`);
+    }
+  }
+  return out;
 }
 
 /** Parses flags and the config file; exits 2 on any mistake in them. */

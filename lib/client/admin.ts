@@ -47,13 +47,13 @@ export function statusOf(connector: Connector): ClientStatus {
     onlineSince: connector.onlineSince?.toISOString() ?? null,
     apps: connector.config.apps.map((a) => {
       const st = connector.statuses.find((s) => s.name === a.name);
-      const t = a.type === "tcp" ? connector.traffic(a.name) : null;
+      const t = a.type !== "udp" ? connector.traffic(a.name) : null;
       const udp = a.type === "udp" ? connector.udpCounters(a.name) : undefined;
       return {
         name: a.name,
         type: a.type,
         localAddr: a.localAddr,
-        publicAddr: st && !st.error && connector.online ? hostPort(serverHost, st.remotePort) : null,
+        publicAddr: st && !st.error && connector.online ? (st.urls?.length ? st.urls.join(" ") : hostPort(serverHost, st.remotePort)) : null,
         error: st?.error || null,
         connections: t?.connections ?? udp?.peers ?? 0,
         bytesToApp: t?.bytesOut ?? 0,
@@ -101,7 +101,7 @@ export function formatStatus(s: ClientStatus): string {
     ...s.apps.map(
       (a) =>
         `  ${a.name} (${a.type}) ${a.localAddr} -> ${a.publicAddr ?? (a.error ? `not served: ${a.error}` : "not served yet")}` +
-        (a.type === "tcp" ? `; ${a.connections} open, ${a.bytesToApp} B to the app, ${a.bytesFromApp} B from it` : `; ${a.connections} peers`),
+        (a.type !== "udp" ? `; ${a.connections} open, ${a.bytesToApp} B to the app, ${a.bytesFromApp} B from it` : `; ${a.connections} peers`),
     ),
   ];
   if (s.lastError) lines.push(`last error (${s.lastError.at}): ${s.lastError.message}`);

@@ -15,7 +15,7 @@ export async function register(config: ClientConfig, timeoutMs: number): Promise
     const res = await fetch(url, {
       method: "POST",
       headers: { authorization: `Bearer ${registrationToken}`, "content-type": "application/json" },
-      body: JSON.stringify({ name: group, token: config.token, apps: config.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort })) }),
+      body: JSON.stringify({ name: group, token: config.token, apps: config.apps.map(({ localAddr: _l, proxyProtocol: _p, ...a }) => a) }),
       signal: AbortSignal.timeout(timeoutMs),
     });
     const body = (await res.json().catch(() => ({}))) as { error?: string };

@@ -22,3 +22,9 @@ export const DEFAULT_ALLOW_PORTS = "1024-65535";
 /** Defaults for groups that the registration token creates (README, Security). */
 export const REGISTRATION_MAX_GROUPS = 100;
 export const REGISTRATION_MAX_APPS = 10;
+/** Default seconds a vhost connection may take to send a request head: a slow sender (slowloris) is cut after it. */
+export const VHOST_HEADER_TIMEOUT_S = 10;
+/** Default seconds an idle keep-alive connection on a vhost port is kept (nginx's keepalive_timeout is 75). */
+export const VHOST_IDLE_TIMEOUT_S = 60;
+/** Default largest request head on a vhost port, bytes (nginx answers 431 past 8 KiB by default; 32 KiB leaves room for big cookies). */
+export const VHOST_MAX_HEADER_BYTES = 32 * 1024;

@@ -7,7 +7,7 @@ import * as v from "valibot";
 import { parseCidr, parseHostPort } from "../addr.ts";
 import { NAME_PATTERN } from "../../protocol.ts";
 import { PortSet } from "../ports.ts";
-import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES } from "./defaults.ts";
+import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, VHOST_HEADER_TIMEOUT_S, VHOST_IDLE_TIMEOUT_S, VHOST_MAX_HEADER_BYTES, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES } from "./defaults.ts";
 
 /** Bytes of receive buffer to ask for each UDP socket; 0 leaves the system's default. */
 const UdpReceiveBuffer = v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(0, "must be 0 (the system default) or more"), v.maxValue(256 << 20, "must be at most 268435456 (256 MiB)")), UDP_RECEIVE_BUFFER_BYTES);
@@ -29,8 +29,12 @@ export const NameSchema = v.pipe(
 );
 /** A group token: long enough that guessing it is hopeless. */
 export const TokenSchema = v.pipe(v.string("must be a string"), v.minLength(16, "must be at least 16 characters"), v.maxLength(256, "must be at most 256 characters"));
-/** An app's transport; TCP and UDP ports are separate, so "dns" on UDP 5353 and "web" on TCP 5353 coexist. */
-export const AppTypeSchema = v.picklist(["tcp", "udp"], 'must be "tcp" or "udp"');
+/**
+ * An app's kind: "tcp" and "udp" get a public port each (TCP and UDP ports are separate, so "dns"
+ * on UDP 5353 and "web" on TCP 5353 coexist); "http" and "https" share the server's vhost ports
+ * and are told apart by domain (Host header, TLS SNI).
+ */
+export const AppTypeSchema = v.picklist(["tcp", "udp", "http", "https"], 'must be "tcp", "udp", "http" or "https"');
 /** A TCP port, 0 meaning "choose one". */
 export const PortSchema = v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0-65535"), v.maxValue(65535, "must be 0-65535"));
 const Seconds = (def: number) => v.optional(v.pipe(v.number("must be a number of seconds"), v.minValue(0.05, "must be at least 0.05 seconds"), v.maxValue(86400, "must be at most 86400 seconds")), def);
@@ -77,6 +81,79 @@ export function parseBandwidth(s: string): number | null {
   return Math.round(Number(m[1]) * 1024 ** ({ kb: 1, mb: 2, gb: 3 } as const)[m[2]!.toLowerCase() as "kb" | "mb" | "gb"]);
 }
 
+/** A host name as users type it: dot-separated letters, digits and '-' (LDH labels), kept lower-case, since names compare ignoring case. */
+export const DomainSchema = v.pipe(
+  v.string("must be a host name like app.example.com"),
+  v.toLowerCase(),
+  v.check(isDomain, "must be a host name like app.example.com: letters, digits and '-' in dot-separated labels, at most 253 characters"),
+);
+/** A domain or a wildcard over its subdomains ("*.example.com"). */
+export const DomainPatternSchema = v.pipe(
+  v.string("must be a host name like app.example.com or *.example.com"),
+  v.toLowerCase(),
+  v.check((s) => isDomain(s.startsWith("*.") ? s.slice(2) : s), "must be a host name like app.example.com, or *.example.com for every name under it"),
+);
+/** Whether `s` is a DNS host name (LDH labels of 1-63 characters, at most 253 in all; no trailing dot). */
+export function isDomain(s: string): boolean {
+  return s.length <= 253 && s.split(".").every((l) => /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i.test(l));
+}
+/** A path prefix an HTTP app answers under; matched as a plain prefix, as frp and nginx do. */
+const LocationSchema = v.pipe(
+  v.string("must be a path like /api"),
+  v.regex(/^\/[\x21-\x7e]{0,255}$/, "must be a path starting with '/', without spaces or control characters, at most 256 characters"),
+);
+/** A header name (RFC 9110 token) and a value without control characters: what the proxy may write into a request or response head. */
+const HeaderTableSchema = v.strictObject({
+  set: v.optional(
+    v.pipe(
+      v.record(
+        v.pipe(v.string(), v.regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$/, "header names are letters, digits and !#$%&'*+.^_`|~- (at most 64)")),
+        v.pipe(v.string("must be a string"), v.regex(/^[\x20-\x7e\t]{0,1024}$/, "header values are printable ASCII (at most 1024 characters)")),
+      ),
+      v.check((t) => Object.keys(t).length <= 32, "at most 32 headers"),
+    ),
+  ),
+});
+
+/** Keys of HTTP and HTTPS apps, the same in server.toml, the API and (for self-registration) client.toml. */
+export const HttpAppKeys = {
+  /** Served at `<subdomain>.<subdomainHost>`. */
+  subdomain: v.optional(v.pipe(v.string("must be a string"), v.toLowerCase(), v.check((s) => isDomain(s) && s.length <= 63, "must be letters, digits and '-' (dot-separated labels allowed), like grafana"))),
+  /** Domains of the app's own ("app.example.com", "*.example.com"). */
+  customDomains: v.optional(v.pipe(v.array(DomainPatternSchema, "must be a list of host names"), v.maxLength(32, "at most 32 domains"), v.check((d) => new Set(d).size === d.length, "lists a domain twice"))),
+  /** Path prefixes this app answers under on its domains (HTTP only; default ["/"]). */
+  locations: v.optional(v.pipe(v.array(LocationSchema, "must be a list of paths"), v.minLength(1, "must list at least one path"), v.maxLength(32, "at most 32 locations"), v.check((d) => new Set(d).size === d.length, "lists a path twice"))),
+  /** The Host header the app sees instead of the one the user sent. */
+  hostHeaderRewrite: v.optional(v.pipe(v.string("must be a string"), v.regex(/^[A-Za-z0-9.:[\]-]{1,255}$/, "must be a host name, optionally with :port"))),
+  requestHeaders: v.optional(HeaderTableSchema),
+  responseHeaders: v.optional(HeaderTableSchema),
+  /** HTTP Basic authentication at the server, before anything reaches the app. */
+  httpUser: v.optional(v.pipe(v.string("must be a string"), v.regex(/^[^:\x00-\x1f\x7f]{1,128}$/, "must be 1-128 characters without ':' or control characters"))),
+  httpPassword: v.optional(v.pipe(v.string("must be a string"), v.regex(/^[^\x00-\x1f\x7f]{1,128}$/, "must be 1-128 characters without control characters"))),
+};
+
+const HTTP_ONLY = ["locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword"] as const;
+type HttpKeysOf = { type: string; remotePort?: number } & { [K in keyof typeof HttpAppKeys]?: unknown };
+/** What is wrong in how an app's keys fit its type, as [key, message] pairs. */
+export function httpKeysProblems(a: HttpKeysOf, needsDomain = true): [string, string][] {
+  const out: [string, string][] = [];
+  const web = a.type === "http" || a.type === "https";
+  if (needsDomain && web && a.subdomain === undefined && !(a.customDomains as unknown[] | undefined)?.length) out.push(["subdomain", `an "${a.type}" app needs subdomain or customDomains: the domain users reach it at`]);
+  if (web && a.remotePort) out.push(["remotePort", `is not used by "http" and "https" apps: they are served on the server's vhostHTTPPort and vhostHTTPSPort, by domain`]);
+  for (const k of ["subdomain", "customDomains"] as const) if (!web && a[k] !== undefined) out.push([k, `applies to "http" and "https" apps only`]);
+  for (const k of HTTP_ONLY) if (a.type !== "http" && a[k] !== undefined) out.push([k, `applies to "http" apps only${a.type === "https" ? " (an \"https\" app's TLS passes through the server unread)" : ""}`]);
+  if ((a.httpUser === undefined) !== (a.httpPassword === undefined)) out.push([a.httpUser === undefined ? "httpUser" : "httpPassword", "httpUser and httpPassword go together"]);
+  return out;
+}
+/** The checks that tie an app's keys to its type, each issue naming the key at fault. */
+const httpChecks = <T extends HttpKeysOf>(needsDomain = true) =>
+  v.rawCheck<T>(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    for (const [key, message] of httpKeysProblems(dataset.value, needsDomain)) {
+      addIssue({ message, path: [{ type: "object", origin: "value", input: dataset.value as Record<string, unknown>, key, value: (dataset.value as Record<string, unknown>)[key] }] });
+    }
+  });
+
 /** A count from 0 (no limit) to `max`. */
 const CountSchema = (max: number) => v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(0, "must be 0 (no limit) or more"), v.maxValue(max, `must be at most ${max}`));
 const Count = (max: number, def = 0) => v.optional(CountSchema(max), def);
@@ -97,7 +174,9 @@ export const ServerAppSchema = v.pipe(
     maxConnections: Count(1_000_000),
     /** Bytes per second each way for all the app's streams together, frp's spelling ("10MB"); absent: no limit. */
     bandwidthLimit: v.optional(BandwidthSchema),
+    ...HttpAppKeys,
   }),
+  httpChecks(),
   // UDP has no backpressure: a limit could only drop datagrams, so it is refused rather than ignored.
   v.forward(
     v.check((a) => !(a.type === "udp" && a.bandwidthLimit), "applies to TCP apps only (a UDP app could only be limited by dropping datagrams)"),
@@ -173,6 +252,32 @@ export const ServerConfigSchema = v.pipe(
     /** Ports a group created with the registration token may have, within allowPorts (absent: allowPorts). */
     registrationAllowPorts: v.optional(PortSpecSchema),
     tls: v.optional(ServerTlsSchema, { enabled: false }),
+    /** The shared port of "http" apps, routed by the Host header (0: off). */
+    vhostHTTPPort: v.optional(PortSchema, 0),
+    /** The shared port of "https" apps (routed by TLS SNI, passed through) and of "http" apps a certificate covers (TLS ends here); 0: off. */
+    vhostHTTPSPort: v.optional(PortSchema, 0),
+    /** An app with `subdomain = "x"` answers at "x.<subdomainHost>". */
+    subdomainHost: v.optional(DomainSchema),
+    /** Certificates the server ends TLS with on vhostHTTPSPort, chosen by SNI. */
+    certificates: v.optional(
+      v.pipe(
+        v.array(
+          v.strictObject({
+            domains: v.pipe(v.array(DomainPatternSchema, "must be a list of host names"), v.minLength(1, "must list at least one domain")),
+            certFile: v.pipe(v.string("must be the path of a PEM certificate"), v.nonEmpty("must not be empty")),
+            keyFile: v.pipe(v.string("must be the path of a PEM private key"), v.nonEmpty("must not be empty")),
+          }),
+        ),
+        v.maxLength(1000, "at most 1000 certificates"),
+      ),
+      [],
+    ),
+    /** Seconds a vhost connection may take to send a request's head (slowloris). */
+    vhostHeaderTimeout: Seconds(VHOST_HEADER_TIMEOUT_S),
+    /** Seconds an idle keep-alive connection on a vhost port stays open. */
+    vhostIdleTimeout: Seconds(VHOST_IDLE_TIMEOUT_S),
+    /** Largest request head (request line and headers) on the vhost ports; larger ones get 431. */
+    vhostMaxHeaderBytes: v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(1024, "must be at least 1024"), v.maxValue(1 << 20, "must be at most 1048576")), VHOST_MAX_HEADER_BYTES),
     /** Serve the HTTP API over TLS too, with the control port's certificate. */
     apiTls: v.optional(v.boolean("must be true or false"), false),
     loginFailureLimit: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")), LOGIN_FAILURE_LIMIT),
@@ -194,7 +299,7 @@ export const ServerConfigSchema = v.pipe(
       [],
     ),
   }),
-  withMs(["heartbeatTimeout", "userConnTimeout", "udpIdleTimeout", "handshakeTimeout", "loginFailureWindow", "loginBlockTime"]),
+  withMs(["heartbeatTimeout", "userConnTimeout", "udpIdleTimeout", "handshakeTimeout", "loginFailureWindow", "loginBlockTime", "vhostHeaderTimeout", "vhostIdleTimeout"]),
 );
 
 /** A local app of the client. */
@@ -206,7 +311,11 @@ export const ClientAppSchema = v.pipe(
     remotePort: v.optional(PortSchema, 0),
     /** A PROXY protocol header (HAProxy's) before the user's bytes, so the app learns the user's address. */
     proxyProtocol: v.optional(v.picklist(["v1", "v2"], 'must be "v1" or "v2"')),
+    /** For self-registration (apiUrl and registrationToken): the app's HTTP keys, as server.toml takes them. */
+    ...HttpAppKeys,
   }),
+  // A client's app names its domain only when the client registers it (the server holds the record otherwise).
+  httpChecks(false),
   v.forward(
     v.check((a) => !(a.type === "udp" && a.proxyProtocol), "is for TCP apps only"),
     ["proxyProtocol"],

@@ -17,6 +17,8 @@ export interface AppCounters extends Counters {
   queueFull: number;
   /** UDP datagrams the kernel dropped at the app's public socket (its receive buffer was full); also in `dropped`. */
   kernelDropped: number;
+  /** HTTP requests routed to the app (HTTP apps only). */
+  requests: number;
 }
 
 /** The counters of every app, by group and app name. */
@@ -27,7 +29,7 @@ export class Metrics {
   app(group: string, app: string): AppCounters {
     const key = `${group}/${app}`;
     let c = this.#apps.get(key);
-    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, kernelDropped: 0 }));
+    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, kernelDropped: 0, requests: 0 }));
     return c;
   }
 

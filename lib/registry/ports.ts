@@ -5,7 +5,7 @@
  * keeps it. Whether a port is free is asked of an injected probe (binding it).
  */
 import { PortSet } from "../ports.ts";
-import { RegistryError, type AppInput, type AppRecord, type RegistryErrorCode } from "./types.ts";
+import { HTTP_RECORD_KEYS, RegistryError, servedByDomain, type AppInput, type AppRecord, type RegistryErrorCode } from "./types.ts";
 
 /** The ports in play, as a store knows them. */
 export interface PortSpace {
@@ -54,7 +54,7 @@ export function resolvePorts(
   const fail = (code: RegistryErrorCode, i: number, message: string) => ({ ok: false as const, error: new RegistryError(code, message, `apps[${i}].remotePort`) });
   // Explicit ports first, so that a chosen port never lands on one asked for later in the list.
   for (const [i, a] of apps.entries()) {
-    if (a.remotePort === 0) continue;
+    if (a.remotePort === 0 || servedByDomain(a.type)) continue;
     const key = `${a.type}:${a.remotePort}`;
     if (!allowed(a.remotePort)) return fail("port_not_allowed", i, `port ${a.remotePort} is outside allowPorts${own ? ` (the server's, narrowed by the group's "${groupPorts}")` : ""}`);
     if (space.reserved.has(a.remotePort) && a.type === "tcp") return fail("port_taken", i, `port ${a.remotePort} is used by the server itself`);
@@ -64,7 +64,12 @@ export function resolvePorts(
     mine.add(key);
   }
   for (const [i, a] of apps.entries()) {
-    const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0, ...(a.bandwidthLimit ? { bandwidthLimit: a.bandwidthLimit } : {}) };
+    const options = { allowIPs: a.allowIPs ?? [], denyIPs: a.denyIPs ?? [], maxConnections: a.maxConnections ?? 0, ...(a.bandwidthLimit ? { bandwidthLimit: a.bandwidthLimit } : {}), ...httpKeys(a) };
+    // Served by domain on the shared ports: no port of its own.
+    if (servedByDomain(a.type)) {
+      out.push({ name: a.name, type: a.type, remotePort: 0, requestedPort: 0, ...options });
+      continue;
+    }
     if (a.remotePort !== 0) {
       out.push({ name: a.name, type: a.type, remotePort: a.remotePort, requestedPort: a.remotePort, ...options });
       continue;
@@ -85,4 +90,11 @@ export function resolvePorts(
     out.push({ name: a.name, type: a.type, remotePort: port, requestedPort: 0, ...options });
   }
   return { ok: true, apps: out };
+}
+
+/** The HTTP keys an app was given (none for TCP and UDP apps), copied into its record. */
+export function httpKeys(a: Partial<AppRecord>): Partial<AppRecord> {
+  const out: Record<string, unknown> = {};
+  for (const k of HTTP_RECORD_KEYS) if (a[k] !== undefined) out[k] = a[k];
+  return out as Partial<AppRecord>;
 }

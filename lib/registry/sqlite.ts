@@ -9,9 +9,10 @@ import { privately, tighten, writeNew } from "../files.ts";
 import { log } from "../log.ts";
 import type { AppType } from "../../protocol.ts";
 import type { PortSet } from "../ports.ts";
-import { resolvePorts, type PortSpace } from "./ports.ts";
+import { appDomains, checkDomains, type DomainSpace } from "./domains.ts";
+import { httpKeys, resolvePorts, type PortSpace } from "./ports.ts";
 import { ChangeFeed, type ChangeListener, type ConfigGroup, type RegistryStore } from "./store.ts";
-import { RegistryError, type AppInput, type AppRecord, type GroupLimitsInput, type GroupRecord, type GroupSource, type RegistryChange, type RegistryResult } from "./types.ts";
+import { RegistryError, servedByDomain, type AppInput, type AppRecord, type GroupLimitsInput, type GroupRecord, type GroupSource, type RegistryChange, type RegistryResult } from "./types.ts";
 
 export type { AppInput, AppRecord, GroupRecord, GroupSource, RegistryError, RegistryResult } from "./types.ts";
 
@@ -33,8 +34,7 @@ CREATE TABLE IF NOT EXISTS apps (
   remote_port INTEGER NOT NULL,
   requested_port INTEGER NOT NULL,
   options TEXT NOT NULL DEFAULT '{}',
-  PRIMARY KEY (group_name, name),
-  UNIQUE (type, remote_port)
+  PRIMARY KEY (group_name, name)
 );`;
 
 function limitsJson(g: GroupRecord): string {
@@ -42,15 +42,17 @@ function limitsJson(g: GroupRecord): string {
 }
 
 /** The registry in SQLite. */
-export class SqliteStore implements RegistryStore, PortSpace {
+export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   #db: Database;
   readonly #changes = new ChangeFeed();
   #groups = new Map<string, GroupRecord>();
   /** "type:port" -> owning group, for every app: port checks stay O(1) with thousands of groups. */
   #owners = new Map<string, string>();
+  /** Domain -> the group whose apps claim it (domains.ts). */
+  #domains = new Map<string, string>();
 
   /** Opens the registry in `dataDir` (creating the folder 0700 and the file 0600 when missing), or in memory for ":memory:". */
-  static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set()): Promise<SqliteStore> {
+  static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set(), subdomainHost: string | null = null): Promise<SqliteStore> {
     if (dataDir !== ":memory:") {
       const path = join(dataDir, REGISTRY_FILE);
       // An empty file is a valid empty SQLite database: writing one creates dataDir without node:fs (lib/files.ts).
@@ -58,7 +60,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
       // Tokens live there: a database that others may read (restored from a backup, say) is made 0600.
       else if (await tighten(path)) log.warn("registry file was readable by others; made it 0600", { file: path });
     }
-    return new SqliteStore(dataDir, allow, probe, reserved);
+    return new SqliteStore(dataDir, allow, probe, reserved, subdomainHost);
   }
 
   /** Opens the registry in an existing `dataDir` (see `open`), or in memory for ":memory:". */
@@ -67,6 +69,8 @@ export class SqliteStore implements RegistryStore, PortSpace {
     readonly allow: PortSet,
     readonly probe: (port: number) => boolean,
     readonly reserved: ReadonlySet<number> = new Set(),
+    /** The server's subdomainHost (domains.ts). */
+    readonly subdomainHost: string | null = null,
   ) {
     // Tokens live here: the database and its -wal and -shm files are created readable by the owner only.
     this.#db = privately(() => {
@@ -85,6 +89,17 @@ export class SqliteStore implements RegistryStore, PortSpace {
     const has = (table: string, col: string) => this.#db.query<{ name: string }, []>(`PRAGMA table_info(${table})`).all().some((c) => c.name === col);
     if (!has("groups", "limits")) this.#db.exec("ALTER TABLE groups ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'");
     if (!has("apps", "options")) this.#db.exec("ALTER TABLE apps ADD COLUMN options TEXT NOT NULL DEFAULT '{}'");
+    // Before HTTP apps, every app had a port of its own and the table said so; HTTP apps all have port 0, so
+    // the table is rebuilt without that constraint (the in-memory index checks ports, as it always did).
+    const apps = this.#db.query<{ sql: string }, []>("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'apps'").get();
+    if (apps && /UNIQUE\s*\(type, remote_port\)/.test(apps.sql)) {
+      this.#db.transaction(() => {
+        this.#db.exec("ALTER TABLE apps RENAME TO apps_v1");
+        this.#db.exec(SCHEMA);
+        this.#db.exec("INSERT INTO apps (rowid, group_name, name, type, remote_port, requested_port, options) SELECT rowid, group_name, name, type, remote_port, requested_port, options FROM apps_v1 ORDER BY rowid");
+        this.#db.exec("DROP TABLE apps_v1");
+      })();
+    }
   }
 
   #load(): void {
@@ -99,7 +114,6 @@ export class SqliteStore implements RegistryStore, PortSpace {
     for (const a of apps) {
       const g = this.#groups.get(a.group_name);
       const o = JSON.parse(a.options) as Partial<AppRecord>;
-      if (g) this.#owners.set(`${a.type}:${a.remote_port}`, g.name);
       if (g) {
         (g.apps as AppRecord[]).push({
           name: a.name,
@@ -110,9 +124,11 @@ export class SqliteStore implements RegistryStore, PortSpace {
           denyIPs: o.denyIPs ?? [],
           maxConnections: o.maxConnections ?? 0,
           ...(o.bandwidthLimit ? { bandwidthLimit: o.bandwidthLimit } : {}),
+          ...httpKeys(o),
         });
       }
     }
+    for (const g of this.#groups.values()) this.#index(g, true);
   }
 
   /** Older versions allowed names that differ only in letter case: they still load (logins use the exact name), with a warning. */
@@ -129,10 +145,22 @@ export class SqliteStore implements RegistryStore, PortSpace {
 
   #index(g: GroupRecord, add: boolean): void {
     for (const a of g.apps) {
+      if (servedByDomain(a.type)) {
+        for (const d of appDomains(a, this.subdomainHost)) {
+          if (add) this.#domains.set(d, g.name);
+          else if (this.#domains.get(d) === g.name) this.#domains.delete(d);
+        }
+        continue;
+      }
       const k = `${a.type}:${a.remotePort}`;
       if (add) this.#owners.set(k, g.name);
       else if (this.#owners.get(k) === g.name) this.#owners.delete(k);
     }
+  }
+
+  /** The group whose apps claim `domain` (DomainSpace). */
+  domainOwner(domain: string): string | undefined {
+    return this.#domains.get(domain);
   }
 
   /** An existing group whose name equals `name` ignoring letter case. */
@@ -184,6 +212,8 @@ export class SqliteStore implements RegistryStore, PortSpace {
     const allowPorts = limits.allowPorts ?? null;
     const resolved = resolvePorts(this, name, apps, [], maxApps, allowPorts);
     if (!resolved.ok) return resolved;
+    const domainError = checkDomains(this, name, resolved.apps);
+    if (domainError) return { ok: false, error: domainError };
     const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, bandwidthLimit: limits.bandwidthLimit ?? null, apps: resolved.apps };
     this.#db.transaction(() => {
       this.#db.run("INSERT INTO groups (name, token, source, created_at, limits) VALUES (?, ?, ?, ?, ?)", [name, token, source, group.createdAt, limitsJson(group)]);
@@ -208,6 +238,8 @@ export class SqliteStore implements RegistryStore, PortSpace {
     const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
     const resolved = resolvePorts(this, name, apps, old.apps, maxApps, allowPorts);
     if (!resolved.ok) return resolved;
+    const domainError = checkDomains(this, name, resolved.apps);
+    if (domainError) return { ok: false, error: domainError };
     const bandwidthLimit = limits ? (limits.bandwidthLimit ?? null) : old.bandwidthLimit;
     const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, bandwidthLimit, apps: resolved.apps };
     this.#db.transaction(() => {
@@ -278,7 +310,7 @@ export class SqliteStore implements RegistryStore, PortSpace {
   #insertApps(group: string, apps: readonly AppRecord[]): void {
     const stmt = this.#db.prepare("INSERT INTO apps (group_name, name, type, remote_port, requested_port, options) VALUES (?, ?, ?, ?, ?, ?)");
     for (const a of apps) {
-      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections, bandwidthLimit: a.bandwidthLimit });
+      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections, bandwidthLimit: a.bandwidthLimit, ...httpKeys(a) });
       stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
     }
   }

@@ -21,6 +21,25 @@ export interface AppRecord {
   readonly maxConnections: number;
   /** The app's bandwidthLimit ("10MB"), if any. */
   readonly bandwidthLimit?: string;
+  // HTTP and HTTPS apps (schema.ts, HttpAppKeys): absent on TCP and UDP apps.
+  readonly subdomain?: string;
+  readonly customDomains?: readonly string[];
+  /** Path prefixes (HTTP apps; absent means ["/"]). */
+  readonly locations?: readonly string[];
+  readonly hostHeaderRewrite?: string;
+  readonly requestHeaders?: { readonly set?: Readonly<Record<string, string>> };
+  readonly responseHeaders?: { readonly set?: Readonly<Record<string, string>> };
+  readonly httpUser?: string;
+  /** A secret: never shown by the API or logged. */
+  readonly httpPassword?: string;
+}
+
+/** The keys of an AppRecord that only HTTP and HTTPS apps have: stored as given, compared as a whole. */
+export const HTTP_RECORD_KEYS = ["subdomain", "customDomains", "locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword"] as const;
+
+/** Whether an app is served by domain on the shared vhost ports rather than on a port of its own. */
+export function servedByDomain(type: AppType): boolean {
+  return type === "http" || type === "https";
 }
 
 /** A group as stored. */
@@ -49,7 +68,7 @@ export interface GroupLimitsInput {
 export type AppInput = Readonly<v.InferOutput<typeof ServerAppSchema>>;
 
 /** Why a registry change was refused. */
-export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps";
+export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps" | "domain_taken" | "no_subdomain_host";
 
 /** A registry change refused; `path` names the offending field of the request (or of server.toml). */
 export class RegistryError extends WarrenError<RegistryErrorCode> {

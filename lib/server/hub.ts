@@ -8,13 +8,14 @@ import type { ServerConfig } from "../config/schema.ts";
 import { LoginGuard } from "../guard.ts";
 import { Metrics, type AppCounters } from "../metrics/counters.ts";
 import type { RegistryStore } from "../registry/store.ts";
-import type { GroupRecord, RegistryChange } from "../registry/types.ts";
+import { HTTP_RECORD_KEYS, type AppRecord, type GroupRecord, type RegistryChange } from "../registry/types.ts";
 import type { RegistryView } from "../registry/view.ts";
 import { Auth } from "./auth.ts";
 import { ControlPort } from "./control-port.ts";
 import { Sessions } from "./sessions.ts";
 import { WORK_REQUEST_TIMEOUT_MS, type Session, type SessionHost } from "./session.ts";
 import { LiveUsers } from "./users.ts";
+import type { Vhosts } from "./http/edge.ts";
 
 /** Live state of one app, as the API shows it. */
 export interface AppView {
@@ -25,6 +26,8 @@ export interface AppView {
   denyIPs: readonly string[];
   maxConnections: number;
   bandwidthLimit: string | null;
+  /** Where users reach an HTTP or HTTPS app. */
+  urls: string[];
   online: boolean;
   error: string | null;
   connections: number;
@@ -63,6 +66,8 @@ export class Hub implements SessionHost {
   readonly guard: LoginGuard;
   readonly metrics = new Metrics();
   readonly users = new LiveUsers();
+  /** The shared HTTP and HTTPS ports (set by the server before clients log in), or null. */
+  vhosts: Vhosts | null = null;
   readonly #sessions: Sessions;
   readonly #port: ControlPort;
 
@@ -83,7 +88,11 @@ export class Hub implements SessionHost {
     this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeoutMs);
     this.#port = new ControlPort(config.bindAddr, config.handshakeTimeoutMs, this.guard, this.#sessions);
     this.#sessions.port = this.#port;
-    store.onChange((c) => this.#changed(c));
+    store.onChange((c) => {
+      // Routes first: an app a session binds in `#changed` must be reachable by its (new) domain.
+      this.vhosts?.router.rebuild(this.registry.list());
+      return this.#changed(c);
+    });
   }
 
   /** Acts on a stored change: the group's session follows it at once. */
@@ -174,6 +183,8 @@ export class Hub implements SessionHost {
           denyIPs: a.denyIPs,
           maxConnections: a.maxConnections,
           bandwidthLimit: a.bandwidthLimit ?? null,
+          ...httpView(a),
+          urls: this.vhosts?.urls(a) ?? [],
           online: !!status && !status.error,
           error: status?.error || null,
           connections: st?.connections ?? 0,
@@ -184,6 +195,7 @@ export class Hub implements SessionHost {
           droppedDatagrams: st?.dropped ?? 0,
           kernelDroppedDatagrams: st?.kernelDropped ?? 0,
           queueFullConnections: st?.queueFull ?? 0,
+          ...(a.type === "http" ? { requests: st?.requests ?? 0 } : {}),
         };
       }),
     };
@@ -205,4 +217,12 @@ export class Hub implements SessionHost {
     this.#sessions.stop(ErrorCode.ServerShutdown, "server shutting down");
     this.users.cutAll();
   }
+}
+
+/** An HTTP app's keys as the API shows them: the Basic-auth password never, only whether one is set. */
+function httpView(a: AppRecord): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of HTTP_RECORD_KEYS) if (a[k] !== undefined && k !== "httpPassword") out[k] = a[k];
+  if (a.httpPassword !== undefined) out.basicAuth = true;
+  return out;
 }

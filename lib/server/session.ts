@@ -11,6 +11,7 @@ import type { AppRecord, GroupRecord } from "../registry/types.ts";
 import type { AppHost, OpenApp, PublicApp } from "./apps/app.ts";
 import { openTcp } from "./apps/tcp.ts";
 import { openUdp } from "./apps/udp.ts";
+import { openHttp } from "./apps/http.ts";
 import type { ServerSettings } from "./settings.ts";
 import { WorkPool, type PoolHost } from "./work-pool.ts";
 import { declaredAppsProblem } from "./auth.ts";
@@ -20,7 +21,7 @@ import { Throttle } from "../net/throttle.ts";
 export { EXTRA_IDLE_WORK, IDLE_WORK_TIMEOUT_MS, MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "./work-pool.ts";
 
 /** How each type of app is opened: a new kind of app is a new file in apps/ and one line here. */
-const OPENERS: Record<AppRecord["type"], OpenApp> = { tcp: openTcp, udp: openUdp };
+const OPENERS: Record<AppRecord["type"], OpenApp> = { tcp: openTcp, udp: openUdp, http: openHttp, https: openHttp };
 
 /** What a session needs from the server around it: its settings, counters, and an end notice. */
 export interface SessionHost extends ServerSettings {
@@ -193,7 +194,7 @@ export class Session implements AppHost, PoolHost {
       // Same port and type: a changed access list or limit applies to the open port, which stays bound.
       if (current?.update(rec)) {
         keep.add(d.name);
-        statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
+        statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "", urls: this.host.vhosts?.urls(rec) ?? [] });
         continue;
       }
       if (current) this.#closeApp(d.name);
@@ -211,8 +212,9 @@ export class Session implements AppHost, PoolHost {
       this.#apps.set(d.name, bound);
       if (bound.bindWork) this.#pool.wantWork(bound);
       keep.add(d.name);
-      statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "" });
-      log.info("app online", { group: group.name, app: d.name, type: rec.type, port: rec.remotePort });
+      const urls = this.host.vhosts?.urls(rec) ?? [];
+      statuses.push({ name: d.name, type: d.type, remotePort: rec.remotePort, error: "", urls });
+      log.info("app online", { group: group.name, app: d.name, type: rec.type, ...(urls.length ? { urls: urls.join(" ") } : { port: rec.remotePort }) });
     }
     for (const name of [...this.#apps.keys()]) if (!keep.has(name)) this.#closeApp(name);
     this.#statuses = statuses;

@@ -1,4 +1,5 @@
 /** The server-wide settings a session, its pool and its apps read (the Hub holds them; tests lower some live). */
+import type { Vhosts } from "./http/edge.ts";
 import type { LiveUsers } from "./users.ts";
 
 /** Settings of one server, read live (not copied), so a value a test lowers applies at once. */
@@ -14,4 +15,6 @@ export interface ServerSettings {
   readonly workRequestTimeoutMs: number;
   /** The live user connections of every TCP app. */
   readonly users: LiveUsers;
+  /** The shared HTTP and HTTPS ports, when the server has them (http/edge.ts). */
+  readonly vhosts: Vhosts | null;
 }
