@@ -298,11 +298,12 @@ describe("errors", () => {
     const reader = new FrameReader();
     reader.push(MAGIC.subarray(0, MAGIC.length - 1));
     expect(reader.next()).toBeNull();
-    reader.push(new Uint8Array([0x06, ...encode({ type: FrameType.Ping, seq: 1 })]));
+    reader.push(new Uint8Array([0x07, ...encode({ type: FrameType.Ping, seq: 1 })]));
     const res = reader.next();
-    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: "peer speaks Warren protocol v6, this side speaks v5" } });
+    expect(res).toEqual({ ok: false, error: { code: ErrorCode.VersionMismatch, message: "peer speaks Warren protocol v7, this side speaks v6" } });
     // Version 1 (work hellos without sequence numbers), 2 (work connections used once), 3 (no public
-    // address in StartWork) and 4 (no Declare) peers are told the same way.
+    // address in StartWork), 4 (no Declare) and 5 (no HTTP apps, no URLs in app statuses) peers are told the same way.
+    expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x05]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x04]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x03]))).toBe(ErrorCode.VersionMismatch);
     expect(errorOf(new Uint8Array([...MAGIC.subarray(0, MAGIC.length - 1), 0x01]))).toBe(ErrorCode.VersionMismatch);

@@ -35,6 +35,13 @@ export const RESTART_KEYS = [
   "registrationMaxGroups",
   "registrationMaxApps",
   "registrationAllowPorts",
+  "vhostHTTPPort",
+  "vhostHTTPSPort",
+  "subdomainHost",
+  "certificates",
+  "vhostHeaderTimeout",
+  "vhostIdleTimeout",
+  "vhostMaxHeaderBytes",
 ] as const satisfies readonly (keyof ServerConfig)[];
 
 /** What a reload did. */
@@ -52,7 +59,7 @@ export interface ReloadResult {
 export async function reload(current: ServerConfig, next: ServerConfig, store: SqliteStore, file: string): Promise<ReloadResult> {
   const needsRestart: string[] = RESTART_KEYS.filter((k) => JSON.stringify(current[k]) !== JSON.stringify(next[k]));
   // Tried first on a scratch copy of the registry, so that a group that cannot be applied leaves every group as it was.
-  const scratch = new SqliteStore(":memory:", store.allow, () => true, store.reserved);
+  const scratch = new SqliteStore(":memory:", store.allow, () => true, store.reserved, store.subdomainHost);
   try {
     for (const g of await store.list()) {
       const apps = g.apps.map((a) => ({ name: a.name, type: a.type, remotePort: a.remotePort, allowIPs: [...a.allowIPs], denyIPs: [...a.denyIPs], maxConnections: a.maxConnections }));

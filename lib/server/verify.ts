@@ -11,7 +11,7 @@ import { SqliteStore } from "../registry/sqlite.ts";
 export async function verifyServer(config: ServerConfig, file: string): Promise<string> {
   const reserved = new Set([config.controlPort, config.apiPort].filter((p) => p !== 0));
   // An empty registry in memory: the file's groups must fit allowPorts, their limits and each other.
-  const scratch = new SqliteStore(":memory:", config.allowPorts, () => true, reserved);
+  const scratch = new SqliteStore(":memory:", config.allowPorts, () => true, reserved, config.subdomainHost ?? null);
   try {
     const errors = await scratch.syncConfig(config.groups);
     if (errors.length) throw new ConfigError(file, errors[0]!.path!, errors[0]!.message, { cause: errors[0] });
