@@ -339,6 +339,99 @@ function control(s: Any): string {
   ].join("\n");
 }
 
+/** The results of bench/http.ts, when it has been run (bench/results/http.json). */
+export function loadHttpResults(file = join(import.meta.dir, "results", "http.json")): Any | undefined {
+  return existsSync(file) ? JSON.parse(readFileSync(file, "utf8")) : undefined;
+}
+
+const HTTP_PATHS = ["direct", "warren", "nginx", "frp"] as const;
+const HTTP_LABEL: Record<string, string> = { direct: "direct", warren: "**Warren** vhost", nginx: "nginx reverse proxy", frp: "frp vhost" };
+
+/** Section 8: the HTTP virtual-host benchmark (bench/http.ts). */
+export function renderHttp(h: Any): string {
+  const head = "## 8. HTTP virtual hosts";
+  if (!h) return "";
+  const m = h.machine ?? {};
+  const plan = h.plan ?? {};
+  const rowsOf = (k: string): Any[] => h[k] ?? [];
+  const get = (k: string, p: string) => rowsOf(k).find((r) => r.path === p);
+  const present = HTTP_PATHS.filter((p) => ["keepalive", "close", "big"].some((k) => get(k, p)));
+  const eachRps = (k: string, p: string) => {
+    const rs = (h.runs ?? []).filter((r: Any) => r.path === p && r.mode === k && !r.error);
+    return rs.length > 1 ? ` (${rs.map((r: Any) => num(r.rps)).join(", ")})` : "";
+  };
+  const errCell = (r: Any) => `error: ${String(r.error).split("\n")[0]!.slice(0, 120)}`;
+  const small = (k: string) =>
+    table(
+      ["path", "requests/s (each round)", "× direct", "p50 ms", "p99 ms", "non-2xx / socket errors", "proxy CPU s per 10k requests (server + client)", "origin CPU s per 10k"],
+      present.map((p) => {
+        const r = get(k, p);
+        if (!r) return [HTTP_LABEL[p]!, "–", "", "", "", "", "", ""];
+        if (r.error) return [HTTP_LABEL[p]!, errCell(r), "", "", "", "", "", ""];
+        const errs = (r.connectErrors ?? 0) + (r.readErrors ?? 0) + (r.writeErrors ?? 0) + (r.timeouts ?? 0);
+        // nginx is one process tree (no client side): its total alone.
+        const cpu = typeof r.cpuPer10k !== "number" ? "–" : p === "nginx" ? num(r.cpuPer10k, 2) : `${num(r.cpuPer10k, 2)} (${num((r.cpuServer / r.requests) * 1e4, 2)} + ${num((r.cpuClient / r.requests) * 1e4, 2)})`;
+        return [HTTP_LABEL[p]!, num(r.rps) + eachRps(k, p), ratio(r.rps, get(k, "direct")?.rps), num(r.p50, 2), num(r.p99, 2), `${num(r.non2xx)} / ${num(errs)}`, cpu, num(r.originCpuPer10k, 2)];
+      }),
+    );
+  const big = table(
+    ["path", "MiB/s", "seconds", "bytes received", "proxy CPU s per GiB (server + client)", "peak memory MiB (server / client)"],
+    present.map((p) => {
+      const r = get("big", p);
+      if (!r) return [HTTP_LABEL[p]!, "–", "", "", "", ""];
+      if (r.error) return [HTTP_LABEL[p]!, errCell(r), "", "", "", ""];
+      const cpu = typeof r.cpuPerGiB !== "number" ? "–" : p === "nginx" ? num(r.cpuPerGiB, 2) : `${num(r.cpuPerGiB, 2)} (${num(r.cpuServer, 2)} + ${num(r.cpuClient, 2)} s)`;
+      return [HTTP_LABEL[p]!, num(r.mibPerSecond), num(r.seconds, 2), num(r.bytes), cpu, r.peakRssServer == null ? "–" : `${mib(r.peakRssServer)} / ${r.peakRssClient == null ? "–" : mib(r.peakRssClient)}`];
+    }),
+  );
+  const vsPaths = ["nginx", "frp"].filter((p) => present.includes(p as any));
+  const metrics: [string, (p: string) => unknown][] = [
+    ["keep-alive requests/s (higher is better)", (p) => get("keepalive", p)?.rps],
+    ["keep-alive p99 (lower is better)", (p) => get("keepalive", p)?.p99],
+    ["keep-alive CPU per request (lower is better)", (p) => get("keepalive", p)?.cpuPer10k],
+    ["new connection requests/s (higher is better)", (p) => get("close", p)?.rps],
+    ["new connection p99 (lower is better)", (p) => get("close", p)?.p99],
+    ["new connection CPU per request (lower is better)", (p) => get("close", p)?.cpuPer10k],
+    ["1 GiB download MiB/s (higher is better)", (p) => get("big", p)?.mibPerSecond],
+    ["1 GiB download CPU per GiB (lower is better)", (p) => get("big", p)?.cpuPerGiB],
+  ];
+  const ok = (k: string, p: string) => !!get(k, p) && !get(k, p)!.error;
+  const vs =
+    vsPaths.length && ["keepalive", "close", "big"].some((k) => ok(k, "warren"))
+      ? table(["Warren ÷", ...vsPaths.map((p) => HTTP_LABEL[p]!)], metrics.map(([name, f]) => [name, ...vsPaths.map((p) => ratio(f("warren"), f(p)))]))
+      : "";
+  const notes = [
+    ...Object.entries(h.failed ?? {}).map(([p, why]) => `- ${HTTP_LABEL[p] ?? p} could not start: ${String(why).split("\n").slice(0, 3).join(" / ").slice(0, 400)}`),
+    ...Object.entries(h.skipped ?? {}).map(([p, why]) => `- ${HTTP_LABEL[p] ?? p} skipped: ${why}`),
+    ...(present.includes("frp")
+      ? ["- frp with its defaults: frps's reverse proxy keeps at most 5 idle connections per host to frpc (`MaxIdleConnsPerHost: 5` in frp's pkg/util/vhost/http.go), so at c=50 most requests open a new work stream and frpc a new connection to the app (hence its higher origin CPU); under this load frpc also logs many `work connection pool is full, discarding` errors."]
+      : []),
+    ...["keepalive", "close", "big"].flatMap((k) => rowsOf(k).filter((r) => r.failedRuns?.length).map((r) => `- ${HTTP_LABEL[r.path] ?? r.path}, ${k}: ${r.failedRuns.length} of ${r.runs} runs failed (${String(r.failedRuns[0]).slice(0, 200)})`)),
+  ];
+  const frpVer = m.frp ? `frp ${m.frp}${m.frpCommit ? ` (commit ${String(m.frpCommit).slice(0, 12)})` : ""}` : "frp –";
+  return [
+    `${head} (wrk -t2 -c${plan.connections}, ${plan.seconds} s per run, ${plan.rounds} round${plan.rounds > 1 ? "s" : ""}${plan.bigBytes ? "; one 1 GiB download per round" : ""})`,
+    "",
+    `Generated by \`${h.command}\` (${num(h.seconds)} s) on ${h.date}; raw numbers in \`bench/results/http.json\`. Tools: wrk ${m.wrk ?? "–"}, nginx ${m.nginx ?? "–"}, curl ${m.curl ?? "–"}, ${frpVer}, Bun ${m.bun ?? "–"}.${typeof h.loadBefore === "number" && h.loadBefore > (m.cores ?? 2) / 2 ? ` **The machine was busy when the run began (load average ${h.loadBefore.toFixed(1)}).**` : ""}`,
+    "",
+    `The app is Debian's nginx (its own config in a temp dir, one worker, access log off) serving a ${num(plan.smallBytes)}-byte \`GET /small\` and a 1 GiB sparse file as \`GET /big\`. Every request carries \`Host: ${plan.host}\`. Paths: **direct** (wrk to the app); **Warren** (\`server.ts\` with \`vhostHTTPPort\`, \`subdomainHost = "bench.test"\` and an app \`type = "http"\`, \`subdomain = "web"\`; \`client.ts\` pointing the app at the origin); **nginx** as a reverse proxy (a second nginx, \`worker_processes auto\`, a \`server_name\` vhost beside a 404 default server, \`proxy_pass\` to an upstream with \`keepalive 64\`, \`proxy_http_version 1.1\`, \`Connection ""\`, X-Forwarded-For/Proto set, \`proxy_max_temp_file_size 0\`, keepalive_requests raised to 100,000 on both sides, access log off); **frp** (\`frps\` with \`vhostHTTPPort\`, \`subdomainHost = "bench.test"\`, token auth, default transport with tcpMux; \`frpc\` with a \`type = "http"\`, \`subdomain = "web"\` proxy; built with \`CGO_ENABLED=0 go build -tags frps,noweb\` / \`frpc,noweb\`).`,
+    "",
+    `Each round runs every path in a rotating order: keep-alive GETs, then GETs with a new connection each, then the download; rows show the median of the rounds (requests/s of each round in brackets). Before the first round each path got ${plan.warmupSeconds} s of unmeasured keep-alive load (JIT warm-up). "New connection per request" is wrk with \`-H 'Connection: close'\`: the entry closes after each response and wrk connects again, so requests/s includes connection setup, but wrk's latency clock starts when the request is written, after the TCP connect to the entry port (the proxy's own upstream setup is inside it). CPU: utime + stime of the proxy processes' trees (/proc/PID/stat, 10 ms ticks) over the run, per 10,000 completed requests; the origin's own CPU per 10k is shown too (it rises when a proxy does not reuse upstream connections). Everything shares the 2 cores with wrk and the origin.`,
+    "",
+    "Small GET, keep-alive:",
+    "",
+    small("keepalive"),
+    "",
+    "Small GET, new connection per request:",
+    "",
+    small("close"),
+    "",
+    ...(plan.bigBytes ? ["1 GiB download (curl to /dev/null; bytes counted; memory: peak RSS, PSS summed for nginx's worker tree, sampled every 250 ms):", "", big, ""] : []),
+    ...(vs ? [vs, ""] : []),
+    ...(notes.length ? [...notes, ""] : []),
+  ].join("\n");
+}
+
 /** Where Warren is worse than the bare Bun chain by more than 10 %. */
 function shortfalls(r: Any): string[] {
   const out: string[] = [];
@@ -418,7 +511,8 @@ function targets(r: Any): string {
   ].join("\n");
 }
 
-export function renderMarkdown(r: Any): string {
+/** `http`: the results of bench/http.ts, rendered as section 8 when given. */
+export function renderMarkdown(r: Any, http?: Any): string {
   const m = r.machine ?? {};
   const sc = r.scenarios ?? {};
   const short = shortfalls(r);
@@ -464,6 +558,7 @@ export function renderMarkdown(r: Any): string {
   if (short.length) lines.push("## Where Warren falls short of the bare Bun chain (more than 10 %)", "", ...short.map((s) => `- ${s}`), "");
   lines.push(bulk(sc.bulk), latency(sc.latency), setup(sc.setup), many(sc.many));
   lines.push(udp(sc.udp), tls(sc.tls), control(sc.control));
+  if (http) lines.push(renderHttp(http));
   const notes: string[] = [...(r.notes ?? [])];
   for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
   if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");

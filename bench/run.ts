@@ -45,7 +45,7 @@ import {
   type Child,
 } from "./common.ts";
 import { ALL_PATHS, PATH_LABEL, sshInfo, startPath, UDP_PATHS, type PathName, type PathOptions, type Tunnel } from "./paths.ts";
-import { renderMarkdown } from "./report.ts";
+import { loadHttpResults, renderMarkdown } from "./report.ts";
 
 type Mode = "full" | "quick" | "smoke";
 
@@ -212,7 +212,7 @@ if (flags.help) {
 if (flags.render) {
   const json = flags.out ?? join(import.meta.dir, "results", "latest.json");
   const md = flags.md ?? join(import.meta.dir, "..", "BENCHMARKS.md");
-  writeFileSync(md, renderMarkdown(JSON.parse(readFileSync(json, "utf8"))));
+  writeFileSync(md, renderMarkdown(JSON.parse(readFileSync(json, "utf8")), loadHttpResults()));
   console.log(`wrote ${md} from ${json}`);
   process.exit(0);
 }
@@ -1109,7 +1109,7 @@ async function main(): Promise<void> {
   say(`wrote ${outFile}`);
   const mdFile = flags.md ?? (mode === "full" ? join(BENCH, "..", "BENCHMARKS.md") : null);
   if (mdFile) {
-    writeFileSync(mdFile, renderMarkdown(written));
+    writeFileSync(mdFile, renderMarkdown(written, loadHttpResults()));
     say(`wrote ${mdFile}`);
   } else if (mode !== "smoke") say(`(BENCHMARKS.md is written by the full run only; pass --md FILE to render this one)`);
   // The smoke test reads this line.
