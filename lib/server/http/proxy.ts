@@ -22,6 +22,9 @@ import { authorized, rewriteRequest, rewriteResponse } from "./rewrite.ts";
 import type { HttpTarget, VhostRouter } from "./router.ts";
 import { Upstream, type UpstreamOwner } from "./upstream.ts";
 
+/** Bytes of pipelined requests read ahead while a response is awaited, before reading the user pauses. */
+export const MAX_PIPELINED_BYTES = 64 * 1024;
+
 /** What every connection of one vhost port reads. */
 export interface VhostSettings {
   readonly router: VhostRouter;
@@ -295,16 +298,22 @@ export class HttpConn implements UpstreamOwner {
     this.user.endWhenFlushed();
   }
 
-  /** Reading the user goes on unless the app is backed up or a response is awaited. */
+  /**
+   * Reading the user goes on unless the app is backed up, or a response is awaited and
+   * MAX_PIPELINED_BYTES of the next requests are already read (pausing on every request
+   * would cost each one a pause and a resume of the socket).
+   */
   #reading(): void {
     if (this.#req === "closed") return;
-    if (this.#blocked || this.#req === "await") this.user.pause();
+    if (this.#blocked || (this.#req === "await" && this.#inLen > MAX_PIPELINED_BYTES)) this.user.pause();
     else this.user.resume();
   }
 
   #userClosed(aborted: boolean): void {
     this.#disarm();
-    const busy = this.#req === "body" || this.#req === "raw" || this.#resp !== "idle";
+    // Raw bytes (after an upgrade, or passed-through TLS) end like a TCP stream: a clean close is the user's FIN
+    // (Bun reports a FIN that follows our own as a close with no end event), and the app is told it by count.
+    const busy = this.#req === "raw" ? aborted : this.#req === "body" || this.#resp !== "idle";
     this.#req = "closed";
     const up = this.#up;
     if (!up) return;
@@ -319,6 +328,12 @@ export class HttpConn implements UpstreamOwner {
 
   fromApp(up: Upstream, data: Uint8Array): void {
     if (up !== this.#up) return;
+    this.#fromApp(up, data);
+    // A response head held for the body bytes after it leaves now, with them or alone (one send, not two).
+    if (this.user.holding) this.user.release();
+  }
+
+  #fromApp(up: Upstream, data: Uint8Array): void {
     let off = 0;
     while (off < data.length && up === this.#up) {
       if (this.#resp === "raw") return this.#toUser(off ? data.subarray(off) : data);
@@ -388,7 +403,7 @@ export class HttpConn implements UpstreamOwner {
     // Close-delimited bodies end only with the connection, and a user that asked to close is obliged.
     if (kind.kind === "close") this.#closeAfter = true;
     this.#started = true;
-    this.#toUser(responseHeadBytes(rewriteResponse(head, this.#target!.record, this.#closeAfter)));
+    this.user.hold(responseHeadBytes(rewriteResponse(head, this.#target!.record, this.#closeAfter)));
     this.#respBody = new BodyReader(kind);
     this.#resp = "body";
     if (this.#respBody.done) this.#responseDone();
