@@ -19,8 +19,7 @@ import { hostPort } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
 import { reload as applyReload, type ReloadResult } from "./lib/server/reload.ts";
 import { WarrenError } from "./lib/errors.ts";
-import { Vhosts, type EdgeCertificate } from "./lib/server/http/edge.ts";
-import { VhostRouter } from "./lib/server/http/router.ts";
+import type { EdgeCertificate } from "./lib/server/http/edge.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -99,6 +98,8 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   }
   const hub = new Hub(config, registry, await RegistryView.of(registry));
   if (config.vhostHTTPPort || config.vhostHTTPSPort) {
+    // Loaded only by servers with vhost ports: the HTTP proxy and node:tls are weight the others need not carry.
+    const [{ Vhosts }, { VhostRouter }] = await Promise.all([import("./lib/server/http/edge.ts"), import("./lib/server/http/router.ts")]);
     const router = new VhostRouter(config.subdomainHost ?? null);
     router.rebuild(hub.registry.list());
     const settings = { router, headerTimeoutMs: config.vhostHeaderTimeoutMs, idleTimeoutMs: config.vhostIdleTimeoutMs, maxHeaderBytes: config.vhostMaxHeaderBytes };

@@ -146,7 +146,7 @@ test("SIGHUP reloads a running server process instead of ending it", async () =>
   const res = await fetch(`http://127.0.0.1:${api}/api/groups/b`, { headers: { authorization: `Bearer ${ADMIN}` } });
   expect(res.status).toBe(200);
   expect(proc.child.exitCode).toBeNull();
-});
+}, 20_000); // a server process started and reloaded: seconds on two busy cores, not the default 5
 
 test("SIGHUP on the client: an app added and a local address changed apply without a new login; the open stream goes on byte-exact", async () => {
   const { testServer, createGroup } = await import("./helpers.ts");
