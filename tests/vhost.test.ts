@@ -235,6 +235,9 @@ describe("streaming", () => {
     await Bun.write(file, data);
     const up = await curl([...resolve("alpha.warren.test"), "--data-binary", `@${file}`, "-H", "content-type: application/octet-stream", `http://alpha.warren.test:${port}/up`]);
     expect(up.out + up.err).toBe(`alpha ${data.length} ${sha256(data)}`);
+    // The same bytes as a chunked upload: chunk-size lines fall anywhere across reads.
+    const chunked = await curl([...resolve("alpha.warren.test"), "-H", "Transfer-Encoding: chunked", "--data-binary", `@${file}`, `http://alpha.warren.test:${port}/up`]);
+    expect(chunked.out + chunked.err).toBe(`alpha ${data.length} ${sha256(data)}`);
     const down = await curl([...resolve("alpha.warren.test"), "-o", `${dir}/down.bin`, `http://alpha.warren.test:${port}/big?n=${data.length}`]);
     expect(down.code).toBe(0);
     const got = new Uint8Array(await Bun.file(`${dir}/down.bin`).arrayBuffer());
@@ -272,5 +275,98 @@ describe("configuration", () => {
     expect(locked.basicAuth).toBe(true);
     expect(JSON.stringify(one)).not.toContain("s3cret-pass");
     await until(() => (one.apps.find((x) => x.name === "alpha")!.requests as number) >= 0);
+  });
+});
+
+describe("PROXY protocol", () => {
+  test('proxyProtocol "v1" and "v2" on an http app: the app reads a PROXY header naming the user and the vhost port, then the request', async () => {
+    // The local app: raw TCP, records every connection's bytes, answers each complete GET head and keeps the connection.
+    const conns: Buffer[] = [];
+    const sockets: net.Socket[] = [];
+    const app = net.createServer((s) => {
+      sockets.push(s);
+      const i = conns.push(Buffer.alloc(0)) - 1;
+      let answered = 0;
+      s.on("error", () => {});
+      s.on("data", (d: Buffer) => {
+        conns[i] = Buffer.concat([conns[i]!, d]);
+        // Answer once per request head (count of "GET "); the v2 signature's own \r\n\r\n is no request.
+        const heads = conns[i]!.toString("latin1").split("GET ").length - 1;
+        for (; answered < heads && conns[i]!.toString("latin1").endsWith("\r\n\r\n"); answered++) s.write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+      });
+    });
+    await new Promise<void>((r) => app.listen(0, "127.0.0.1", r));
+    const appPort = (app.address() as net.AddressInfo).port;
+    const vport = await freePort();
+    const srv = await testServer({
+      vhostHTTPPort: vport,
+      subdomainHost: "pp.test",
+      groups: [{ name: "pp", token: TOKEN, apps: [{ name: "pp1", type: "http", subdomain: "one" }, { name: "pp2", type: "http", subdomain: "two" }] }],
+    });
+    const local = (name: string, proxyProtocol: "v1" | "v2") => ({ name, type: "http" as never, localAddr: `127.0.0.1:${appPort}`, proxyProtocol });
+    const { connector } = await onlineClient(clientConfig(srv, "pp", [local("pp1", "v1"), local("pp2", "v2")]));
+    try {
+      // One user connection, two requests on it; returns the user's source port.
+      const user = (host: string) =>
+        new Promise<{ port: number; text: string }>((resolve, reject) => {
+          const s = net.connect(vport, "127.0.0.1");
+          let text = "";
+          let second = false;
+          const t = setTimeout(() => (s.destroy(), reject(new Error(`no answers for ${host}: ${JSON.stringify(text)}`))), 5000);
+          s.on("error", reject);
+          s.once("connect", () => s.write(`GET /first HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
+          s.on("data", (d) => {
+            text += d.toString("latin1");
+            const n = text.split("\r\n\r\nok").length - 1;
+            if (n === 1 && !second) {
+              second = true;
+              s.write(`GET /second HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+            }
+            if (n === 2) {
+              clearTimeout(t);
+              const port = s.localPort!;
+              s.destroy();
+              resolve({ port, text });
+            }
+          });
+        });
+
+      // v1: one text line, then the request (the app's own Host and X-Forwarded-* as usual).
+      const { port: p1, text: t1 } = await user(`one.pp.test:${vport}`);
+      expect(t1).toStartWith("HTTP/1.1 200 OK\r\n");
+      const v1Header = `PROXY TCP4 127.0.0.1 127.0.0.1 ${p1} ${vport}\r\n`;
+      const v1Conns = conns.map((c) => c.toString("latin1"));
+      expect(v1Conns.length).toBeGreaterThanOrEqual(1);
+      for (const c of v1Conns) {
+        expect(c).toStartWith(v1Header + "GET /");
+        expect(c.split("PROXY ").length - 1).toBe(1); // once per connection to the app, not per request
+      }
+      expect(v1Conns[0]).toStartWith(v1Header + "GET /first HTTP/1.1\r\n");
+      expect(v1Conns.join("")).toContain("GET /second HTTP/1.1\r\n");
+      expect(v1Conns[0]!.toLowerCase()).toContain("\r\nx-forwarded-for: 127.0.0.1\r\n");
+
+      // v2: signature, PROXY command, TCP4, 12 address bytes, both ports in network order, then the request.
+      const before = conns.length;
+      const { port: p2, text: t2 } = await user(`two.pp.test:${vport}`);
+      expect(t2).toStartWith("HTTP/1.1 200 OK\r\n");
+      const v2Header = Buffer.from([
+        0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a,
+        0x21, 0x11, 0x00, 12, 127, 0, 0, 1, 127, 0, 0, 1, p2 >> 8, p2 & 0xff, vport >> 8, vport & 0xff,
+      ]);
+      const v2Conns = conns.slice(before);
+      expect(v2Conns.length).toBeGreaterThanOrEqual(1);
+      for (const c of v2Conns) {
+        expect([...c.subarray(0, v2Header.length)]).toEqual([...v2Header]);
+        expect(c.subarray(v2Header.length).toString("latin1")).toStartWith("GET /");
+        expect(c.indexOf(v2Header.subarray(0, 12), 1)).toBe(-1);
+      }
+      expect(v2Conns[0]!.subarray(v2Header.length).toString("latin1")).toStartWith("GET /first HTTP/1.1\r\n");
+      expect(Buffer.concat(v2Conns).toString("latin1")).toContain("GET /second HTTP/1.1\r\n");
+    } finally {
+      connector.stop();
+      srv.stop();
+      for (const s of sockets) s.destroy();
+      app.close();
+    }
   });
 });

@@ -18,6 +18,7 @@ import { header, headEnd, headerTokens, MAX_HEAD_BYTES, parseRequestHead, parseR
 import { log } from "../../log.ts";
 import type { Endpoint } from "../../net/endpoint.ts";
 import { errorResponse } from "./pages.ts";
+import { hostOf, UserInput } from "./input.ts";
 import { authorized, rewriteRequest, rewriteResponse } from "./rewrite.ts";
 import type { HttpTarget, VhostRouter } from "./router.ts";
 import { Upstream, type UpstreamOwner } from "./upstream.ts";
@@ -42,9 +43,7 @@ type ResponseState = "idle" | "head" | "body" | "raw";
 /** One HTTP connection from a user (plain, or TLS ended by the server). */
 export class HttpConn implements UpstreamOwner {
   /** User bytes read and not yet handled (a head being gathered, or the next pipelined request). */
-  #in: Uint8Array | null = null;
-  #inLen = 0;
-  #scanFrom = 0;
+  readonly #in: UserInput;
   #req: RequestState = "head";
   #resp: ResponseState = "idle";
   #reqBody: BodyReader | null = null;
@@ -71,6 +70,7 @@ export class HttpConn implements UpstreamOwner {
     /** TLS was ended by the server: the app is told X-Forwarded-Proto: https. */
     readonly secure: boolean,
   ) {
+    this.#in = new UserInput(settings.maxHeaderBytes + 65536);
     user.onData = (_ep, chunk) => this.#data(chunk);
     user.onClose = (_ep, aborted) => this.#userClosed(aborted);
     this.#arm("idle");
@@ -91,7 +91,7 @@ export class HttpConn implements UpstreamOwner {
     if (this.#req === "raw") return this.#up?.finish();
     if (this.#req === "head") {
       // A partial head is a request that will never complete; none at all is a user that is done.
-      if (this.#inLen > 0) log.debug("vhost: user closed in the middle of a request head", this.#fields());
+      if (this.#in.length > 0) log.debug("vhost: user closed in the middle of a request head", this.#fields());
       return this.#closeUser();
     }
     if (this.#req === "body") {
@@ -108,54 +108,27 @@ export class HttpConn implements UpstreamOwner {
   #data(chunk: Uint8Array): void {
     if (this.#req === "closed") return;
     if (this.#req === "raw") return this.#up?.send(chunk);
-    this.#append(chunk);
+    this.#in.append(chunk);
     this.#pump();
-  }
-
-  #append(chunk: Uint8Array): void {
-    if (!this.#in || this.#inLen === 0) {
-      this.#in = chunk;
-      this.#inLen = chunk.length;
-      return;
-    }
-    const need = this.#inLen + chunk.length;
-    if (this.#in.length < need) {
-      // Doubling, so that a head sent a byte at a time costs linear copying, not quadratic.
-      const grown = new Uint8Array(Math.max(need, Math.min(this.#in.length * 2, this.settings.maxHeaderBytes + 65536)));
-      grown.set(this.#in.subarray(0, this.#inLen));
-      this.#in = grown;
-    }
-    this.#in.set(chunk, this.#inLen);
-    this.#inLen = need;
-  }
-
-  /** Drops the first `n` bytes of the input; what is left is a view of exactly its length, so nothing sent on is ever written over. */
-  #consume(n: number): void {
-    if (n >= this.#inLen) {
-      this.#in = null;
-      this.#inLen = 0;
-    } else {
-      this.#in = this.#in!.subarray(n, this.#inLen);
-      this.#inLen = this.#in.length;
-    }
   }
 
   /** Handles buffered input as far as the state allows. */
   #pump(): void {
-    while (this.#inLen > 0) {
+    while (this.#in.length > 0) {
       if (this.#req === "head") {
         if (!this.#head()) break;
       } else if (this.#req === "body") {
         const body = this.#reqBody!;
-        const n = body.take(this.#in!, 0);
-        if (n > 0) this.#up?.send(this.#in!.subarray(0, n));
-        this.#consume(n);
+        const bytes = this.#in.bytes();
+        const n = body.take(bytes, 0);
+        if (n > 0) this.#up?.send(bytes.subarray(0, n));
+        this.#in.consume(n);
         if (body.error) return this.#badBody(body.error);
         if (body.done) this.#requestSent();
         else if (n === 0) break;
       } else if (this.#req === "raw") {
-        this.#up?.send(this.#in!.subarray(0, this.#inLen));
-        this.#consume(this.#inLen);
+        this.#up?.send(this.#in.bytes());
+        this.#in.clear();
       } else break; // "await": the next request waits for this response
     }
     this.#reading();
@@ -163,25 +136,25 @@ export class HttpConn implements UpstreamOwner {
 
   /** Gathers and handles one request head; false when more bytes are needed (or the connection is done). */
   #head(): boolean {
-    const buf = this.#in!.subarray(0, this.#inLen);
-    const end = headEnd(buf, this.#scanFrom);
+    const buf = this.#in.bytes();
+    const end = headEnd(buf, this.#in.scanFrom);
     const max = this.settings.maxHeaderBytes;
     if (end < 0) {
-      if (this.#inLen > max) {
+      if (buf.length > max) {
         this.#refuse(431, `the request head is larger than ${max} bytes`);
         return false;
       }
-      this.#scanFrom = Math.max(0, this.#inLen - 3);
+      this.#in.scanFrom = Math.max(0, buf.length - 3);
       if (this.#timerKind !== "header") this.#arm("header");
       return false;
     }
-    this.#scanFrom = 0;
+    this.#in.scanFrom = 0;
     if (end > max) {
       this.#refuse(431, `the request head is larger than ${max} bytes`);
       return false;
     }
     const headBytes = buf.subarray(0, end);
-    this.#consume(end);
+    this.#in.consume(end);
     this.#disarm();
     this.#request(headBytes);
     return this.#req !== "closed";
@@ -284,8 +257,7 @@ export class HttpConn implements UpstreamOwner {
     if (status >= 500 || status === 408) log.debug("vhost: answered with an error page", { ...this.#fields(), status, reason: message });
     this.#disarm();
     this.#req = "closed";
-    this.#in = null;
-    this.#inLen = 0;
+    this.#in.clear();
     this.#release();
     this.user.write(errorResponse(status, message, extra), null);
     this.user.endWhenFlushed();
@@ -305,7 +277,7 @@ export class HttpConn implements UpstreamOwner {
    */
   #reading(): void {
     if (this.#req === "closed") return;
-    if (this.#blocked || (this.#req === "await" && this.#inLen > MAX_PIPELINED_BYTES)) this.user.pause();
+    if (this.#blocked || (this.#req === "await" && this.#in.length > MAX_PIPELINED_BYTES)) this.user.pause();
     else this.user.resume();
   }
 
@@ -429,7 +401,7 @@ export class HttpConn implements UpstreamOwner {
 
   /** Ready for the next request: the idle clock runs, and a pipelined request already read is handled. */
   #afterResponse(): void {
-    this.#arm(this.#inLen > 0 ? "header" : "idle");
+    this.#arm(this.#in.length > 0 ? "header" : "idle");
     queueMicrotask(() => this.#pump());
   }
 
@@ -527,25 +499,6 @@ export class HttpConn implements UpstreamOwner {
     const s = this.user.socket;
     return { from: s ? `${s.remoteAddress}:${s.remotePort}` : "?", ...(this.#target ? { group: this.#target.group, app: this.#target.record.name } : {}) };
   }
-}
-
-/** The host of a Host header (or an absolute URL's authority), lower-case, without port and trailing dot; null when malformed. */
-export function hostOf(authority: string): string | null {
-  let host = authority.trim().toLowerCase();
-  if (host.startsWith("[")) {
-    const close = host.indexOf("]");
-    if (close < 0 || !/^(:\d{1,5})?$/.test(host.slice(close + 1))) return null;
-    host = host.slice(0, close + 1);
-  } else {
-    const colon = host.indexOf(":");
-    if (colon >= 0) {
-      if (!/^\d{1,5}$/.test(host.slice(colon + 1))) return null;
-      host = host.slice(0, colon);
-    }
-  }
-  if (host.endsWith(".")) host = host.slice(0, -1);
-  if (!host || !/^(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)$/.test(host) || host.length > 253) return null;
-  return host;
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
