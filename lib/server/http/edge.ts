@@ -74,9 +74,9 @@ export class Vhosts {
     const out: string[] = [];
     const port = (p: number, def: number) => (p === def ? "" : `:${p}`);
     for (const d of appDomains(rec, this.router.subdomainHost)) {
-      const shown = d.startsWith("*.") ? d : d;
-      if (rec.type === "http" && this.httpPort) out.push(`http://${shown}${port(this.httpPort, 80)}/`);
-      if (this.httpsPort && (rec.type === "https" || this.certificateFor(d.replace(/^\*\./, "x.")))) out.push(`https://${shown}${port(this.httpsPort, 443)}/`);
+      // A wildcard domain is shown as it is ("http://*.example.com/"); a certificate covers it if it covers any name under it.
+      if (rec.type === "http" && this.httpPort) out.push(`http://${d}${port(this.httpPort, 80)}/`);
+      if (this.httpsPort && (rec.type === "https" || this.certificateFor(d.replace(/^\*\./, "x.")))) out.push(`https://${d}${port(this.httpsPort, 443)}/`);
     }
     return out;
   }
