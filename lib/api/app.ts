@@ -26,6 +26,11 @@ export function createApi(
   app.use("/api/*", auth.authenticate);
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.route("/api/groups", groupRoutes(hub, auth, registration));
+  // Prometheus: the admin token as a bearer token (a scraper's `authorization` / `bearer_token`).
+  app.get("/metrics", auth.authenticate, auth.requireAdmin, async function metrics(c) {
+    const { exposition } = await import("../metrics/prometheus.ts");
+    return c.text(await exposition(hub.metricsSource()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+  });
   app.post("/api/reload", auth.requireAdmin, async function reloadConfig(c) {
     if (!reload) throw new HttpError(409, { error: "this server cannot reload its configuration" });
     try {

@@ -44,6 +44,14 @@ export class Metrics {
     else for (const key of [...this.#apps.keys()]) if (key.startsWith(`${group}/`)) this.#apps.delete(key);
   }
 
+  /** Every app's counters, as [group, app, counters]. */
+  *entries(): Iterable<[string, string, AppCounters]> {
+    for (const [key, c] of this.#apps) {
+      const slash = key.indexOf("/");
+      yield [key.slice(0, slash), key.slice(slash + 1), c];
+    }
+  }
+
   /** The apps of `group` that have counters. */
   appsOf(group: string): string[] {
     const prefix = `${group}/`;

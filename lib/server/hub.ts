@@ -16,6 +16,8 @@ import { Sessions } from "./sessions.ts";
 import { WORK_REQUEST_TIMEOUT_MS, type Session, type SessionHost } from "./session.ts";
 import { LiveUsers } from "./users.ts";
 import type { Vhosts } from "./http/edge.ts";
+import type { MetricsSource } from "../metrics/prometheus.ts";
+import { sockets } from "../net/sockets.ts";
 
 /** Live state of one app, as the API shows it. */
 export interface AppView {
@@ -204,6 +206,20 @@ export class Hub implements SessionHost {
   /** Control-port connections that have not finished their hello (bounded by maxPendingHandshakes). */
   get pendingHandshakes(): number {
     return this.#port.pending;
+  }
+
+  /** What a Prometheus scrape reads (lib/metrics/prometheus.ts). */
+  metricsSource(): MetricsSource {
+    const sessions = this.#sessions;
+    return {
+      groups: this.registry.list().length,
+      groupsOnline: sessions.size,
+      apps: () => this.metrics.entries(),
+      pools: function* () {
+        for (const s of sessions.all()) yield [s.group.name, s.pooled] as [string, number];
+      },
+      socketsOpen: sockets.open,
+    };
   }
 
   /** Number of online sessions. */

@@ -78,6 +78,11 @@ export class Sessions implements Handoff {
     return this.#byGroup.get(name);
   }
 
+  /** Every online session. */
+  all(): IterableIterator<Session> {
+    return this.#byGroup.values();
+  }
+
   /** Number of online sessions. */
   get size(): number {
     return this.#byGroup.size;

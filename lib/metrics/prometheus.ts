@@ -1,0 +1,61 @@
+/**
+ * The Prometheus text exposition (format 0.0.4) of the server's counters, written
+ * from the numbers the relay already keeps: a scrape reads them and costs the
+ * data path nothing. Served at GET /metrics (lib/api/app.ts).
+ */
+import type { AppCounters } from "./counters.ts";
+
+/** What a scrape reads of the server. */
+export interface MetricsSource {
+  readonly groups: number;
+  readonly groupsOnline: number;
+  /** Every app with counters: group, app, counters. */
+  apps(): Iterable<[group: string, app: string, counters: AppCounters]>;
+  /** Idle work connections of each online group. */
+  pools(): Iterable<[group: string, idle: number]>;
+  readonly socketsOpen: number;
+}
+
+/** A label value, escaped as the format asks (backslash, quote, newline). */
+function label(v: string): string {
+  return v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** The exposition text. */
+export async function exposition(src: MetricsSource): Promise<string> {
+  const out: string[] = [];
+  const family = (name: string, type: "counter" | "gauge", help: string, rows: [labels: string, value: number][]) => {
+    out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    for (const [labels, value] of rows) out.push(`${name}${labels ? `{${labels}}` : ""} ${value}`);
+  };
+  const apps = [...src.apps()].map(([g, a, c]) => ({ l: `group="${label(g)}",app="${label(a)}"`, c }));
+  family("warren_groups", "gauge", "Groups in the registry.", [["", src.groups]]);
+  family("warren_groups_online", "gauge", "Groups whose client is logged in.", [["", src.groupsOnline]]);
+  family("warren_app_bytes_total", "counter", "Bytes relayed for an app's users: in from users, out to them.", apps.flatMap(({ l, c }) => [[`${l},direction="in"`, c.bytesIn], [`${l},direction="out"`, c.bytesOut]] as [string, number][]));
+  family("warren_app_connections_active", "gauge", "Open user connections (UDP: peers heard within udpIdleTimeout; HTTP: streams to the app).", apps.map(({ l, c }) => [l, c.connections]));
+  family(
+    "warren_connections_refused_total",
+    "counter",
+    "Users refused, by reason: allowIPs/denyIPs (access), maxConnections, or maxPendingUsers (queue_full).",
+    apps.flatMap(({ l, c }) => [[`${l},reason="access"`, c.denied], [`${l},reason="max_connections"`, c.overLimit], [`${l},reason="queue_full"`, c.queueFull]] as [string, number][]),
+  );
+  family("warren_udp_dropped_total", "counter", "UDP datagrams dropped (too large, no or a backed-up work connection, the kernel's receive buffer full).", apps.map(({ l, c }) => [l, c.dropped]));
+  family("warren_udp_kernel_dropped_total", "counter", "UDP datagrams the kernel dropped at the app's public socket (also in warren_udp_dropped_total).", apps.map(({ l, c }) => [l, c.kernelDropped]));
+  family("warren_http_requests_total", "counter", "HTTP requests routed to an app.", apps.map(({ l, c }) => [l, c.requests]));
+  family("warren_work_pool_idle", "gauge", "Idle work connections of an online group.", [...src.pools()].map(([g, n]) => [`group="${label(g)}"`, n]));
+  family("warren_sockets_open", "gauge", "TCP sockets this process holds (users, apps, control and work connections).", [["", src.socketsOpen]]);
+  family("warren_process_resident_memory_bytes", "gauge", "Resident memory of the server process.", [["", process.memoryUsage.rss()]]);
+  family("warren_process_open_fds", "gauge", "Open file descriptors of the server process (Linux).", [["", await openFds()]]);
+  return out.join("\n") + "\n";
+}
+
+/** Descriptors in /proc/self/fd; -1 where that cannot be read. Bun's Glob, not node:fs, which would stay in the heap (lib/files.ts). */
+async function openFds(): Promise<number> {
+  try {
+    let n = 0;
+    for await (const _ of new Bun.Glob("*").scan({ cwd: "/proc/self/fd", onlyFiles: false })) n++;
+    return n;
+  } catch {
+    return -1;
+  }
+}
