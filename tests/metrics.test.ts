@@ -6,7 +6,8 @@
 import { afterAll, expect, test } from "bun:test";
 import { clientConfig, createGroup, echoApp, onlineClient, randomData, roundTrip, sha256, testServer, until } from "./helpers.ts";
 
-const server = await testServer();
+const METRICS = "metrics-token-0123456789";
+const server = await testServer({ metricsToken: METRICS });
 const echo = await echoApp();
 const cleanup: (() => void)[] = [() => server.stop(), () => echo.close()];
 afterAll(() => cleanup.forEach((f) => f()));
@@ -41,6 +42,13 @@ function parse(text: string): Map<string, number> {
 
 test("GET /metrics: only the admin token; the text format; bytes and connections rise by exactly what went through", async () => {
   expect((await scrape("")).status).toBe(401);
+  expect((await scrape("wrong-token-0123456789")).status).toBe(401);
+  // The metrics token reads /metrics and nothing else.
+  expect((await scrape(METRICS)).status).toBe(200);
+  const api = (method: string, path: string) => fetch(`http://127.0.0.1:${server.apiPort}${path}`, { method, headers: { authorization: `Bearer ${METRICS}` }, body: method === "POST" ? JSON.stringify({ name: "x" }) : undefined });
+  expect((await api("GET", "/api/groups")).status).toBe(403);
+  expect((await api("POST", "/api/groups")).status).toBe(403);
+  expect((await api("POST", "/api/reload")).status).toBe(403);
   expect(await createGroup(server, "m", ["e"])).toBe(201);
   const { connector, apps } = await onlineClient(clientConfig(server, "m", [{ name: "e", localAddr: `127.0.0.1:${echo.port}` }]));
   cleanup.unshift(() => connector.stop());

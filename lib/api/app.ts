@@ -26,8 +26,8 @@ export function createApi(
   app.use("/api/*", auth.authenticate);
   app.get("/healthz", (c) => c.json({ status: "ok" }));
   app.route("/api/groups", groupRoutes(hub, auth, registration));
-  // Prometheus: the admin token as a bearer token (a scraper's `authorization` / `bearer_token`).
-  app.get("/metrics", auth.authenticate, auth.requireAdmin, async function metrics(c) {
+  // Prometheus: the admin or the metrics token as a bearer token (a scraper's `authorization`).
+  app.get("/metrics", auth.authenticate, auth.requireMetrics, async function metrics(c) {
     const { exposition } = await import("../metrics/prometheus.ts");
     return c.text(await exposition(hub.metricsSource()), 200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
   });

@@ -6,7 +6,7 @@ import type { Hub } from "../server/hub.ts";
 import { HttpError } from "./errors.ts";
 
 /** What the bearer token lets its holder do; null: no token, or one that is neither secret. */
-export type Role = "admin" | "register" | null;
+export type Role = "admin" | "register" | "metrics" | null;
 
 /** The Hono environment of the API: the caller's role, set by `authenticate` before any route runs. */
 export interface ApiEnv {
@@ -17,6 +17,8 @@ export interface ApiEnv {
 export interface ApiSecrets {
   readonly adminToken: string;
   readonly registrationToken?: string;
+  /** May only read GET /metrics. */
+  readonly metricsToken?: string;
 }
 
 /** The middleware of `createAuth`: one that identifies the caller, and guards that refuse it. */
@@ -25,6 +27,8 @@ export interface Auth {
   readonly authenticate: MiddlewareHandler<ApiEnv>;
   /** Lets through the admin token only. */
   readonly requireAdmin: MiddlewareHandler<ApiEnv>;
+  /** Lets through the admin or the metrics token. */
+  readonly requireMetrics: MiddlewareHandler<ApiEnv>;
   /** Lets through the admin or the registration token. */
   readonly requireToken: MiddlewareHandler<ApiEnv>;
 }
@@ -48,6 +52,7 @@ export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
     if (!m) return null;
     if (sameSecret(m[1]!, secrets.adminToken)) return "admin";
     if (sameSecret(m[1]!, secrets.registrationToken)) return "register";
+    if (sameSecret(m[1]!, secrets.metricsToken)) return "metrics";
     return null;
   }
 
@@ -67,10 +72,18 @@ export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
     requireAdmin: async function requireAdmin(c, next) {
       // A valid token without the rights is a 403: the caller is known, the action is not theirs.
       if (c.get("role") === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
+      if (c.get("role") === "metrics") throw new HttpError(403, { error: "the metrics token may only read GET /metrics" });
       if (c.get("role") !== "admin") throw unauthorized(c);
       await next();
     },
+    requireMetrics: async function requireMetrics(c, next) {
+      const role = c.get("role");
+      if (role === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
+      if (role !== "admin" && role !== "metrics") throw unauthorized(c);
+      await next();
+    },
     requireToken: async function requireToken(c, next) {
+      if (c.get("role") === "metrics") throw new HttpError(403, { error: "the metrics token may only read GET /metrics" });
       if (!c.get("role")) throw unauthorized(c);
       await next();
     },

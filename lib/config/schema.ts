@@ -245,6 +245,8 @@ export const ServerConfigSchema = v.pipe(
     poolSize: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(0), v.maxValue(256, "must be at most 256")), 8),
     maxPendingUsers: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1), v.maxValue(100_000)), 1024),
     registrationToken: v.optional(TokenSchema),
+    /** A token that may only read GET /metrics (for a scraper that should not hold the admin token). */
+    metricsToken: v.optional(TokenSchema),
     /** Most groups the registration token may create (0: no limit). */
     registrationMaxGroups: Count(1_000_000, REGISTRATION_MAX_GROUPS),
     /** Most apps in a group created with the registration token (0: no limit). */

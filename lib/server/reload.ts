@@ -32,6 +32,7 @@ export const RESTART_KEYS = [
   "loginFailureWindow",
   "loginBlockTime",
   "registrationToken",
+  "metricsToken",
   "registrationMaxGroups",
   "registrationMaxApps",
   "registrationAllowPorts",
