@@ -137,7 +137,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   };
   const api = createApi(
     hub,
-    { adminToken: token, registrationToken: config.registrationToken },
+    { adminToken: token, registrationToken: config.registrationToken, metricsToken: config.metricsToken },
     { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
     reload,
   );
@@ -248,22 +248,26 @@ async function main(): Promise<void> {
         throw new ConfigError(loaded.file, key, `cannot load the TLS certificate and key (${path}${e.code ?? e.message})`, { cause: err });
       }
     }
-    const server = await startServer(loaded.config, loaded.file, console.log, material);
+    // Signals are taken before the server starts: one that came between "ready" and a late handler would
+    // end the process (SIGHUP's default) instead of reloading it.
+    let server: RunningServer | null = null;
+    const file = loaded.file;
     const shutdown = (sig: string) => {
       log.info("shutting down", { signal: sig });
-      server.stop();
+      server?.stop();
       process.exit(0);
     };
     process.on("SIGINT", () => shutdown("SIGINT"));
     process.on("SIGTERM", () => shutdown("SIGTERM"));
     // SIGHUP re-reads the config file (it used to end the process, and every client with it).
-    const file = loaded.file;
     process.on("SIGHUP", () => {
+      if (!server) return log.warn("SIGHUP while the server is starting: nothing to reload yet", { file });
       server.reload().then(
         (r) => log.info("configuration reloaded", { file, needsRestart: r.needsRestart.join(", ") || "none" }),
         (err: Error) => log.error("reload failed", { file, error: err.message }),
       );
     });
+    server = await startServer(loaded.config, loaded.file, console.log, material);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`warren-server: config error: ${err.message}`);
