@@ -91,6 +91,10 @@ export enum ErrorCode {
   Blocked = 17,
   /** The group's token was changed: this client's token is no longer valid. */
   TokenChanged = 18,
+  /** The group is disabled on the server: the client keeps retrying and comes back once it is enabled. */
+  GroupDisabled = 19,
+  /** The administrator ended the session (the client reconnects). */
+  Kicked = 20,
 }
 
 /**
@@ -104,6 +108,9 @@ const APP_TYPES: readonly AppType[] = ["tcp", "udp", "http", "https"];
 export const MAX_STATUS_URLS = 8;
 /** Longest public URL in an app status, in UTF-8 bytes. */
 export const MAX_STATUS_URL_BYTES = 300;
+
+/** Longest client name and version a Login carries (longer ones are cut). */
+export const MAX_CLIENT_NAME_CHARS = 64;
 
 /** An app a client declares at login. */
 export interface DeclaredApp {
@@ -125,7 +132,7 @@ export interface AppStatus {
 /** Every message of the protocol. */
 export type Message =
   | { readonly type: FrameType.Challenge; readonly nonce: Uint8Array }
-  | { readonly type: FrameType.Login; readonly group: string; readonly proof: Uint8Array; readonly apps: readonly DeclaredApp[] }
+  | { readonly type: FrameType.Login; readonly group: string; readonly proof: Uint8Array; readonly apps: readonly DeclaredApp[]; readonly client?: string }
   | { readonly type: FrameType.LoginOk; readonly sessionId: Uint8Array; readonly apps: readonly AppStatus[] }
   | { readonly type: FrameType.Apps; readonly apps: readonly AppStatus[] }
   | { readonly type: FrameType.Ping; readonly seq: number }
@@ -316,6 +323,8 @@ export function encode(msg: Message): Uint8Array {
     case FrameType.Login:
       w.str(msg.group).bytes(msg.proof).u16(msg.apps.length);
       for (const a of msg.apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type));
+      // The client's name and version ("warren-client 0.1.0"), shown to the operator; optional at the end.
+      if (msg.client !== undefined) w.str(msg.client.slice(0, MAX_CLIENT_NAME_CHARS));
       return w.frame(msg.type);
     case FrameType.LoginOk:
       return writeAppStatuses(w.bytes(msg.sessionId), msg.apps).frame(msg.type);
@@ -366,7 +375,8 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
         const n = r.u16();
         const apps: DeclaredApp[] = [];
         for (let i = 0; i < n; i++) apps.push({ name: r.str(), type: r.appType() });
-        msg = { type, group, proof, apps };
+        const client = r.done() ? undefined : r.str().slice(0, MAX_CLIENT_NAME_CHARS);
+        msg = client === undefined ? { type, group, proof, apps } : { type, group, proof, apps, client };
         break;
       }
       case FrameType.LoginOk:

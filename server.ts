@@ -140,6 +140,7 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     { adminToken: token, registrationToken: config.registrationToken, metricsToken: config.metricsToken },
     { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
     reload,
+    { secureCookies: !!(config.apiTls && tls) },
   );
   let http: ReturnType<typeof Bun.serve>;
   try {

@@ -378,8 +378,9 @@ describe("read, update, delete", () => {
   });
 
   test("an unknown route is a JSON 404, never a 500", async () => {
+    // (GET / is the dashboard's page: tests/dashboard.test.ts.)
     const routes: [string, string][] = [
-      ["GET", "/"],
+      ["POST", "/"],
       ["GET", "/api"],
       ["GET", "/api/groups/"],
       ["GET", "/api/groups/a/b"],

@@ -209,7 +209,7 @@ describe("stream ends told on the control connection", () => {
 });
 
 describe("udp", () => {
-  const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0 });
+  const stats = () => ({ connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, accepted: 0, datagramsIn: 0, datagramsOut: 0 });
   const record = { name: "u", remotePort: 0, allowIPs: [], denyIPs: [], maxConnections: 0 };
 
   test("the server sends replies only to peers that sent to the app", async () => {

@@ -69,6 +69,13 @@ test("GET /metrics: only the admin token; the text format; bytes and connections
   expect(s1.get(key("warren_app_bytes_total", ',direction="in"'))! - in0).toBe(data.length);
   expect(s1.get(key("warren_app_bytes_total", ',direction="out"'))! - out0).toBe(data.length);
   expect(s1.get(key("warren_connections_refused_total", ',reason="access"'))).toBe(0);
+  // One connection accepted, one client login.
+  expect(s1.get(key("warren_app_connections_total"))! - (s0.get(key("warren_app_connections_total")) ?? 0)).toBe(1);
+  expect(s1.get(`warren_logins_total{result="ok"}`)).toBe(1);
+  expect(s1.get(`warren_logins_total{result="failed"}`)).toBe(0);
+  expect(s1.get(key("warren_udp_datagrams_total", ',direction="in"'))).toBe(0);
+  expect(s1.get("warren_process_event_loop_lag_seconds")).toBeGreaterThanOrEqual(0);
+  expect(s1.get("warren_process_event_loop_lag_seconds")).toBeLessThan(60);
   expect(s1.get(`warren_work_pool_idle{group="m"}`)).toBeGreaterThanOrEqual(0);
   expect(s1.get("warren_process_resident_memory_bytes")).toBeGreaterThan(1 << 20);
   expect(s1.get("warren_process_open_fds")).toBeGreaterThan(3);

@@ -92,7 +92,7 @@ function frameOf(address: string, port: number, payload: Uint8Array): Uint8Array
 }
 
 function udpStats() {
-  return { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0 };
+  return { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, accepted: 0, datagramsIn: 0, datagramsOut: 0 };
 }
 
 async function openPublic(maxConnections: number, stats: ReturnType<typeof udpStats>): Promise<UdpPublic> {

@@ -9,6 +9,21 @@ import { createAuth, type ApiEnv, type ApiSecrets } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { WarrenError } from "../errors.ts";
 import { groupRoutes, type RegistrationLimits } from "./groups.ts";
+import { clientIp } from "./auth.ts";
+import { SignIns, signinRoutes } from "./signin.ts";
+import { liveRoutes } from "./live.ts";
+import { operationRoutes } from "./operations.ts";
+import { dashboardRoutes } from "../dashboard/page.ts";
+
+/** How the API is served. */
+export interface ApiOptions {
+  /** Cookies get the Secure flag (the API is served over TLS: apiTls). */
+  readonly secureCookies?: boolean;
+  /** Time between two live-feed updates (LIVE_INTERVAL_MS). */
+  readonly liveIntervalMs?: number;
+  /** Serve the dashboard at / (default true). */
+  readonly dashboard?: boolean;
+}
 
 export { MAX_BODY_BYTES } from "./body.ts";
 export type { RegistrationLimits } from "./groups.ts";
@@ -19,13 +34,21 @@ export function createApi(
   secrets: ApiSecrets,
   registration: RegistrationLimits = { maxGroups: 0, maxApps: 0 },
   reload?: () => Promise<{ needsRestart: string[] }>,
+  options: ApiOptions = {},
 ): Hono<ApiEnv> {
   const app = new Hono<ApiEnv>();
-  const auth = createAuth(hub, secrets);
+  const signins = new SignIns();
+  const auth = createAuth(hub, secrets, signins);
 
-  app.use("/api/*", auth.authenticate);
+  // Anything that changes something must come from this origin's own pages (or from no page at all: curl).
+  app.use("/api/*", auth.sameOrigin, auth.authenticate);
+  app.use("/ui/*", auth.sameOrigin);
   app.get("/healthz", (c) => c.json({ status: "ok" }));
-  app.route("/api/groups", groupRoutes(hub, auth, registration));
+  app.route("/ui", signinRoutes(hub, secrets, signins, options.secureCookies ?? false, clientIp));
+  app.route("/api", liveRoutes(hub, auth, signins, options.liveIntervalMs));
+  app.route("/api/groups", groupRoutes(hub, auth, registration, signins));
+  app.route("/api/groups", operationRoutes(hub, auth));
+  if (options.dashboard !== false) app.route("/", dashboardRoutes());
   // Prometheus: the admin or the metrics token as a bearer token (a scraper's `authorization`).
   app.get("/metrics", auth.authenticate, auth.requireMetrics, async function metrics(c) {
     const { exposition } = await import("../metrics/prometheus.ts");

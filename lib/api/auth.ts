@@ -4,13 +4,17 @@ import type { Server } from "bun";
 import { sameSecret } from "../secrets.ts";
 import type { Hub } from "../server/hub.ts";
 import { HttpError } from "./errors.ts";
+import { sessionId, type SignIns } from "./signin.ts";
 
-/** What the bearer token lets its holder do; null: no token, or one that is neither secret. */
-export type Role = "admin" | "register" | "metrics" | null;
+/**
+ * What the caller may do: a bearer token's rights, or a dashboard session's (admin, or the
+ * owner of one group, who sees and acts on that group only); null: no token, or a wrong one.
+ */
+export type Role = "admin" | "register" | "metrics" | "owner" | null;
 
-/** The Hono environment of the API: the caller's role, set by `authenticate` before any route runs. */
+/** The Hono environment of the API: the caller's role (and an owner's group), set by `authenticate` before any route runs. */
 export interface ApiEnv {
-  Variables: { role: Role };
+  Variables: { role: Role; group: string | null; signin: string | null };
 }
 
 /** The two tokens the API accepts; without a registration token only the admin may create groups. */
@@ -31,10 +35,17 @@ export interface Auth {
   readonly requireMetrics: MiddlewareHandler<ApiEnv>;
   /** Lets through the admin or the registration token. */
   readonly requireToken: MiddlewareHandler<ApiEnv>;
+  /** Lets through the admin, and the owner of the group named in the path (others get the 404 of a group that does not exist). */
+  readonly requireGroup: MiddlewareHandler<ApiEnv>;
+  /** Refuses a request that changes something from a page of another origin (a cross-site form or script). */
+  readonly sameOrigin: MiddlewareHandler<ApiEnv>;
 }
 
+/** Methods that change nothing: they need no CSRF token. */
+const SAFE = new Set(["GET", "HEAD", "OPTIONS"]);
+
 /** The caller's address; "" when there is no socket (app.request in tests). */
-function clientIp(c: Context): string {
+export function clientIp(c: Context): string {
   // Bun passes its server to Hono's fetch as the environment. Asked directly rather than
   // through hono/bun, whose import adds about 279 KiB to the heap (bench/optimisations.md).
   const server = c.env as Server<unknown> | undefined;
@@ -46,7 +57,7 @@ function clientIp(c: Context): string {
 }
 
 /** Builds the API's authentication over a hub's login lockout and the server's tokens. */
-export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
+export function createAuth(hub: Hub, secrets: ApiSecrets, signins: SignIns): Auth {
   function roleOf(c: Context): Role {
     const m = /^Bearer\s+(\S+)$/i.exec(c.req.header("authorization") ?? "");
     if (!m) return null;
@@ -66,11 +77,53 @@ export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
   return {
     authenticate: async function authenticate(c, next) {
       if (hub.guard.blocked(clientIp(c))) throw new HttpError(429, { error: "too many failed logins from this address; try again later" });
-      c.set("role", roleOf(c));
+      c.set("group", null);
+      c.set("signin", null);
+      if (c.req.header("authorization") !== undefined) c.set("role", roleOf(c));
+      else {
+        // No bearer token: a dashboard session, if the cookie names a live one.
+        const id = sessionId(c);
+        const s = signins.get(id);
+        c.set("role", s?.role ?? null);
+        if (s) {
+          c.set("group", s.group);
+          c.set("signin", id!);
+          // A cookie rides along with any request the browser makes, even one a page of another site
+          // triggers: a change must also show the token only the dashboard's own pages can read.
+          if (!SAFE.has(c.req.method) && !sameSecret(c.req.header("x-csrf-token") ?? "", s.csrf)) {
+            throw new HttpError(403, { error: "missing or wrong X-CSRF-Token header (the dashboard sends it; other pages cannot)" });
+          }
+        }
+      }
+      await next();
+    },
+    sameOrigin: async function sameOrigin(c, next) {
+      const origin = c.req.header("origin");
+      if (!SAFE.has(c.req.method) && origin !== undefined && origin !== "null") {
+        let host: string | null = null;
+        try {
+          host = new URL(origin).host;
+        } catch {}
+        if (host !== c.req.header("host")) throw new HttpError(403, { error: `cross-origin request from ${origin.slice(0, 100)} refused` });
+      } else if (!SAFE.has(c.req.method) && origin === "null") throw new HttpError(403, { error: "cross-origin request from an opaque origin refused" });
+      await next();
+    },
+    requireGroup: async function requireGroup(c, next) {
+      const role = c.get("role");
+      if (role === "owner") {
+        // Another group's name gets the same answer as a name that does not exist: an owner learns nothing of other groups.
+        const name = c.req.param("name");
+        if (name !== c.get("group")) throw new HttpError(404, { error: `group "${name}" does not exist` });
+        return next();
+      }
+      if (role === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
+      if (role === "metrics") throw new HttpError(403, { error: "the metrics token may only read GET /metrics" });
+      if (role !== "admin") throw unauthorized(c);
       await next();
     },
     requireAdmin: async function requireAdmin(c, next) {
       // A valid token without the rights is a 403: the caller is known, the action is not theirs.
+      if (c.get("role") === "owner") throw new HttpError(403, { error: "only the administrator may do this; a group's owner acts on its own group only" });
       if (c.get("role") === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
       if (c.get("role") === "metrics") throw new HttpError(403, { error: "the metrics token may only read GET /metrics" });
       if (c.get("role") !== "admin") throw unauthorized(c);
@@ -78,11 +131,13 @@ export function createAuth(hub: Hub, secrets: ApiSecrets): Auth {
     },
     requireMetrics: async function requireMetrics(c, next) {
       const role = c.get("role");
+      if (role === "owner") throw new HttpError(403, { error: "only the administrator may read the metrics of every group" });
       if (role === "register") throw new HttpError(403, { error: "the registration token may only create groups (POST /api/groups)" });
       if (role !== "admin" && role !== "metrics") throw unauthorized(c);
       await next();
     },
     requireToken: async function requireToken(c, next) {
+      if (c.get("role") === "owner") throw new HttpError(403, { error: "only the administrator may create groups" });
       if (c.get("role") === "metrics") throw new HttpError(403, { error: "the metrics token may only read GET /metrics" });
       if (!c.get("role")) throw unauthorized(c);
       await next();

@@ -10,6 +10,7 @@ import type { GroupRecord, GroupSource, RegistryError } from "../registry/types.
 import type { ApiEnv, Auth } from "./auth.ts";
 import { parseBody } from "./body.ts";
 import { HttpError } from "./errors.ts";
+import type { SignIns } from "./signin.ts";
 
 const appsSchema = v.pipe(
   v.array(ServerAppSchema, "must be an array of apps"),
@@ -49,7 +50,7 @@ function registryRefusal(e: RegistryError): HttpError {
 }
 
 /** Builds the routes of /api/groups over a hub; `auth` guards them, `registration` bounds what the registration token may create. */
-export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimits): Hono<ApiEnv> {
+export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimits, signins: SignIns): Hono<ApiEnv> {
   const groups = new Hono<ApiEnv>();
   // Reads come from the server's view; writes go to the store, whose announcements the sessions act on.
   const registry = hub.registry;
@@ -99,18 +100,27 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     return c.json({ ...hub.view(res.group), token, apps: hub.view(res.group).apps }, 201);
   });
 
-  groups.get("/", auth.requireAdmin, function listGroups(c) {
+  groups.get("/", async function listGroups(c) {
+    // An owner sees a list of one: their own group.
+    if (c.get("role") === "owner") {
+      const own = registry.get(c.get("group")!);
+      return c.json({ groups: own ? [hub.view(own)] : [] });
+    }
+    await auth.requireAdmin(c, async () => {});
     return c.json({ groups: registry.list().map((g) => hub.view(g)) });
   });
 
-  groups.get("/:name", auth.requireAdmin, function getGroup(c) {
+  groups.get("/:name", auth.requireGroup, function getGroup(c) {
     return c.json(hub.view(existing(c.req.param("name"))));
   });
 
-  groups.put("/:name", auth.requireAdmin, async function updateGroup(c) {
+  groups.put("/:name", auth.requireGroup, async function updateGroup(c) {
     const name = c.req.param("name");
     existing(name); // before the body is read: a missing group is a 404 whatever the body
     const body = await parseBody(c, UpdateGroupBody);
+    // The limits are the administrator's to set: an owner changes apps only.
+    const limitKey = (["maxApps", "allowPorts", "bandwidthLimit"] as const).find((k) => body[k] !== undefined);
+    if (c.get("role") === "owner" && limitKey) throw new HttpError(403, { error: `only the administrator may change ${limitKey}`, issues: [{ path: limitKey, message: "only the administrator may change it" }] });
     // Looked up again once the body has been read: the group may have been deleted meanwhile.
     const old = existing(name);
     // server.toml would put its own apps back at the next start: change it there, as for its token.
@@ -126,11 +136,12 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     // Resolves once the online session has applied it: the answer shows the apps as they now are.
     const res = await store.update(name, body.apps, limits);
     if (!res.ok) throw registryRefusal(res.error);
-    log.info("group updated", { group: name, apps: res.group.apps.length });
+    log.info("group updated", { group: name, apps: res.group.apps.length, by: c.get("role") });
+    hub.events.add(name, { kind: "apps_changed", message: `apps changed by the ${c.get("role") === "owner" ? "group's owner" : "administrator"} (${res.group.apps.length} now)` });
     return c.json(hub.view(res.group));
   });
 
-  groups.post("/:name/token", auth.requireAdmin, async function newToken(c) {
+  groups.post("/:name/token", auth.requireGroup, async function newToken(c) {
     const name = c.req.param("name");
     existing(name); // before the body is read: a missing group is a 404 whatever the body
     const body = await parseBody(c, NewTokenBody, {});
@@ -141,7 +152,10 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
     const token = body.token ?? generateToken();
     // A new token revokes the old one: whoever holds it, online now, is cut off with its streams (the hub acts on the change).
     if (!(await store.setToken(name, token))) throw noSuchGroup(name);
-    log.info("group token changed", { group: name });
+    log.info("group token changed", { group: name, by: c.get("role") });
+    // Dashboard sessions signed in with the old token end too (but the one that asked for the change).
+    signins.endGroup(name, c.get("signin") ?? undefined);
+    hub.events.add(name, { kind: "token_changed", message: `token changed by the ${c.get("role") === "owner" ? "group's owner" : "administrator"}` });
     // The one response that carries the new token.
     return c.json({ name, token });
   });
@@ -149,6 +163,7 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
   groups.delete("/:name", auth.requireAdmin, async function deleteGroup(c) {
     const name = c.req.param("name");
     if (!(await store.delete(name))) throw noSuchGroup(name);
+    signins.endGroup(name);
     log.info("group deleted", { group: name });
     return c.body(null, 204);
   });

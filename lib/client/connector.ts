@@ -13,6 +13,7 @@ import { Endpoint, type Counters } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
 import type { UdpCounters } from "./udp.ts";
 import { register } from "./register.ts";
+import { VERSION } from "../version.ts";
 import { WorkConnections, type LocalApp, type WorkLimits } from "./work.ts";
 
 /** A login that gets no answer within this time is abandoned. */
@@ -264,6 +265,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
             group: this.config.group,
             proof: loginProof(this.config.token, msg.nonce, this.config.group),
             apps: this.#declared(),
+            client: `warren-client ${VERSION}`,
           }),
         );
         return true;

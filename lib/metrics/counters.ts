@@ -19,6 +19,11 @@ export interface AppCounters extends Counters {
   kernelDropped: number;
   /** HTTP requests routed to the app (HTTP apps only). */
   requests: number;
+  /** Users accepted since the app was first counted (TCP and HTTP: connections; UDP: new peers); kept across restarts (history.ts). */
+  accepted: number;
+  /** UDP datagrams relayed from peers to the app, and from the app back to peers. */
+  datagramsIn: number;
+  datagramsOut: number;
 }
 
 /** The counters of every app, by group and app name. */
@@ -29,7 +34,7 @@ export class Metrics {
   app(group: string, app: string): AppCounters {
     const key = `${group}/${app}`;
     let c = this.#apps.get(key);
-    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, kernelDropped: 0, requests: 0 }));
+    if (!c) this.#apps.set(key, (c = { connections: 0, bytesIn: 0, bytesOut: 0, denied: 0, overLimit: 0, dropped: 0, queueFull: 0, kernelDropped: 0, requests: 0, accepted: 0, datagramsIn: 0, datagramsOut: 0 }));
     return c;
   }
 

@@ -14,6 +14,10 @@ export interface MetricsSource {
   /** Idle work connections of each online group. */
   pools(): Iterable<[group: string, idle: number]>;
   readonly socketsOpen: number;
+  /** Client logins by result (ok, failed, blocked, disabled, refused). */
+  readonly logins: Readonly<Record<string, number>>;
+  /** The worst event-loop lag since the previous scrape, in seconds. */
+  readonly loopLagSeconds: number;
 }
 
 /** A label value, escaped as the format asks (backslash, quote, newline). */
@@ -32,6 +36,7 @@ export async function exposition(src: MetricsSource): Promise<string> {
   family("warren_groups", "gauge", "Groups in the registry.", [["", src.groups]]);
   family("warren_groups_online", "gauge", "Groups whose client is logged in.", [["", src.groupsOnline]]);
   family("warren_app_bytes_total", "counter", "Bytes relayed for an app's users: in from users, out to them.", apps.flatMap(({ l, c }) => [[`${l},direction="in"`, c.bytesIn], [`${l},direction="out"`, c.bytesOut]] as [string, number][]));
+  family("warren_app_connections_total", "counter", "Users accepted (TCP and HTTP: connections, UDP: new peers); kept across restarts.", apps.map(({ l, c }) => [l, c.accepted]));
   family("warren_app_connections_active", "gauge", "Open user connections (UDP: peers heard within udpIdleTimeout; HTTP: streams to the app).", apps.map(({ l, c }) => [l, c.connections]));
   family(
     "warren_connections_refused_total",
@@ -39,12 +44,15 @@ export async function exposition(src: MetricsSource): Promise<string> {
     "Users refused, by reason: allowIPs/denyIPs (access), maxConnections, or maxPendingUsers (queue_full).",
     apps.flatMap(({ l, c }) => [[`${l},reason="access"`, c.denied], [`${l},reason="max_connections"`, c.overLimit], [`${l},reason="queue_full"`, c.queueFull]] as [string, number][]),
   );
+  family("warren_udp_datagrams_total", "counter", "UDP datagrams relayed: in from peers, out to them.", apps.flatMap(({ l, c }) => [[`${l},direction="in"`, c.datagramsIn], [`${l},direction="out"`, c.datagramsOut]] as [string, number][]));
   family("warren_udp_dropped_total", "counter", "UDP datagrams dropped (too large, no or a backed-up work connection, the kernel's receive buffer full).", apps.map(({ l, c }) => [l, c.dropped]));
   family("warren_udp_kernel_dropped_total", "counter", "UDP datagrams the kernel dropped at the app's public socket (also in warren_udp_dropped_total).", apps.map(({ l, c }) => [l, c.kernelDropped]));
   family("warren_http_requests_total", "counter", "HTTP requests routed to an app.", apps.map(({ l, c }) => [l, c.requests]));
   family("warren_work_pool_idle", "gauge", "Idle work connections of an online group.", [...src.pools()].map(([g, n]) => [`group="${label(g)}"`, n]));
+  family("warren_logins_total", "counter", "Client logins on the control port, by result.", Object.entries(src.logins).map(([r, n]) => [`result="${label(r)}"`, n]));
   family("warren_sockets_open", "gauge", "TCP sockets this process holds (users, apps, control and work connections).", [["", src.socketsOpen]]);
   family("warren_process_resident_memory_bytes", "gauge", "Resident memory of the server process.", [["", process.memoryUsage.rss()]]);
+  family("warren_process_event_loop_lag_seconds", "gauge", "The worst lag of the server's event loop since the previous scrape (a 500 ms timer's lateness).", [["", src.loopLagSeconds]]);
   family("warren_process_open_fds", "gauge", "Open file descriptors of the server process (Linux).", [["", await openFds()]]);
   return out.join("\n") + "\n";
 }

@@ -14,6 +14,8 @@ import { httpKeys, resolvePorts, type PortSpace } from "./ports.ts";
 import { ChangeFeed, type ChangeListener, type ConfigGroup, type RegistryStore } from "./store.ts";
 import { RegistryError, servedByDomain, type AppInput, type AppRecord, type GroupLimitsInput, type GroupRecord, type GroupSource, type RegistryChange, type RegistryResult } from "./types.ts";
 
+import { SqliteHistory } from "./sqlite-history.ts";
+
 export type { AppInput, AppRecord, GroupRecord, GroupSource, RegistryError, RegistryResult } from "./types.ts";
 
 /** File name of the registry database inside dataDir. */
@@ -25,7 +27,8 @@ CREATE TABLE IF NOT EXISTS groups (
   token TEXT NOT NULL,
   source TEXT NOT NULL,
   created_at INTEGER NOT NULL,
-  limits TEXT NOT NULL DEFAULT '{}'
+  limits TEXT NOT NULL DEFAULT '{}',
+  disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS apps (
   group_name TEXT NOT NULL REFERENCES groups(name) ON DELETE CASCADE,
@@ -88,6 +91,7 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   #migrate(): void {
     const has = (table: string, col: string) => this.#db.query<{ name: string }, []>(`PRAGMA table_info(${table})`).all().some((c) => c.name === col);
     if (!has("groups", "limits")) this.#db.exec("ALTER TABLE groups ADD COLUMN limits TEXT NOT NULL DEFAULT '{}'");
+    if (!has("groups", "disabled")) this.#db.exec("ALTER TABLE groups ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0");
     if (!has("apps", "options")) this.#db.exec("ALTER TABLE apps ADD COLUMN options TEXT NOT NULL DEFAULT '{}'");
     // Before HTTP apps, every app had a port of its own and the table said so; HTTP apps all have port 0, so
     // the table is rebuilt without that constraint (the in-memory index checks ports, as it always did).
@@ -103,13 +107,13 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   }
 
   #load(): void {
-    const groups = this.#db.query<{ name: string; token: string; source: GroupSource; created_at: number; limits: string }, []>("SELECT * FROM groups").all();
+    const groups = this.#db.query<{ name: string; token: string; source: GroupSource; created_at: number; limits: string; disabled: number }, []>("SELECT * FROM groups").all();
     const apps = this.#db
       .query<{ group_name: string; name: string; type: AppType; remote_port: number; requested_port: number; options: string }, []>("SELECT * FROM apps ORDER BY rowid")
       .all();
     for (const g of groups) {
       const limits = JSON.parse(g.limits) as GroupLimitsInput;
-      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, bandwidthLimit: limits.bandwidthLimit ?? null, apps: [] });
+      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, bandwidthLimit: limits.bandwidthLimit ?? null, disabled: g.disabled === 1, apps: [] });
     }
     for (const a of apps) {
       const g = this.#groups.get(a.group_name);
@@ -214,7 +218,7 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     if (!resolved.ok) return resolved;
     const domainError = checkDomains(this, name, resolved.apps);
     if (domainError) return { ok: false, error: domainError };
-    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, bandwidthLimit: limits.bandwidthLimit ?? null, apps: resolved.apps };
+    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, bandwidthLimit: limits.bandwidthLimit ?? null, disabled: false, apps: resolved.apps };
     this.#db.transaction(() => {
       this.#db.run("INSERT INTO groups (name, token, source, created_at, limits) VALUES (?, ?, ?, ?, ?)", [name, token, source, group.createdAt, limitsJson(group)]);
       this.#insertApps(name, group.apps);
@@ -302,6 +306,17 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     return true;
   }
 
+  async setDisabled(name: string, disabled: boolean): Promise<GroupRecord | null> {
+    const old = this.#groups.get(name);
+    if (!old) return null;
+    if (old.disabled === disabled) return old;
+    this.#db.run("UPDATE groups SET disabled = ? WHERE name = ?", [disabled ? 1 : 0, name]);
+    const group = { ...old, disabled };
+    this.#groups.set(name, group);
+    await this.#announce({ kind: "updated", group });
+    return group;
+  }
+
   #setSource(name: string, source: GroupSource): void {
     this.#db.run("UPDATE groups SET source = ? WHERE name = ?", [source, name]);
     this.#groups.set(name, { ...this.#groups.get(name)!, source });
@@ -313,6 +328,11 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
       const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections, bandwidthLimit: a.bandwidthLimit, ...httpKeys(a) });
       stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
     }
+  }
+
+  /** The traffic history, kept in the same database file. */
+  history(): SqliteHistory {
+    return new SqliteHistory(this.#db);
   }
 
   /** Closes the database. */

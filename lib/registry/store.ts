@@ -4,6 +4,7 @@
  * file beside sqlite.ts. Each change is announced once stored; the server's
  * view of the registry (view.ts) and its sessions react to the announcements.
  */
+import type { HistoryStore } from "../metrics/history.ts";
 import type { AppInput, GroupLimitsInput, GroupRecord, GroupSource, RegistryChange, RegistryError, RegistryResult } from "./types.ts";
 
 /** A group as server.toml's `[[groups]]` gives it. */
@@ -26,6 +27,10 @@ export interface RegistryStore {
   delete(name: string): Promise<boolean>;
   /** Makes the `config` groups equal to server.toml's; one error per group that could not be applied, its path naming the key. */
   syncConfig(groups: readonly ConfigGroup[]): Promise<RegistryError[]>;
+  /** Where the traffic history is kept (in the same database). */
+  history(): HistoryStore;
+  /** Enables or disables a group (a disabled group may not log in); null when there is no such group. */
+  setDisabled(name: string, disabled: boolean): Promise<GroupRecord | null>;
   /** Calls `listener` after every change, in order. */
   onChange(listener: ChangeListener): void;
   /** Releases the store. */

@@ -54,6 +54,8 @@ export interface GroupRecord {
   readonly allowPorts: string | null;
   /** The group's bandwidthLimit ("10MB"), shared by all its apps, or null. */
   readonly bandwidthLimit: string | null;
+  /** A disabled group may not log in (its client keeps retrying, and comes back once it is enabled). */
+  readonly disabled: boolean;
   readonly apps: readonly AppRecord[];
 }
 

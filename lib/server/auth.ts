@@ -64,6 +64,8 @@ export class Auth {
       this.guard.fail(caller.ip, "control port");
       return refuse(ErrorCode.AuthFailed, AUTH_FAILED);
     }
+    // A correct token: not a failed login, and the client may retry (it is let in once the group is enabled).
+    if (group.disabled) return refuse(ErrorCode.GroupDisabled, "the group is disabled on the server");
     if (buffered > 0) return refuse(ErrorCode.UnexpectedMessage, "data after login before the server answered");
     // Bounded so that the answer (one status per declared app) always fits in a frame.
     const bad = declaredAppsProblem(msg.apps);

@@ -18,6 +18,35 @@ import { LiveUsers } from "./users.ts";
 import type { Vhosts } from "./http/edge.ts";
 import type { MetricsSource } from "../metrics/prometheus.ts";
 import { sockets } from "../net/sockets.ts";
+import { GroupEvents } from "./events.ts";
+import { History } from "../metrics/history.ts";
+import { LoopLag } from "../metrics/lag.ts";
+import type { ConnectionView } from "./users.ts";
+
+/** Time between two looks at the refusal counters, which become events (events.ts). */
+export const REFUSAL_WATCH_MS = 1000;
+/** Most live connections the API lists for one group (the newest). */
+export const MAX_LISTED_CONNECTIONS = 200;
+
+/** One group in the overview: what the dashboard's first page shows of it. */
+export interface GroupSummary {
+  name: string;
+  online: boolean;
+  enabled: boolean;
+  clientAddr: string | null;
+  clientVersion: string | null;
+  onlineSince: string | null;
+  apps: number;
+  connections: number;
+  bytesIn: number;
+  bytesOut: number;
+}
+
+/** Every group in short, with the totals over all of them. */
+export interface Overview {
+  totals: { groups: number; groupsOnline: number; connections: number; bytesIn: number; bytesOut: number };
+  groups: GroupSummary[];
+}
 
 /** Live state of one app, as the API shows it. */
 export interface AppView {
@@ -33,6 +62,8 @@ export interface AppView {
   online: boolean;
   error: string | null;
   connections: number;
+  /** Users accepted so far (kept across restarts). */
+  connectionsTotal: number;
   bytesIn: number;
   bytesOut: number;
   deniedConnections: number;
@@ -48,8 +79,10 @@ export interface GroupView {
   maxApps: number;
   allowPorts: string | null;
   bandwidthLimit: string | null;
+  enabled: boolean;
   online: boolean;
   clientAddr: string | null;
+  clientVersion: string | null;
   onlineSince: string | null;
   apps: AppView[];
 }
@@ -68,6 +101,14 @@ export class Hub implements SessionHost {
   readonly guard: LoginGuard;
   readonly metrics = new Metrics();
   readonly users = new LiveUsers();
+  /** Recent events of each group (events.ts). */
+  readonly events = new GroupEvents();
+  /** Traffic history and totals kept in the registry's database (history.ts). */
+  readonly history: History;
+  readonly lag = new LoopLag();
+  #watch: Timer | null = null;
+  /** Refusal counts as last seen by the watch, per "group/app". */
+  readonly #refusalsSeen = new Map<string, [denied: number, overLimit: number, queueFull: number]>();
   /** The shared HTTP and HTTPS ports (set by the server before clients log in), or null. */
   vhosts: Vhosts | null = null;
   readonly #sessions: Sessions;
@@ -87,7 +128,8 @@ export class Hub implements SessionHost {
     this.udpIdleTimeoutMs = config.udpIdleTimeoutMs;
     this.udpReceiveBuffer = config.udpReceiveBuffer;
     this.guard = new LoginGuard(config.loginFailureLimit, config.loginFailureWindowMs, config.loginBlockTimeMs);
-    this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeoutMs);
+    this.history = new History(this.metrics, store.history());
+    this.#sessions = new Sessions(this, new Auth(registry, this.guard), config.heartbeatTimeoutMs, this.events);
     this.#port = new ControlPort(config.bindAddr, config.handshakeTimeoutMs, this.guard, this.#sessions);
     this.#sessions.port = this.#port;
     store.onChange((c) => {
@@ -99,6 +141,7 @@ export class Hub implements SessionHost {
 
   /** Acts on a stored change: the group's session follows it at once. */
   #changed(c: RegistryChange): Promise<void> | void {
+    if (c.kind === "updated" && c.group.disabled) return this.#sessions.get(c.group.name)?.end(ErrorCode.GroupDisabled, "the group was disabled by the administrator");
     if (c.kind === "updated") return this.#groupChanged(c.group);
     if (c.kind === "deleted") return this.#groupDeleted(c.name);
     if (c.kind === "token") return this.#tokenChanged(c.group.name);
@@ -108,6 +151,10 @@ export class Hub implements SessionHost {
   listen(port: number, tls?: { cert: string; key: string }): number {
     const bound = this.#port.listen(port, tls);
     this.#sessions.startSweep();
+    this.history.start((group, app) => !!this.registry.get(group)?.apps.some((a) => a.name === app));
+    this.lag.start();
+    this.#watch = setInterval(() => this.#watchRefusals(), REFUSAL_WATCH_MS);
+    this.#watch.unref();
     return bound;
   }
 
@@ -126,8 +173,41 @@ export class Hub implements SessionHost {
   }
 
   /** A session has ended: forget it unless it was already replaced. */
-  ended(session: Session): void {
-    this.#sessions.ended(session);
+  ended(session: Session, reason: string): void {
+    this.#sessions.ended(session, reason);
+  }
+
+  /** Ends a group's session at the administrator's request (the client reconnects); false when it is offline. */
+  kick(name: string): boolean {
+    const s = this.#sessions.get(name);
+    if (!s) return false;
+    s.end(ErrorCode.Kicked, "session ended by the administrator");
+    return true;
+  }
+
+  /** The live user connections of a group, newest first. */
+  connections(name: string): ConnectionView[] {
+    return this.users.list(name, MAX_LISTED_CONNECTIONS);
+  }
+
+  /** Turns rises in the refusal counters into events: the refusal paths stay as cheap as a counter. */
+  #watchRefusals(): void {
+    for (const [group, app, c] of this.metrics.entries()) {
+      const k = `${group}/${app}`;
+      const seen = this.#refusalsSeen.get(k);
+      if (!seen) {
+        // First look: what happened before is in the counters, not news.
+        this.#refusalsSeen.set(k, [c.denied, c.overLimit, c.queueFull]);
+        continue;
+      }
+      const rose = [c.denied - seen[0], c.overLimit - seen[1], c.queueFull - seen[2]];
+      if (!rose[0] && !rose[1] && !rose[2]) continue;
+      const reasons = ["allowIPs/denyIPs", "maxConnections", "queue full (maxPendingUsers)"];
+      for (const [i, n] of rose.entries()) {
+        if (n > 0) this.events.add(group, { kind: "refused", app, reason: reasons[i], message: `users of ${app} refused: ${reasons[i]}` }, n);
+      }
+      this.#refusalsSeen.set(k, [c.denied, c.overLimit, c.queueFull]);
+    }
   }
 
   /** The online session of a group, if any. */
@@ -161,6 +241,9 @@ export class Hub implements SessionHost {
   #forget(group: string, app?: string): void {
     this.users.cut(group, app);
     this.metrics.forget(group, app);
+    this.history.forget(group, app);
+    if (app === undefined) this.events.forget(group);
+    for (const k of [...this.#refusalsSeen.keys()]) if (app === undefined ? k.startsWith(`${group}/`) : k === `${group}/${app}`) this.#refusalsSeen.delete(k);
   }
 
   /** The API's view of a group. */
@@ -171,8 +254,10 @@ export class Hub implements SessionHost {
       maxApps: group.maxApps,
       allowPorts: group.allowPorts,
       bandwidthLimit: group.bandwidthLimit,
+      enabled: !group.disabled,
       online: !!s,
       clientAddr: s?.clientAddr ?? null,
+      clientVersion: s?.clientVersion ?? null,
       onlineSince: s?.onlineSince.toISOString() ?? null,
       apps: group.apps.map((a) => {
         const st = this.metrics.peek(group.name, a.name);
@@ -190,6 +275,7 @@ export class Hub implements SessionHost {
           online: !!status && !status.error,
           error: status?.error || null,
           connections: st?.connections ?? 0,
+          connectionsTotal: st?.accepted ?? 0,
           bytesIn: st?.bytesIn ?? 0,
           bytesOut: st?.bytesOut ?? 0,
           deniedConnections: st?.denied ?? 0,
@@ -208,10 +294,37 @@ export class Hub implements SessionHost {
     return this.#port.pending;
   }
 
+  /** Every group in short, for the dashboard's overview: one pass over the registry, no per-app objects. */
+  overview(groups: readonly GroupRecord[] = this.registry.list()): Overview {
+    const totals = { groups: groups.length, groupsOnline: 0, connections: 0, bytesIn: 0, bytesOut: 0 };
+    const out: GroupSummary[] = [];
+    for (const g of groups) {
+      const s = this.#sessions.get(g.name);
+      let connections = 0;
+      let bytesIn = 0;
+      let bytesOut = 0;
+      for (const a of g.apps) {
+        const st = this.metrics.peek(g.name, a.name);
+        if (!st) continue;
+        connections += st.connections;
+        bytesIn += st.bytesIn;
+        bytesOut += st.bytesOut;
+      }
+      if (s) totals.groupsOnline++;
+      totals.connections += connections;
+      totals.bytesIn += bytesIn;
+      totals.bytesOut += bytesOut;
+      out.push({ name: g.name, online: !!s, enabled: !g.disabled, clientAddr: s?.clientAddr ?? null, clientVersion: s?.clientVersion ?? null, onlineSince: s?.onlineSince.toISOString() ?? null, apps: g.apps.length, connections, bytesIn, bytesOut });
+    }
+    return { totals, groups: out };
+  }
+
   /** What a Prometheus scrape reads (lib/metrics/prometheus.ts). */
   metricsSource(): MetricsSource {
     const sessions = this.#sessions;
     return {
+      logins: sessions.logins,
+      loopLagSeconds: this.lag.takeMax(),
       groups: this.registry.list().length,
       groupsOnline: sessions.size,
       apps: () => this.metrics.entries(),
@@ -229,6 +342,10 @@ export class Hub implements SessionHost {
 
   /** Closes the control port and every session; established streams are cut too. */
   stop(): void {
+    if (this.#watch) clearInterval(this.#watch);
+    this.lag.stop();
+    // The last batch of traffic goes to the store before it is closed: totals survive a restart.
+    this.history.stop();
     this.#port.stop();
     this.#sessions.stop(ErrorCode.ServerShutdown, "server shutting down");
     this.users.cutAll();

@@ -27,7 +27,7 @@ const OPENERS: Record<AppRecord["type"], OpenApp> = { tcp: openTcp, udp: openUdp
 export interface SessionHost extends ServerSettings {
   statsFor(group: string, app: string): AppCounters;
   /** Called once when the session has ended. */
-  ended(session: Session): void;
+  ended(session: Session, reason: string): void;
 }
 
 /** An online group. */
@@ -57,6 +57,8 @@ export class Session implements AppHost, PoolHost {
     /** The apps the client serves: from its login, then from its Declare frames. */
     private declared: readonly DeclaredApp[],
     readonly clientAddr: string,
+    /** What the client said it is ("warren-client 0.1.0"), or null. */
+    readonly clientVersion: string | null = null,
   ) {
     this.idHex = Buffer.from(id).toString("hex");
     this.#current = group;
@@ -262,6 +264,6 @@ export class Session implements AppHost, PoolHost {
       this.control.endWhenFlushed();
     } else this.control.destroy();
     log.info("session ended", { group: this.group.name, client: this.clientAddr, reason });
-    this.host.ended(this);
+    this.host.ended(this, reason);
   }
 }

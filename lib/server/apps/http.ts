@@ -46,6 +46,7 @@ export function openHttp(rec: AppRecord, host: AppHost): PublicApp | string {
     },
     open(user) {
       stats.connections++;
+      stats.accepted++;
       user.stats = stats;
       user.limitBy(limit.up);
       users.add(group, current.name, user);

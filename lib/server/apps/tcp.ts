@@ -48,6 +48,7 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
     const user = new Endpoint();
     user.stats = stats;
     stats.connections++;
+    stats.accepted++;
     user.limitBy(limit.up);
     users.add(group, rec.name, user);
     user.onClose = onUserClose;

@@ -20,7 +20,7 @@ import type { AppHost, PublicApp } from "./app.ts";
 type UdpAppRecord = Pick<AppRecord, "name" | "remotePort" | "allowIPs" | "denyIPs" | "maxConnections">;
 
 /** Counters of a UDP app on the server (connections = live peers). */
-type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped"> & Partial<Pick<AppCounters, "kernelDropped">>;
+type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped" | "accepted" | "datagramsIn" | "datagramsOut"> & Partial<Pick<AppCounters, "kernelDropped">>;
 
 /** Server side of a UDP app: the public socket and the work connection carrying its datagrams. */
 export class UdpPublic {
@@ -92,10 +92,12 @@ export class UdpPublic {
       if (!this.access.allows(address)) return void this.stats.denied++;
       if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
       this.stats.connections = this.#peers.size + 1;
+      this.stats.accepted++;
     }
     this.#peers.set(key, performance.now());
     if (!this.#batcher.add(address, port, payload)) return this.#drop(this.work && !this.work.closed ? "work connection backed up" : "no work connection");
     this.stats.bytesIn += payload.length; // relayed bytes only: a dropped datagram counts in `dropped`
+    this.stats.datagramsIn++;
   }
 
   /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
@@ -122,6 +124,7 @@ export class UdpPublic {
       // must not make the server send datagrams to anyone it likes.
       if (!this.#peers.has(`${address}|${port}`)) return this.#drop("reply to an unknown peer");
       this.stats.bytesOut += payload.length;
+      this.stats.datagramsOut++;
       this.#replies.push(payload, port, address);
     });
   }

@@ -1,0 +1,5 @@
+/** Stylesheets imported as text by page.ts. */
+declare module "*.css" {
+  const text: string;
+  export default text;
+}
