@@ -102,7 +102,10 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     const [{ Vhosts }, { VhostRouter }] = await Promise.all([import("./lib/server/http/edge.ts"), import("./lib/server/http/router.ts")]);
     const router = new VhostRouter(config.subdomainHost ?? null);
     router.rebuild(hub.registry.list());
-    const settings = { router, headerTimeoutMs: config.vhostHeaderTimeoutMs, idleTimeoutMs: config.vhostIdleTimeoutMs, maxHeaderBytes: config.vhostMaxHeaderBytes };
+    const { Inspections } = await import("./lib/server/http/inspect.ts");
+    const inspections = new Inspections({ allow: config.allowInspect, requests: config.inspectRequests, bodyBytes: config.inspectBodyBytes });
+    inspections.prune(hub.registry.list());
+    const settings = { router, headerTimeoutMs: config.vhostHeaderTimeoutMs, idleTimeoutMs: config.vhostIdleTimeoutMs, maxHeaderBytes: config.vhostMaxHeaderBytes, inspections };
     const vhosts = new Vhosts(router, settings, certificates);
     try {
       vhosts.listen(config.bindAddr, config.vhostHTTPPort, config.vhostHTTPSPort, !!config.vhostHTTPPort, !!config.vhostHTTPSPort);

@@ -13,6 +13,7 @@ import { clientIp } from "./auth.ts";
 import { SignIns, signinRoutes } from "./signin.ts";
 import { liveRoutes } from "./live.ts";
 import { operationRoutes } from "./operations.ts";
+import { inspectRoutes } from "./inspect.ts";
 import { dashboardRoutes } from "../dashboard/page.ts";
 
 /** How the API is served. */
@@ -48,6 +49,7 @@ export function createApi(
   app.route("/api", liveRoutes(hub, auth, signins, options.liveIntervalMs));
   app.route("/api/groups", groupRoutes(hub, auth, registration, signins));
   app.route("/api/groups", operationRoutes(hub, auth));
+  app.route("/api/groups", inspectRoutes(hub, auth));
   if (options.dashboard !== false) app.route("/", dashboardRoutes());
   // Prometheus: the admin or the metrics token as a bearer token (a scraper's `authorization`).
   app.get("/metrics", auth.authenticate, auth.requireMetrics, async function metrics(c) {

@@ -28,3 +28,7 @@ export const VHOST_HEADER_TIMEOUT_S = 10;
 export const VHOST_IDLE_TIMEOUT_S = 60;
 /** Default largest request head on a vhost port, bytes (nginx answers 431 past 8 KiB by default; 32 KiB leaves room for big cookies). */
 export const VHOST_MAX_HEADER_BYTES = 32 * 1024;
+/** Exchanges the request inspector keeps per inspected app (inspectRequests). */
+export const INSPECT_REQUESTS = 200;
+/** Bytes of each request and response body the inspector keeps (inspectBodyBytes). */
+export const INSPECT_BODY_BYTES = 64 * 1024;

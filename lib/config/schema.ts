@@ -7,7 +7,7 @@ import * as v from "valibot";
 import { parseCidr, parseHostPort } from "../addr.ts";
 import { NAME_PATTERN } from "../../protocol.ts";
 import { PortSet } from "../ports.ts";
-import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, VHOST_HEADER_TIMEOUT_S, VHOST_IDLE_TIMEOUT_S, VHOST_MAX_HEADER_BYTES, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES } from "./defaults.ts";
+import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, VHOST_HEADER_TIMEOUT_S, VHOST_IDLE_TIMEOUT_S, VHOST_MAX_HEADER_BYTES, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES, INSPECT_REQUESTS, INSPECT_BODY_BYTES } from "./defaults.ts";
 
 /** Bytes of receive buffer to ask for each UDP socket; 0 leaves the system's default. */
 const UdpReceiveBuffer = v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(0, "must be 0 (the system default) or more"), v.maxValue(256 << 20, "must be at most 268435456 (256 MiB)")), UDP_RECEIVE_BUFFER_BYTES);
@@ -130,9 +130,13 @@ export const HttpAppKeys = {
   /** HTTP Basic authentication at the server, before anything reaches the app. */
   httpUser: v.optional(v.pipe(v.string("must be a string"), v.regex(/^[^:\x00-\x1f\x7f]{1,128}$/, "must be 1-128 characters without ':' or control characters"))),
   httpPassword: v.optional(v.pipe(v.string("must be a string"), v.regex(/^[^\x00-\x1f\x7f]{1,128}$/, "must be 1-128 characters without control characters"))),
+  /** Keep the last requests in the server's memory for the inspector (off by default: they are other people's requests). */
+  inspect: v.optional(v.boolean("must be true or false")),
+  /** Keep Authorization, Cookie, Set-Cookie and the httpPassword unmasked in the inspector. */
+  inspectSecrets: v.optional(v.boolean("must be true or false")),
 };
 
-const HTTP_ONLY = ["locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword"] as const;
+const HTTP_ONLY = ["locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword", "inspect", "inspectSecrets"] as const;
 type HttpKeysOf = { type: string; remotePort?: number } & { [K in keyof typeof HttpAppKeys]?: unknown };
 /** What is wrong in how an app's keys fit its type, as [key, message] pairs. */
 export function httpKeysProblems(a: HttpKeysOf, needsDomain = true): [string, string][] {
@@ -280,6 +284,12 @@ export const ServerConfigSchema = v.pipe(
     vhostIdleTimeout: Seconds(VHOST_IDLE_TIMEOUT_S),
     /** Largest request head (request line and headers) on the vhost ports; larger ones get 431. */
     vhostMaxHeaderBytes: v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(1024, "must be at least 1024"), v.maxValue(1 << 20, "must be at most 1048576")), VHOST_MAX_HEADER_BYTES),
+    /** false forbids the request inspector on every app, whatever the app asks for. */
+    allowInspect: v.optional(v.boolean("must be true or false"), true),
+    /** Exchanges the inspector keeps per inspected app. */
+    inspectRequests: v.optional(v.pipe(v.number("must be a number"), v.integer("must be an integer"), v.minValue(1, "must be at least 1"), v.maxValue(10_000, "must be at most 10000")), INSPECT_REQUESTS),
+    /** Bytes of each request and response body the inspector keeps (0: heads only). */
+    inspectBodyBytes: v.optional(v.pipe(v.number("must be a number of bytes"), v.integer("must be an integer"), v.minValue(0, "must be 0 or more"), v.maxValue(16 << 20, "must be at most 16777216")), INSPECT_BODY_BYTES),
     /** Serve the HTTP API over TLS too, with the control port's certificate. */
     apiTls: v.optional(v.boolean("must be true or false"), false),
     loginFailureLimit: v.optional(v.pipe(v.number(), v.integer("must be an integer"), v.minValue(1, "must be at least 1")), LOGIN_FAILURE_LIMIT),

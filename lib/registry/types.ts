@@ -32,10 +32,14 @@ export interface AppRecord {
   readonly httpUser?: string;
   /** A secret: never shown by the API or logged. */
   readonly httpPassword?: string;
+  /** The request inspector keeps this app's last requests (inspect.ts). */
+  readonly inspect?: boolean;
+  /** The inspector keeps secrets unmasked. */
+  readonly inspectSecrets?: boolean;
 }
 
 /** The keys of an AppRecord that only HTTP and HTTPS apps have: stored as given, compared as a whole. */
-export const HTTP_RECORD_KEYS = ["subdomain", "customDomains", "locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword"] as const;
+export const HTTP_RECORD_KEYS = ["subdomain", "customDomains", "locations", "hostHeaderRewrite", "requestHeaders", "responseHeaders", "httpUser", "httpPassword", "inspect", "inspectSecrets"] as const;
 
 /** Whether an app is served by domain on the shared vhost ports rather than on a port of its own. */
 export function servedByDomain(type: AppType): boolean {

@@ -135,6 +135,8 @@ export class Hub implements SessionHost {
     store.onChange((c) => {
       // Routes first: an app a session binds in `#changed` must be reachable by its (new) domain.
       this.vhosts?.router.rebuild(this.registry.list());
+      // Captures of apps removed or no longer inspected go at once: capture off means nothing kept.
+      this.vhosts?.settings.inspections?.prune(this.registry.list());
       return this.#changed(c);
     });
   }
@@ -153,6 +155,10 @@ export class Hub implements SessionHost {
     this.#sessions.startSweep();
     this.history.start((group, app) => !!this.registry.get(group)?.apps.some((a) => a.name === app));
     this.lag.start();
+    // The refusals restored from the history happened before this start: they are the watch's starting point, not news.
+    // (Taken here, not at the watch's first look at an app: an app bound later starts at zero, and refusals in its
+    // first second, before that look, were lost; tests/dashboard-ops.test.ts "users refused by allowIPs...".)
+    for (const [group, app, c] of this.metrics.entries()) this.#refusalsSeen.set(`${group}/${app}`, [c.denied, c.overLimit, c.queueFull]);
     this.#watch = setInterval(() => this.#watchRefusals(), REFUSAL_WATCH_MS);
     this.#watch.unref();
     return bound;
@@ -194,12 +200,8 @@ export class Hub implements SessionHost {
   #watchRefusals(): void {
     for (const [group, app, c] of this.metrics.entries()) {
       const k = `${group}/${app}`;
-      const seen = this.#refusalsSeen.get(k);
-      if (!seen) {
-        // First look: what happened before is in the counters, not news.
-        this.#refusalsSeen.set(k, [c.denied, c.overLimit, c.queueFull]);
-        continue;
-      }
+      // Not seen yet: counters created after the start (an app bound since), which began at zero.
+      const seen = this.#refusalsSeen.get(k) ?? [0, 0, 0];
       const rose = [c.denied - seen[0], c.overLimit - seen[1], c.queueFull - seen[2]];
       if (!rose[0] && !rose[1] && !rose[2]) continue;
       const reasons = ["allowIPs/denyIPs", "maxConnections", "queue full (maxPendingUsers)"];
@@ -332,6 +334,7 @@ export class Hub implements SessionHost {
         for (const s of sessions.all()) yield [s.group.name, s.pooled] as [string, number];
       },
       socketsOpen: sockets.open,
+      inspectBytes: this.vhosts?.settings.inspections?.bytes ?? 0,
     };
   }
 

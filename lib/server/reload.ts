@@ -43,6 +43,9 @@ export const RESTART_KEYS = [
   "vhostHeaderTimeout",
   "vhostIdleTimeout",
   "vhostMaxHeaderBytes",
+  "allowInspect",
+  "inspectRequests",
+  "inspectBodyBytes",
 ] as const satisfies readonly (keyof ServerConfig)[];
 
 /** What a reload did. */

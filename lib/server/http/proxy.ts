@@ -22,6 +22,7 @@ import { hostOf, UserInput } from "./input.ts";
 import { authorized, rewriteRequest, rewriteResponse } from "./rewrite.ts";
 import type { HttpTarget, VhostRouter } from "./router.ts";
 import { Upstream, type UpstreamOwner } from "./upstream.ts";
+import type { Capture, Inspections } from "./inspect.ts";
 
 /** Bytes of pipelined requests read ahead while a response is awaited, before reading the user pauses. */
 export const MAX_PIPELINED_BYTES = 64 * 1024;
@@ -35,7 +36,12 @@ export interface VhostSettings {
   readonly idleTimeoutMs: number;
   /** Largest request head; past it, 431. */
   readonly maxHeaderBytes: number;
+  /** The request inspector's captures (apps with inspect = true). */
+  readonly inspections?: Inspections;
 }
+
+/** Numbers user connections for the inspector (which requests came on one connection). */
+let connections = 0;
 
 type RequestState = "head" | "body" | "await" | "raw" | "closed";
 type ResponseState = "idle" | "head" | "body" | "raw";
@@ -63,6 +69,9 @@ export class HttpConn implements UpstreamOwner {
   #blocked = false;
   #timer: Timer | null = null;
   #timerKind: "idle" | "header" | null = null;
+  /** The inspector's record of the current exchange, when its app is inspected. */
+  #cap: Capture | null = null;
+  readonly #id = ++connections;
 
   constructor(
     readonly user: Endpoint,
@@ -107,7 +116,10 @@ export class HttpConn implements UpstreamOwner {
 
   #data(chunk: Uint8Array): void {
     if (this.#req === "closed") return;
-    if (this.#req === "raw") return this.#up?.send(chunk);
+    if (this.#req === "raw") {
+      this.#cap?.upgraded(true, chunk);
+      return this.#up?.send(chunk);
+    }
     this.#in.append(chunk);
     this.#pump();
   }
@@ -121,12 +133,17 @@ export class HttpConn implements UpstreamOwner {
         const body = this.#reqBody!;
         const bytes = this.#in.bytes();
         const n = body.take(bytes, 0);
-        if (n > 0) this.#up?.send(bytes.subarray(0, n));
+        if (n > 0) {
+          const part = bytes.subarray(0, n);
+          this.#up?.send(part);
+          this.#cap?.requestBytes(part);
+        }
         this.#in.consume(n);
         if (body.error) return this.#badBody(body.error);
         if (body.done) this.#requestSent();
         else if (n === 0) break;
       } else if (this.#req === "raw") {
+        this.#cap?.upgraded(true, this.#in.bytes());
         this.#up?.send(this.#in.bytes());
         this.#in.clear();
       } else break; // "await": the next request waits for this response
@@ -198,6 +215,9 @@ export class HttpConn implements UpstreamOwner {
     this.#method = head.method;
     this.#upgrade = tokens.includes("upgrade") && header(head.headers, "upgrade") !== undefined;
     this.#closeAfter = this.#userEnded || tokens.includes("close") || (head.minor === 0 && !tokens.includes("keep-alive"));
+    // Captured as the user sent it, before the rewrite (the inspector masks its secrets).
+    this.#cap?.end("the connection went on to another request");
+    this.#cap = this.settings.inspections?.of(target)?.begin(head, this.user.socket?.remoteAddress ?? "", this.#id) ?? null;
     const out = requestHeadBytes(rewriteRequest(head, target.record, { authority, secure: this.secure, userAddr: this.user.socket?.remoteAddress ?? "" }));
     target.stats.requests++;
     const reuse = this.#up !== null && this.#target === target && this.#upReusable && !this.#up.closed && !this.#up.appEnded;
@@ -225,6 +245,7 @@ export class HttpConn implements UpstreamOwner {
 
   #badBody(why: string): void {
     log.debug("vhost: malformed request body", { ...this.#fields(), error: why });
+    this.#capEnd(`the request body is malformed (${why})`);
     this.#up?.reset();
     if (this.#started) return this.user.reset();
     this.#refuse(400, `The request body is malformed (${why}).`);
@@ -255,6 +276,7 @@ export class HttpConn implements UpstreamOwner {
   /** Answers with one of our own pages and closes: what follows on the connection cannot be trusted. */
   #refuse(status: number, message: string, extra: [string, string][] = []): void {
     if (status >= 500 || status === 408) log.debug("vhost: answered with an error page", { ...this.#fields(), status, reason: message });
+    this.#capEnd(`the server answered ${status}: ${message}`);
     this.#disarm();
     this.#req = "closed";
     this.#in.clear();
@@ -287,6 +309,7 @@ export class HttpConn implements UpstreamOwner {
     // (Bun reports a FIN that follows our own as a close with no end event), and the app is told it by count.
     const busy = this.#req === "raw" ? aborted : this.#req === "body" || this.#resp !== "idle";
     this.#req = "closed";
+    this.#capEnd(busy || aborted ? "the user closed the connection before the exchange was complete" : null);
     const up = this.#up;
     if (!up) return;
     this.#up = null;
@@ -308,7 +331,11 @@ export class HttpConn implements UpstreamOwner {
   #fromApp(up: Upstream, data: Uint8Array): void {
     let off = 0;
     while (off < data.length && up === this.#up) {
-      if (this.#resp === "raw") return this.#toUser(off ? data.subarray(off) : data);
+      if (this.#resp === "raw") {
+        const rest = off ? data.subarray(off) : data;
+        this.#cap?.upgraded(false, rest);
+        return this.#toUser(rest);
+      }
       if (this.#resp === "idle") {
         // Bytes with no request outstanding: the app does not speak HTTP/1.1 as asked; it gets no more requests.
         log.debug("vhost: the app sent bytes with no request outstanding; closing its stream", this.#fields());
@@ -321,7 +348,11 @@ export class HttpConn implements UpstreamOwner {
       }
       const body = this.#respBody!;
       const n = body.take(data, off);
-      if (n > 0) this.#toUser(data.subarray(off, off + n));
+      if (n > 0) {
+        const part = data.subarray(off, off + n);
+        this.#toUser(part);
+        this.#cap?.responseBytes(part);
+      }
       off += n;
       if (body.error) return this.#appBroke(`its response body is malformed (${body.error})`);
       if (body.done) this.#responseDone();
@@ -353,6 +384,7 @@ export class HttpConn implements UpstreamOwner {
         return data.length;
       }
       this.#started = true;
+      this.#cap?.responseHead(head);
       this.#toUser(joined.subarray(0, end));
       this.#resp = "raw";
       this.#req = "raw";
@@ -375,6 +407,7 @@ export class HttpConn implements UpstreamOwner {
     // Close-delimited bodies end only with the connection, and a user that asked to close is obliged.
     if (kind.kind === "close") this.#closeAfter = true;
     this.#started = true;
+    this.#cap?.responseHead(head);
     this.user.hold(responseHeadBytes(rewriteResponse(head, this.#target!.record, this.#closeAfter)));
     this.#respBody = new BodyReader(kind);
     this.#resp = "body";
@@ -383,6 +416,7 @@ export class HttpConn implements UpstreamOwner {
   }
 
   #responseDone(): void {
+    this.#capEnd(null);
     this.#resp = "idle";
     this.#respBody = null;
     if (!this.#upReusable) this.#release();
@@ -421,7 +455,10 @@ export class HttpConn implements UpstreamOwner {
     if (up !== this.#up) return;
     this.#up = null;
     this.#target = null;
-    if (this.#resp === "raw") return clean ? this.user.endWhenFlushed() : this.user.reset();
+    if (this.#resp === "raw") {
+      this.#capEnd(clean ? null : "the stream to the app was reset");
+      return clean ? this.user.endWhenFlushed() : this.user.reset();
+    }
     if (this.#resp === "idle" && this.#req !== "body") return;
     this.#upstreamFailed(clean ? "the app closed the connection before its response was complete" : "the stream to the app was reset (the app refused or dropped the connection, or the tunnel went down)");
   }
@@ -445,6 +482,7 @@ export class HttpConn implements UpstreamOwner {
       return;
     }
     log.debug("vhost: exchange with the app failed", { ...this.#fields(), reason: why });
+    this.#capEnd(why);
     this.#release();
     if (this.#started) {
       this.#req = "closed";
@@ -456,6 +494,7 @@ export class HttpConn implements UpstreamOwner {
   /** The app broke HTTP: its stream is reset, and the user gets a 502 if nothing of the response went out yet, else a reset. */
   #appBroke(why: string): void {
     log.warn("vhost: the app's response is not valid HTTP/1.1", { ...this.#fields(), reason: why });
+    this.#capEnd(`the app's response is not valid HTTP/1.1: ${why}`);
     this.#up?.reset();
     this.#up = null;
     if (this.#started) {
@@ -463,6 +502,12 @@ export class HttpConn implements UpstreamOwner {
       return this.user.reset();
     }
     this.#refuse(502, "The app sent a response that is not valid HTTP.");
+  }
+
+  /** Ends the inspector's record of the current exchange (null: it completed). */
+  #capEnd(error: string | null): void {
+    this.#cap?.end(error);
+    this.#cap = null;
   }
 
   #toUser(bytes: Uint8Array): void {

@@ -99,6 +99,11 @@ export class VhostRouter {
     if (this.#live.get(key) === target) this.#live.delete(key);
   }
 
+  /** The app `group`/`app` as its online session serves it (the inspector's replay); undefined while offline. */
+  target(group: string, app: string): HttpTarget | undefined {
+    return this.#live.get(`${group}/${app}`);
+  }
+
   /** The HTTP app for a request's host (lower-case, without port) and path. */
   http(host: string, path: string): Lookup {
     return this.#resolve(this.#http.find(host, path));

@@ -1,0 +1,356 @@
+/**
+ * The request inspector (issue 19): for an HTTP app with `inspect = true`, the
+ * last `inspectRequests` exchanges, each with its heads and up to
+ * `inspectBodyBytes` of each body. The proxy (proxy.ts) hands each exchange's
+ * bytes to a Capture as they pass: a copy of what fits is kept, nothing is
+ * held back or waited for, so capture changes neither what the user and the
+ * app see nor their timing and backpressure. Memory only, by design: a
+ * restart forgets every capture. Secrets are masked as they are stored.
+ */
+import type { RequestHead, ResponseHead } from "../../http/head.ts";
+import type { AppRecord, GroupRecord } from "../../registry/types.ts";
+import { INSPECT_BODY_BYTES, INSPECT_REQUESTS } from "../../config/defaults.ts";
+import { WsFrames } from "../../http/websocket.ts";
+import type { HttpTarget } from "./router.ts";
+
+/** What a masked value reads as. */
+export const MASKED = "[masked]";
+/** Headers whose values are masked unless the app sets inspectSecrets. */
+export const SECRET_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+
+/** Server-wide limits of the inspector (server.toml). */
+export interface InspectLimits {
+  /** allowInspect: false forbids capture on every app, whatever the app says. */
+  readonly allow: boolean;
+  /** Exchanges kept per app (inspectRequests). */
+  readonly requests: number;
+  /** Bytes kept of each body (inspectBodyBytes). */
+  readonly bodyBytes: number;
+}
+
+export const DEFAULT_INSPECT_LIMITS: InspectLimits = { allow: true, requests: INSPECT_REQUESTS, bodyBytes: INSPECT_BODY_BYTES };
+
+/** The first `limit` bytes of a body as it passes, and its whole size. */
+export class BodyTap {
+  #chunks: Uint8Array[] = [];
+  #kept = 0;
+  size = 0;
+
+  constructor(
+    private readonly limit: number,
+    private readonly grow: (n: number) => void,
+  ) {}
+
+  get truncated(): boolean {
+    return this.size > this.#kept;
+  }
+
+  /** Counts `chunk` and keeps a copy of what fits (a copy: the relay's buffers are never retained). */
+  add(chunk: Uint8Array): void {
+    this.size += chunk.length;
+    const room = this.limit - this.#kept;
+    if (room <= 0 || chunk.length === 0) return;
+    const part = chunk.length <= room ? chunk.slice() : chunk.slice(0, room);
+    this.#chunks.push(part);
+    this.#kept += part.length;
+    this.grow(part.length);
+  }
+
+  /** The kept bytes, joined once. */
+  bytes(): Uint8Array {
+    if (this.#chunks.length !== 1) {
+      const out = new Uint8Array(this.#kept);
+      let off = 0;
+      for (const c of this.#chunks) (out.set(c, off), (off += c.length));
+      this.#chunks = [out];
+    }
+    return this.#chunks[0] ?? new Uint8Array(0);
+  }
+
+  get kept(): number {
+    return this.#kept;
+  }
+}
+
+export type CaptureState = "open" | "complete" | "failed" | "upgraded";
+
+/** One exchange: a request, its response, and what happened. */
+export class Capture {
+  readonly at = new Date();
+  readonly #t0 = performance.now();
+  readonly request: BodyTap;
+  readonly response: BodyTap;
+  status: number | null = null;
+  reason = "";
+  responseHeaders: [string, string][] = [];
+  ttfbMs: number | null = null;
+  totalMs: number | null = null;
+  state: CaptureState = "open";
+  error: string | null = null;
+  /** After a 101: frames and bytes each way (their content is not kept). */
+  ws: { framesIn: number; framesOut: number; bytesIn: number; bytesOut: number } | null = null;
+  #wsIn: WsFrames | null = null;
+  #wsOut: WsFrames | null = null;
+  /** Bumped on every change the live list shows (Inspector.seq at the time). */
+  seq = 0;
+
+  constructor(
+    readonly owner: Inspector,
+    readonly id: number,
+    readonly method: string,
+    readonly url: string,
+    readonly httpVersion: string,
+    readonly requestHeaders: [string, string][],
+    readonly userAddr: string,
+    readonly connection: number,
+    readonly replayOf: number | null,
+  ) {
+    const grow = (n: number) => owner.grew(n);
+    this.request = new BodyTap(owner.limits.bodyBytes, grow);
+    this.response = new BodyTap(owner.limits.bodyBytes, grow);
+  }
+
+  /** Bytes of the request body as they go to the app. */
+  requestBytes(chunk: Uint8Array): void {
+    if (this.state === "open") this.request.add(chunk);
+  }
+
+  /** The final response head (or a 101), as the app sent it. */
+  responseHead(head: ResponseHead): void {
+    if (this.state !== "open") return;
+    this.ttfbMs = performance.now() - this.#t0;
+    this.status = head.status;
+    this.reason = head.reason;
+    this.responseHeaders = this.owner.mask(head.headers);
+    this.owner.grew(headBytes(this.responseHeaders));
+    if (head.status === 101) {
+      this.state = "upgraded";
+      this.ws = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
+      this.#wsIn = new WsFrames();
+      this.#wsOut = new WsFrames();
+    }
+    this.owner.changed(this);
+  }
+
+  /** Bytes of the response body as they go to the user. */
+  responseBytes(chunk: Uint8Array): void {
+    if (this.state === "open") this.response.add(chunk);
+  }
+
+  /** After an upgrade: bytes from the user (`in`) or the app, counted in frames, not kept. */
+  upgraded(fromUser: boolean, chunk: Uint8Array): void {
+    const ws = this.ws;
+    if (!ws) return;
+    if (fromUser) (ws.bytesIn += chunk.length), (ws.framesIn += this.#wsIn!.feed(chunk));
+    else (ws.bytesOut += chunk.length), (ws.framesOut += this.#wsOut!.feed(chunk));
+  }
+
+  /** The exchange is over: complete, or failed with why (an upgraded one just closes). */
+  end(error: string | null = null): void {
+    if (this.totalMs !== null) return;
+    this.totalMs = performance.now() - this.#t0;
+    if (this.state === "open") {
+      this.state = error ? "failed" : "complete";
+      this.error = error;
+    } else if (this.state === "upgraded" && error) this.error = error;
+    this.owner.changed(this);
+  }
+
+  /** The row of the list. */
+  summary() {
+    return {
+      id: this.id,
+      at: this.at.toISOString(),
+      method: this.method,
+      url: this.url,
+      status: this.status,
+      state: this.state,
+      error: this.error,
+      ttfbMs: round(this.ttfbMs),
+      totalMs: round(this.totalMs),
+      requestBytes: this.request.size,
+      responseBytes: this.response.size,
+      userAddr: this.userAddr,
+      connection: this.connection,
+      replayOf: this.replayOf,
+      websocket: this.ws ? { ...this.ws } : null,
+    };
+  }
+
+  /** Everything kept, bodies in base64. */
+  detail() {
+    const body = (t: BodyTap) => ({ size: t.size, truncated: t.truncated, base64: Buffer.from(t.bytes()).toString("base64") });
+    return {
+      ...this.summary(),
+      httpVersion: this.httpVersion,
+      request: { headers: this.requestHeaders, body: body(this.request) },
+      response: { reason: this.reason, headers: this.responseHeaders, body: body(this.response) },
+    };
+  }
+}
+
+const round = (ms: number | null) => (ms === null ? null : Math.round(ms * 1000) / 1000);
+const headBytes = (headers: readonly [string, string][]) => headers.reduce((n, [k, v]) => n + k.length + v.length + 4, 0);
+
+/** The captures of one app: a ring of at most limits.requests, newest last. */
+export class Inspector {
+  readonly #ring: Capture[] = [];
+  #nextId = 1;
+  #bytes = 0;
+  /** Bumped on every change: live feeds send what changed since the seq they saw. */
+  seq = 0;
+  readonly #waiters = new Set<() => void>();
+
+  constructor(
+    readonly group: string,
+    readonly app: string,
+    readonly limits: InspectLimits,
+    private readonly total: { bytes: number },
+    /** The app's record, read live: its inspectSecrets and httpPassword decide the masking. */
+    private readonly record: () => { readonly inspectSecrets?: boolean; readonly httpPassword?: string } | undefined,
+  ) {}
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  get size(): number {
+    return this.#ring.length;
+  }
+
+  /** Starts the capture of a request, as the user sent it (masked). */
+  begin(head: RequestHead, userAddr: string, connection: number, replayOf: number | null = null): Capture {
+    const headers = this.mask(head.headers);
+    const c = new Capture(this, this.#nextId++, head.method, this.maskText(head.target), `HTTP/1.${head.minor}`, headers, userAddr, connection, replayOf);
+    this.#ring.push(c);
+    this.grew(headBytes(headers) + c.url.length + c.method.length);
+    while (this.#ring.length > this.limits.requests) this.#drop(this.#ring.shift()!);
+    this.changed(c);
+    return c;
+  }
+
+  /** Newest first: up to `limit` captures with ids below `before`. */
+  list(limit: number, before = Infinity): Capture[] {
+    const out: Capture[] = [];
+    for (let i = this.#ring.length - 1; i >= 0 && out.length < limit; i--) if (this.#ring[i]!.id < before) out.push(this.#ring[i]!);
+    return out;
+  }
+
+  get(id: number): Capture | undefined {
+    return this.#ring.find((c) => c.id === id);
+  }
+
+  /** Captures changed after `seq`, oldest first. */
+  since(seq: number): Capture[] {
+    return this.#ring.filter((c) => c.seq > seq);
+  }
+
+  clear(): void {
+    for (const c of this.#ring.splice(0)) this.#drop(c);
+    this.changed(null);
+  }
+
+  /** Resolves at the next change, or after `ms` (bounded waits for live feeds). */
+  next(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.#waiters.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.#waiters.add(done);
+    });
+  }
+
+  /** @internal Captures report bytes they keep. */
+  grew(n: number): void {
+    this.#bytes += n;
+    this.total.bytes += n;
+  }
+
+  /** @internal A capture changed: it is news for the live feeds. */
+  changed(c: Capture | null): void {
+    this.seq++;
+    if (c) c.seq = this.seq;
+    for (const w of [...this.#waiters]) w();
+  }
+
+  /** Headers with the secret ones masked (and the app's httpPassword wherever it appears), unless the app sets inspectSecrets. */
+  mask(headers: readonly [string, string][]): [string, string][] {
+    const rec = this.record();
+    if (rec?.inspectSecrets) return headers.map(([k, v]) => [k, v]);
+    return headers.map(([k, v]) => [k, SECRET_HEADERS.has(k.toLowerCase()) ? MASKED : this.maskText(v)]);
+  }
+
+  maskText(s: string): string {
+    const rec = this.record();
+    const pw = rec?.httpPassword;
+    return pw && !rec?.inspectSecrets && s.includes(pw) ? s.split(pw).join(MASKED) : s;
+  }
+
+  /** Forgets everything (the app stopped being inspected or is gone). */
+  dispose(): void {
+    this.clear();
+  }
+
+  #drop(c: Capture): void {
+    const n = c.request.kept + c.response.kept + headBytes(c.requestHeaders) + headBytes(c.responseHeaders) + c.url.length + c.method.length;
+    this.#bytes -= n;
+    this.total.bytes -= n;
+  }
+}
+
+/** Every inspected app's captures on one server. */
+export class Inspections {
+  /** Bytes kept by every inspector (warren_inspect_bytes). */
+  readonly total = { bytes: 0 };
+  readonly #by = new Map<string, Inspector>();
+  /** "group/app" -> the app's record, as of the last prune (masking reads it). */
+  #records = new Map<string, AppRecord>();
+
+  constructor(readonly limits: InspectLimits = DEFAULT_INSPECT_LIMITS) {}
+
+  get bytes(): number {
+    return this.total.bytes;
+  }
+
+  /** The inspector of a target whose app has inspect on (and the server allows it); null otherwise. */
+  of(target: HttpTarget): Inspector | null {
+    if (!this.limits.allow || !target.record.inspect) return null;
+    return this.get(target.group, target.record.name, true);
+  }
+
+  /** The inspector of `group`/`app`, created when asked to and the app has inspect on. */
+  get(group: string, app: string, create = false): Inspector | null {
+    const key = `${group}/${app}`;
+    let ins = this.#by.get(key);
+    if (!ins && create) {
+      ins = new Inspector(group, app, this.limits, this.total, () => this.#record(group, app));
+      this.#by.set(key, ins);
+    }
+    return ins ?? null;
+  }
+
+  /** After a registry change: inspectors of apps that are gone or no longer inspected are dropped with what they kept. */
+  prune(groups: readonly GroupRecord[]): void {
+    const keep = new Set<string>();
+    const records = new Map<string, AppRecord>();
+    for (const g of groups) {
+      for (const a of g.apps) {
+        records.set(`${g.name}/${a.name}`, a);
+        if (a.type === "http" && a.inspect && this.limits.allow) keep.add(`${g.name}/${a.name}`);
+      }
+    }
+    this.#records = records;
+    for (const [key, ins] of this.#by) {
+      if (keep.has(key)) continue;
+      ins.dispose();
+      this.#by.delete(key);
+    }
+  }
+
+  #record(group: string, app: string): AppRecord | undefined {
+    return this.#records.get(`${group}/${app}`);
+  }
+}
