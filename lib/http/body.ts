@@ -109,6 +109,8 @@ export class BodyReader {
   done = false;
   /** Why the body is malformed; once set, `take` consumes nothing more. */
   error: string | null = null;
+  /** Given the payload bytes as they pass (chunk framing left out), when set: the inspector's tap. */
+  onData: ((payload: Uint8Array) => void) | null = null;
   readonly #kind: BodyKind["kind"];
   readonly #maxTrailerBytes: number;
   #data = 0;
@@ -141,11 +143,13 @@ export class BodyReader {
         return 0;
       case "close":
         this.#data += avail;
+        if (this.onData !== null && avail > 0) this.onData(chunk.subarray(offset, offset + avail));
         return avail;
       case "length": {
         const n = Math.min(avail, this.#remaining);
         this.#remaining -= n;
         this.#data += n;
+        if (this.onData !== null && n > 0) this.onData(chunk.subarray(offset, offset + n));
         if (this.#remaining === 0) this.done = true;
         return n;
       }
@@ -172,6 +176,7 @@ export class BodyReader {
       const state = this.#state;
       if (state === DATA) {
         const n = Math.min(end - i, this.#remaining);
+        if (this.onData !== null && n > 0) this.onData(chunk.subarray(i, i + n));
         i += n;
         this.#data += n;
         this.#remaining -= n;

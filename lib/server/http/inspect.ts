@@ -30,7 +30,7 @@ export interface InspectLimits {
 
 export const DEFAULT_INSPECT_LIMITS: InspectLimits = { allow: true, requests: INSPECT_REQUESTS, bodyBytes: INSPECT_BODY_BYTES };
 
-/** The first `limit` bytes of a body as it passes, and its whole size. */
+/** The first `limit` bytes of a body's payload as it passes (chunk framing left out, so a replay can send it with a length), and its whole size. */
 export class BodyTap {
   #chunks: Uint8Array[] = [];
   #kept = 0;

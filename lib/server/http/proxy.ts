@@ -133,11 +133,7 @@ export class HttpConn implements UpstreamOwner {
         const body = this.#reqBody!;
         const bytes = this.#in.bytes();
         const n = body.take(bytes, 0);
-        if (n > 0) {
-          const part = bytes.subarray(0, n);
-          this.#up?.send(part);
-          this.#cap?.requestBytes(part);
-        }
+        if (n > 0) this.#up?.send(bytes.subarray(0, n));
         this.#in.consume(n);
         if (body.error) return this.#badBody(body.error);
         if (body.done) this.#requestSent();
@@ -228,6 +224,9 @@ export class HttpConn implements UpstreamOwner {
     this.#retryHead = reuse && body.kind === "none" && !this.#upgrade ? out : null;
     up.send(out);
     this.#reqBody = new BodyReader(body);
+    const cap = this.#cap;
+    // The inspector is handed the payload as the reader passes it (chunk framing left out): nothing is held back.
+    if (cap) this.#reqBody.onData = (payload) => cap.requestBytes(payload);
     this.#resp = "head";
     this.#respHead = null;
     this.#started = false;
@@ -348,11 +347,7 @@ export class HttpConn implements UpstreamOwner {
       }
       const body = this.#respBody!;
       const n = body.take(data, off);
-      if (n > 0) {
-        const part = data.subarray(off, off + n);
-        this.#toUser(part);
-        this.#cap?.responseBytes(part);
-      }
+      if (n > 0) this.#toUser(data.subarray(off, off + n));
       off += n;
       if (body.error) return this.#appBroke(`its response body is malformed (${body.error})`);
       if (body.done) this.#responseDone();
@@ -410,6 +405,8 @@ export class HttpConn implements UpstreamOwner {
     this.#cap?.responseHead(head);
     this.user.hold(responseHeadBytes(rewriteResponse(head, this.#target!.record, this.#closeAfter)));
     this.#respBody = new BodyReader(kind);
+    const cap = this.#cap;
+    if (cap) this.#respBody.onData = (payload) => cap.responseBytes(payload);
     this.#resp = "body";
     if (this.#respBody.done) this.#responseDone();
     return used;

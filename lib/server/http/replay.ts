@@ -115,11 +115,11 @@ export function replay(ins: Inspector, target: HttpTarget, original: Capture, ed
             const kind = responseBody(h, head.method);
             if (typeof kind === "string") return done(`the app's response is framed wrongly (${kind})`);
             reader = new BodyReader(kind);
+            reader.onData = (payload) => cap.responseBytes(payload);
             if (reader.done) return done(null);
             continue;
           }
           const n = reader.take(data, off);
-          if (n > 0) cap.responseBytes(data.subarray(off, off + n));
           off += n;
           if (reader.error) return done(`the app's response body is malformed (${reader.error})`);
           if (reader.done) return done(null);
