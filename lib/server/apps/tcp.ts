@@ -42,13 +42,14 @@ export function openTcp(rec: AppRecord, host: AppHost): PublicApp | string {
       log.debug("user refused: app at maxConnections", { group, app: current.name, limit: current.maxConnections });
       return user.reset();
     }
+    // Counted once admitted: a refused user is a refusal, not a connection (warren_app_connections_total, history).
+    stats.accepted++;
     host.acceptUser(user, rec.name);
   };
   const handler = relayHandler(() => {
     const user = new Endpoint();
     user.stats = stats;
     stats.connections++;
-    stats.accepted++;
     user.limitBy(limit.up);
     users.add(group, rec.name, user);
     user.onClose = onUserClose;
