@@ -76,8 +76,8 @@ describe("kick", () => {
     expect(after.clientAddr).not.toBe(clientAddr); // a new control connection
     expect(logLines.some((l) => l.includes("server closed the session") && l.includes("code=Kicked"))).toBe(true);
     const kinds = (await events("kickme")).map((e) => e.kind);
-    expect(kinds).toEqual(["login", "offline", "kicked", "login"]);
-    expect((await events("kickme"))[2]!.message).toBe(`session of ${clientAddr} ended by the administrator`);
+    expect(kinds).toEqual(["login", "kicked", "offline", "login"]);
+    expect((await events("kickme"))[1]!.message).toBe(`session of ${clientAddr} ended by the administrator`);
   }, 15_000);
 
   test("kicking a group with no client online is 409; one that does not exist 404", async () => {

@@ -25,9 +25,11 @@ export function operationRoutes(hub: Hub, auth: Auth): Hono<ApiEnv> {
   ops.post("/:name/kick", auth.requireGroup, function kick(c) {
     const name = existing(c.req.param("name")).name;
     const addr = hub.session(name)?.clientAddr;
-    if (!hub.kick(name)) throw new HttpError(409, { error: `group "${name}" is offline: there is no session to end` });
-    log.info("session kicked", { group: name, client: addr, by: c.get("role") });
+    if (addr === undefined) throw new HttpError(409, { error: `group "${name}" is offline: there is no session to end` });
+    // Recorded before the session ends, so the list reads "kicked" and then "offline".
     hub.events.add(name, { kind: "kicked", message: `session of ${addr} ended by ${by(c.get("role"))}` });
+    hub.kick(name);
+    log.info("session kicked", { group: name, client: addr, by: c.get("role") });
     return c.body(null, 204);
   });
 
