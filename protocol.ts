@@ -68,6 +68,14 @@ export enum FrameType {
   WorkFree = 0x0e,
   /** Client: the apps it serves now (protocol 5). */
   Declare = 0x0f,
+  /** Cluster (peer port): a node proves the cluster token, answering a Challenge. */
+  PeerLogin = 0x10,
+  /** Cluster: the link is accepted; its id names it on its data connections. */
+  PeerOk = 0x11,
+  /** Cluster: a data connection of a link, with its proof (as WorkHello for a session). */
+  PeerData = 0x12,
+  /** Cluster: a user of a group online on the receiving node, carried on this data connection (as StartWork). */
+  PeerStart = 0x13,
 }
 
 /** Error codes carried in Error frames and in decoder results. */
@@ -148,7 +156,11 @@ export type Message =
   | { readonly type: FrameType.StreamEnd; readonly seq: number; readonly bytes: number }
   /** The client is done with the stream on work connection `seq`: it may carry the next one. */
   | { readonly type: FrameType.WorkFree; readonly seq: number }
-  | { readonly type: FrameType.Declare; readonly apps: readonly DeclaredApp[] };
+  | { readonly type: FrameType.Declare; readonly apps: readonly DeclaredApp[] }
+  | { readonly type: FrameType.PeerLogin; readonly node: string; readonly proof: Uint8Array }
+  | { readonly type: FrameType.PeerOk; readonly linkId: Uint8Array; readonly node: string }
+  | { readonly type: FrameType.PeerData; readonly linkId: Uint8Array; readonly seq: number; readonly proof: Uint8Array }
+  | { readonly type: FrameType.PeerStart; readonly group: string; readonly app: string; readonly userAddr: string; readonly publicAddr: string };
 
 /** A protocol violation: what the peer did wrong, as a code and a sentence. */
 export interface ProtocolError {
@@ -353,6 +365,14 @@ export function encode(msg: Message): Uint8Array {
       w.u16(msg.apps.length);
       for (const a of msg.apps) w.str(a.name).u8(APP_TYPES.indexOf(a.type));
       return w.frame(msg.type);
+    case FrameType.PeerLogin:
+      return w.str(msg.node).bytes(msg.proof).frame(msg.type);
+    case FrameType.PeerOk:
+      return w.bytes(msg.linkId).str(msg.node).frame(msg.type);
+    case FrameType.PeerData:
+      return w.bytes(msg.linkId).u53(msg.seq).bytes(msg.proof).frame(msg.type);
+    case FrameType.PeerStart:
+      return w.str(msg.group).str(msg.app).str(msg.userAddr).str(msg.publicAddr).frame(msg.type);
   }
 }
 
@@ -430,6 +450,18 @@ export function decodeBody(type: number, body: Uint8Array): DecodeResult {
         msg = { type, apps };
         break;
       }
+      case FrameType.PeerLogin:
+        msg = { type, node: r.str(), proof: r.bytes(PROOF_BYTES) };
+        break;
+      case FrameType.PeerOk:
+        msg = { type, linkId: r.bytes(SESSION_ID_BYTES), node: r.str() };
+        break;
+      case FrameType.PeerData:
+        msg = { type, linkId: r.bytes(SESSION_ID_BYTES), seq: r.u53(), proof: r.bytes(PROOF_BYTES) };
+        break;
+      case FrameType.PeerStart:
+        msg = { type, group: r.str(), app: r.str(), userAddr: r.str(), publicAddr: r.str() };
+        break;
       default:
         return fail(ErrorCode.UnknownType, `unknown frame type 0x${type.toString(16).padStart(2, "0")}`);
     }
@@ -459,6 +491,10 @@ export function frameName(type: number): string {
     [FrameType.StreamEnd]: "stream-end",
     [FrameType.WorkFree]: "work-free",
     [FrameType.Declare]: "declare",
+    [FrameType.PeerLogin]: "peer-login",
+    [FrameType.PeerOk]: "peer-ok",
+    [FrameType.PeerData]: "peer-data",
+    [FrameType.PeerStart]: "peer-start",
   };
   return names[type] ?? `0x${type.toString(16)}`;
 }
@@ -594,6 +630,16 @@ export function loginProof(token: string, nonce: Uint8Array, group: string): Uin
 /** Work-connection proof: binds the session it joins and a sequence number the server accepts only once (no challenge round trip). */
 export function workProof(token: string, sessionId: Uint8Array, seq: number): Uint8Array {
   return hmac(token, "warren-work\0", sessionId, seqBytes(seq));
+}
+
+/** A node's proof of the cluster token, answering the peer port's challenge. */
+export function peerProof(clusterToken: string, nonce: Uint8Array, node: string): Uint8Array {
+  return hmac(clusterToken, "warren-peer\0", nonce, utf8.encode(node));
+}
+
+/** A peer data connection's proof: binds its link and a sequence number accepted once. */
+export function peerDataProof(clusterToken: string, linkId: Uint8Array, seq: number): Uint8Array {
+  return hmac(clusterToken, "warren-peer-data\0", linkId, seqBytes(seq));
 }
 
 /** Highest value of the upper 32 bits of a sequence number: sequence numbers stay exact JavaScript integers. */

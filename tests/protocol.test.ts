@@ -89,6 +89,10 @@ const SAMPLES: readonly Message[] = [
   { type: FrameType.WorkFree, seq: Number.MAX_SAFE_INTEGER },
   { type: FrameType.Declare, apps: [] },
   { type: FrameType.Declare, apps: [{ name: "ssh", type: "tcp" }, { name: "dns", type: "udp" }] },
+  { type: FrameType.PeerLogin, node: "node-1", proof: new Uint8Array(32).fill(7) },
+  { type: FrameType.PeerOk, linkId: new Uint8Array(16).fill(3), node: "nödé-2" },
+  { type: FrameType.PeerData, linkId: new Uint8Array(16).fill(1), seq: 2 ** 53 - 1, proof: new Uint8Array(32).fill(9) },
+  { type: FrameType.PeerStart, group: "home", app: "ssh", userAddr: "[2001:db8::1]:4000", publicAddr: "127.0.0.12:6022" },
 ];
 
 /** Every message a reader yields until it needs more bytes (or is dead). */
@@ -281,7 +285,7 @@ describe("errors", () => {
   });
 
   test("an unknown frame type is UnknownType", () => {
-    for (const t of [0x00, 0x10, 0x7f, 0xff]) {
+    for (const t of [0x00, 0x14, 0x7f, 0xff]) {
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array(0))))).toBe(ErrorCode.UnknownType);
       expect(errorOf(withMagic(rawFrame(t, new Uint8Array([1, 2, 3]))))).toBe(ErrorCode.UnknownType);
     }
