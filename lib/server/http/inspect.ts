@@ -93,6 +93,8 @@ export class Capture {
   #wsOut: WsFrames | null = null;
   /** Bumped on every change the live list shows (Inspector.seq at the time). */
   seq = 0;
+  /** Left the ring (evicted, cleared) while its exchange may still be passing: what it keeps from now on is not counted. */
+  dropped = false;
 
   constructor(
     readonly owner: Inspector,
@@ -105,7 +107,9 @@ export class Capture {
     readonly connection: number,
     readonly replayOf: number | null,
   ) {
-    const grow = (n: number) => owner.grew(n);
+    const grow = (n: number) => {
+      if (!this.dropped) owner.grew(n);
+    };
     this.request = new BodyTap(owner.limits.bodyBytes, grow);
     this.response = new BodyTap(owner.limits.bodyBytes, grow);
   }
@@ -122,7 +126,7 @@ export class Capture {
     this.status = head.status;
     this.reason = head.reason;
     this.responseHeaders = this.owner.mask(head.headers);
-    this.owner.grew(headBytes(this.responseHeaders));
+    if (!this.dropped) this.owner.grew(headBytes(this.responseHeaders));
     if (head.status === 101) {
       this.state = "upgraded";
       this.ws = { framesIn: 0, framesOut: 0, bytesIn: 0, bytesOut: 0 };
@@ -295,6 +299,7 @@ export class Inspector {
   }
 
   #drop(c: Capture): void {
+    c.dropped = true;
     const n = c.request.kept + c.response.kept + headBytes(c.requestHeaders) + headBytes(c.responseHeaders) + c.url.length + c.method.length;
     this.#bytes -= n;
     this.total.bytes -= n;
