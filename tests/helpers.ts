@@ -81,11 +81,11 @@ export function sha256(b: Uint8Array): string {
 }
 
 /** Connects as a user, sends `data` in 64 KiB writes, half-closes, and collects the whole reply. */
-export function roundTrip(port: number, data: Uint8Array, opts: { halfClose?: boolean } = {}): Promise<{ received: number; hash: string }> {
+export function roundTrip(port: number, data: Uint8Array, opts: { halfClose?: boolean; host?: string } = {}): Promise<{ received: number; hash: string }> {
   return new Promise((resolve, reject) => {
     const hash = createHash("sha256");
     let received = 0;
-    const s = net.connect({ port, host: "127.0.0.1", allowHalfOpen: true }, () => {
+    const s = net.connect({ port, host: opts.host ?? "127.0.0.1", allowHalfOpen: true }, () => {
       let at = 0;
       const pump = () => {
         while (at < data.length) {

@@ -22,6 +22,8 @@ import { GroupEvents } from "./events.ts";
 import { History } from "../metrics/history.ts";
 import { LoopLag } from "../metrics/lag.ts";
 import type { ConnectionView } from "./users.ts";
+import type { Cluster } from "../cluster/cluster.ts";
+import type { Endpoint } from "../net/endpoint.ts";
 
 /** Time between two looks at the refusal counters, which become events (events.ts). */
 export const REFUSAL_WATCH_MS = 1000;
@@ -111,6 +113,8 @@ export class Hub implements SessionHost {
   readonly #refusalsSeen = new Map<string, [denied: number, overLimit: number, queueFull: number]>();
   /** The shared HTTP and HTTPS ports (set by the server before clients log in), or null. */
   vhosts: Vhosts | null = null;
+  /** This node's part in a cluster (set by the server when `database` is configured), or null. */
+  cluster: Cluster | null = null;
   readonly #sessions: Sessions;
   readonly #port: ControlPort;
 
@@ -137,6 +141,7 @@ export class Hub implements SessionHost {
       this.vhosts?.router.rebuild(this.registry.list());
       // Captures of apps removed or no longer inspected go at once: capture off means nothing kept.
       this.vhosts?.settings.inspections?.prune(this.registry.list());
+      this.cluster?.changed(c.kind === "deleted" ? c.name : c.group.name);
       return this.#changed(c);
     });
   }
@@ -181,6 +186,24 @@ export class Hub implements SessionHost {
   /** A session has ended: forget it unless it was already replaced. */
   ended(session: Session, reason: string): void {
     this.#sessions.ended(session, reason);
+    void this.cluster?.ended(session);
+  }
+
+  serving(session: Session, apps: readonly string[]): void {
+    void this.cluster?.online(session, apps);
+  }
+
+  beforeLogin(group: string): void {
+    this.cluster?.beforeLogin(group);
+  }
+
+  /** A user another node carried here for `group`'s session on this node; a string says why it cannot be served. */
+  acceptForwarded(user: Endpoint, group: string, app: string): string | null {
+    const s = this.#sessions.get(group);
+    if (!s || s.ended) return `group "${group}" is not online on this node`;
+    if (!s.app(app)) return `app "${app}" of group "${group}" is not served`;
+    s.acceptUser(user, app);
+    return null;
   }
 
   /** Ends a group's session at the administrator's request (the client reconnects); false when it is offline. */

@@ -28,6 +28,10 @@ export interface SessionHost extends ServerSettings {
   statsFor(group: string, app: string): AppCounters;
   /** Called once when the session has ended. */
   ended(session: Session, reason: string): void;
+  /** The apps it serves are known (after the login, and after each change): the cluster records them. */
+  serving?(session: Session, apps: readonly string[]): void;
+  /** A login for `group` is about to become its session here. */
+  beforeLogin?(group: string): void;
 }
 
 /** An online group. */
@@ -75,6 +79,11 @@ export class Session implements AppHost, PoolHost {
   stats(app: string): AppCounters {
     return this.host.statsFor(this.group.name, app);
   }
+  /** Names of the apps served now (their public side is open). */
+  get served(): string[] {
+    return this.#statuses.filter((a) => !a.error).map((a) => a.name);
+  }
+
   app(name: string): PublicApp | undefined {
     return this.#apps.get(name);
   }
@@ -125,6 +134,7 @@ export class Session implements AppHost, PoolHost {
         ep.send(encode({ type: FrameType.LoginOk, sessionId: this.id, apps: this.#statuses }));
         log.info("group online", { group: this.group.name, client: this.clientAddr, apps: this.#statuses.filter((s) => !s.error).length });
         ready = true;
+        this.host.serving?.(this, this.served);
         this.start();
         this.#serve(reader);
       })
@@ -161,7 +171,9 @@ export class Session implements AppHost, PoolHost {
   /** Applies a changed group to this session and tells the client the new statuses. */
   async update(group: GroupRecord): Promise<void> {
     await this.reconcile(group);
-    if (!this.#ended) this.control.send(encode({ type: FrameType.Apps, apps: this.#statuses }));
+    if (this.#ended) return;
+    this.control.send(encode({ type: FrameType.Apps, apps: this.#statuses }));
+    this.host.serving?.(this, this.served);
   }
 
   /** Opens listeners for the declared apps that the group has, and records why the others are not served. Calls run one after another. */

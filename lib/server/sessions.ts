@@ -48,6 +48,8 @@ export class Sessions implements Handoff {
       old.end(ErrorCode.SessionReplaced, `session replaced by a new login from ${hs.addr}`);
     } else this.events.add(group.name, { kind: "login", addr: hs.ip, message: `logged in from ${hs.addr}${msg.client ? ` (${msg.client})` : ""}` });
     this.logins.ok++;
+    // In a cluster, ports this node opened for another node's session of the group are given back first.
+    this.host.beforeLogin?.(group.name);
     const session = new Session(this.host, randomBytes(SESSION_ID_BYTES), group, ep, msg.apps, hs.addr, msg.client ?? null);
     this.#byGroup.set(group.name, session);
     this.#byId.set(session.idHex, session);

@@ -1,0 +1,282 @@
+/**
+ * Several servers as one (issue 20): which node holds each online group's
+ * session, kept as a lease in PostgreSQL that its node renews, and told to
+ * every node with NOTIFY. A node that holds a group serves it as today; every
+ * other node opens the group's public apps too and carries their users over a
+ * link to the holder (remote.ts, link.ts, peer-port.ts). A login on another
+ * node takes the lease over: the old holder ends its session when told. A node
+ * that dies stops renewing; its leases expire after heartbeatTimeout and any
+ * node removes them, so its groups' clients can log in elsewhere. Every tick
+ * also re-reads the leases, so a notification missed while the database was
+ * unreachable is made up for.
+ */
+import type { SQL } from "bun";
+import { ErrorCode } from "../../protocol.ts";
+import { log } from "../log.ts";
+import type { AppCounters } from "../metrics/counters.ts";
+import type { GroupRecord } from "../registry/types.ts";
+import type { Session } from "../server/session.ts";
+import type { ServerSettings } from "../server/settings.ts";
+import { PeerLink } from "./link.ts";
+import { RemoteGroup } from "./remote.ts";
+
+/** The NOTIFY channel of leases. */
+const CHANNEL = "warren_cluster";
+/** Serialises schema creation among nodes starting at once. */
+const SCHEMA_LOCK = 0x5741_5252; // "WARR"
+
+/** This node's part in the cluster (server.toml). */
+export interface ClusterOptions {
+  readonly node: string;
+  /** Where other nodes reach this node's peer port ("host:port"). */
+  readonly peerAddr: string;
+  readonly clusterToken: string;
+  /** A lease not renewed for this long has expired (heartbeatTimeout). */
+  readonly heartbeatTimeoutMs: number;
+  readonly tls?: { rejectUnauthorized: boolean; ca?: string };
+}
+
+/** What the cluster needs from its server. */
+export interface ClusterHost {
+  readonly settings: ServerSettings;
+  statsFor(group: string, app: string): AppCounters;
+  group(name: string): GroupRecord | undefined;
+  session(name: string): Session | undefined;
+}
+
+interface Lease {
+  readonly node: string;
+  readonly session: string;
+  readonly apps: readonly string[];
+}
+
+/** One node of the cluster. */
+export class Cluster {
+  readonly #leases = new Map<string, Lease>();
+  readonly #remote = new Map<string, RemoteGroup>();
+  readonly #links = new Map<string, PeerLink>();
+  #timer: Timer | null = null;
+  #unlisten: (() => Promise<void>) | null = null;
+  #stopped = false;
+
+  constructor(
+    readonly sql: SQL,
+    readonly opts: ClusterOptions,
+    readonly host: ClusterHost,
+  ) {}
+
+  get node(): string {
+    return this.opts.node;
+  }
+
+  /** Creates the tables (once, under a lock), registers this node, listens, and opens the groups other nodes hold. */
+  async start(): Promise<void> {
+    await this.sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`;
+      await tx`CREATE TABLE IF NOT EXISTS warren_nodes (name text PRIMARY KEY, peer_addr text NOT NULL, seen_at timestamptz NOT NULL)`;
+      await tx`CREATE TABLE IF NOT EXISTS warren_leases (grp text PRIMARY KEY, node text NOT NULL, session text NOT NULL, apps text NOT NULL, expires_at timestamptz NOT NULL)`;
+    });
+    await this.sql`INSERT INTO warren_nodes (name, peer_addr, seen_at) VALUES (${this.node}, ${this.opts.peerAddr}, now())
+      ON CONFLICT (name) DO UPDATE SET peer_addr = EXCLUDED.peer_addr, seen_at = now()`;
+    // Leases this node held before a restart are stale: its sessions are gone.
+    await this.sql`DELETE FROM warren_leases WHERE node = ${this.node}`;
+    const sub = await this.sql.listen(CHANNEL, (payload: string) => void this.#told(payload));
+    this.#unlisten = () => sub.unlisten();
+    await this.#resync();
+    const tick = Math.max(200, Math.floor(this.opts.heartbeatTimeoutMs / 3));
+    this.#timer = setInterval(() => void this.#tick(), tick);
+    this.#timer.unref();
+  }
+
+  /** The node holding `group`'s session, or null when it is offline everywhere. */
+  nodeOf(group: string): string | null {
+    return this.#leases.get(group)?.node ?? null;
+  }
+
+  /** A login for `group` is about to be served here: the ports this node opened for another holder are given back first. */
+  beforeLogin(group: string): void {
+    const r = this.#remote.get(group);
+    if (!r) return;
+    r.close();
+    this.#remote.delete(group);
+  }
+
+  /** A session came online here: the lease becomes this node's, and every node is told (an old holder ends its session). */
+  async online(s: Session, apps: readonly string[]): Promise<void> {
+    const lease: Lease = { node: this.node, session: s.idHex, apps };
+    this.#leases.set(s.group.name, lease);
+    try {
+      await this.sql`INSERT INTO warren_leases (grp, node, session, apps, expires_at)
+        VALUES (${s.group.name}, ${this.node}, ${s.idHex}, ${JSON.stringify(apps)}, now() + ${this.opts.heartbeatTimeoutMs / 1000} * interval '1 second')
+        ON CONFLICT (grp) DO UPDATE SET node = EXCLUDED.node, session = EXCLUDED.session, apps = EXCLUDED.apps, expires_at = EXCLUDED.expires_at`;
+      await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: s.group.name })})`;
+    } catch (err) {
+      log.error("cluster: could not record a session's lease; other nodes do not forward to it until the database answers", { group: s.group.name, error: (err as Error).message });
+    }
+  }
+
+  /** A session here ended: its lease goes (if it is still its own), and every node closes the group's ports. */
+  async ended(s: Session): Promise<void> {
+    const mine = this.#leases.get(s.group.name);
+    if (mine?.node === this.node && mine.session === s.idHex) this.#leases.delete(s.group.name);
+    if (this.#stopped) return;
+    try {
+      const gone = await this.sql`DELETE FROM warren_leases WHERE grp = ${s.group.name} AND node = ${this.node} AND session = ${s.idHex} RETURNING grp`;
+      if (gone.length) await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: s.group.name })})`;
+    } catch (err) {
+      log.warn("cluster: could not remove a session's lease; it expires by itself", { group: s.group.name, error: (err as Error).message });
+    }
+  }
+
+  /** The registry changed: groups served here for other nodes follow (apps added, changed, removed; a deleted group closes). */
+  changed(name: string): void {
+    const r = this.#remote.get(name);
+    if (!r) return;
+    const g = this.host.group(name);
+    const lease = this.#leases.get(name);
+    if (!g || g.disabled || !lease) {
+      r.close();
+      this.#remote.delete(name);
+      return;
+    }
+    void r.reconcile(g, lease.apps);
+  }
+
+  /** Groups served here for another node, with the apps open. */
+  remoteGroups(): { group: string; node: string; apps: string[] }[] {
+    return [...this.#remote.values()].map((r) => ({ group: r.groupName, node: r.node, apps: r.open }));
+  }
+
+  /** Links to other nodes, and whether each is up. */
+  links(): { node: string; up: boolean; streams: number }[] {
+    return [...this.#links.values()].map((l) => ({ node: l.remote, up: l.up, streams: l.streams }));
+  }
+
+  /** Leaves the cluster: this node's leases go at once (their clients reconnect elsewhere), links close. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer) clearInterval(this.#timer);
+    for (const r of this.#remote.values()) r.close();
+    this.#remote.clear();
+    for (const l of this.#links.values()) l.stop();
+    this.#links.clear();
+    try {
+      await this.#unlisten?.();
+      const gone = await this.sql`DELETE FROM warren_leases WHERE node = ${this.node} RETURNING grp`;
+      for (const row of gone) await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: row.grp })})`;
+    } catch (err) {
+      log.warn("cluster: could not remove this node's leases at stop; they expire by themselves", { error: (err as Error).message });
+    }
+  }
+
+  /** A notification: one group's lease changed; the row itself says how (a payload is only a hint, never trusted for who holds it). */
+  async #told(payload: string): Promise<void> {
+    let g: string;
+    try {
+      g = (JSON.parse(payload) as { g: string }).g;
+      if (typeof g !== "string") return;
+    } catch {
+      return log.warn("cluster: malformed notification ignored", { channel: CHANNEL });
+    }
+    try {
+      const rows = await this.sql`SELECT node, session, apps FROM warren_leases WHERE grp = ${g} AND expires_at > now()`;
+      this.#apply(g, rows[0] ? { node: rows[0].node, session: rows[0].session, apps: JSON.parse(rows[0].apps) } : null);
+    } catch (err) {
+      log.warn("cluster: could not read a lease after a notification; the next tick catches up", { group: g, error: (err as Error).message });
+    }
+  }
+
+  /** Brings this node in line with the lease of `group` (null: online nowhere). */
+  #apply(group: string, lease: Lease | null): void {
+    const local = this.host.session(group);
+    if (lease && lease.node !== this.node && local && !local.ended) {
+      // Another node's login took the group over: this node's session ends, as on one server.
+      local.end(ErrorCode.SessionReplaced, `session replaced by a login on node ${lease.node}`);
+    }
+    if (lease && lease.node === this.node) {
+      // This node's own lease: nothing to forward.
+      this.#leases.set(group, lease);
+      return this.beforeLogin(group);
+    }
+    if (!lease) {
+      // Gone everywhere, unless this node's own session is online (its lease is written again at the next tick).
+      if (!(local && !local.ended)) this.#leases.delete(group);
+      const r = this.#remote.get(group);
+      if (r) {
+        r.close();
+        this.#remote.delete(group);
+      }
+      return;
+    }
+    this.#leases.set(group, lease);
+    const g = this.host.group(group);
+    if (!g || g.disabled) return;
+    let r = this.#remote.get(group);
+    if (r && r.node !== lease.node) {
+      r.close();
+      this.#remote.delete(group);
+      r = undefined;
+    }
+    if (!r) {
+      r = new RemoteGroup(g, lease.node, this.#link(lease.node), this.host.settings, (grp, app) => this.host.statsFor(grp, app));
+      this.#remote.set(group, r);
+    }
+    void r.reconcile(g, lease.apps);
+  }
+
+  /** The link to `node` (started on first use; its address is read from the nodes table). */
+  #link(node: string): PeerLink {
+    let l = this.#links.get(node);
+    if (l) return l;
+    const addr = this.#peerAddrs.get(node) ?? "";
+    const i = addr.lastIndexOf(":");
+    l = new PeerLink(node, addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1)), {
+      node: this.node,
+      clusterToken: this.opts.clusterToken,
+      heartbeatMs: Math.max(200, Math.floor(this.opts.heartbeatTimeoutMs / 3)),
+      tls: this.opts.tls,
+    });
+    this.#links.set(node, l);
+    l.start();
+    return l;
+  }
+  readonly #peerAddrs = new Map<string, string>();
+
+  /** Renews this node's leases, removes expired ones (a dead node's), and re-reads every lease. */
+  async #tick(): Promise<void> {
+    try {
+      await this.sql`UPDATE warren_nodes SET seen_at = now() WHERE name = ${this.node}`;
+      // This node's sessions, each written again: leases removed while the database was away come back.
+      for (const [group, lease] of this.#leases) {
+        if (lease.node !== this.node) continue;
+        const s = this.host.session(group);
+        if (!s || s.ended || s.idHex !== lease.session) continue;
+        await this.sql`INSERT INTO warren_leases (grp, node, session, apps, expires_at)
+          VALUES (${group}, ${this.node}, ${lease.session}, ${JSON.stringify(lease.apps)}, now() + ${this.opts.heartbeatTimeoutMs / 1000} * interval '1 second')
+          ON CONFLICT (grp) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE warren_leases.node = EXCLUDED.node AND warren_leases.session = EXCLUDED.session`;
+      }
+      const expired = await this.sql`DELETE FROM warren_leases WHERE expires_at <= now() RETURNING grp, node`;
+      for (const row of expired) {
+        log.warn("cluster: lease expired: its node stopped renewing it", { group: row.grp, node: row.node });
+        await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: row.grp })})`;
+      }
+      await this.#resync();
+    } catch (err) {
+      log.warn("cluster: database unreachable; sessions and streams go on, leases wait", { error: (err as Error).message });
+    }
+  }
+
+  /** Reads every node and lease and applies what differs from what this node believes. */
+  async #resync(): Promise<void> {
+    for (const row of await this.sql`SELECT name, peer_addr FROM warren_nodes`) this.#peerAddrs.set(row.name, row.peer_addr);
+    const rows = await this.sql`SELECT grp, node, session, apps FROM warren_leases WHERE expires_at > now()`;
+    const seen = new Set<string>();
+    for (const row of rows) {
+      seen.add(row.grp);
+      const was = this.#leases.get(row.grp);
+      if (was && was.node === row.node && was.session === row.session && this.#remote.has(row.grp) === (row.node !== this.node)) continue;
+      this.#apply(row.grp, { node: row.node, session: row.session, apps: JSON.parse(row.apps) });
+    }
+    for (const group of [...this.#leases.keys()]) if (!seen.has(group)) this.#apply(group, null);
+  }
+}
