@@ -222,7 +222,7 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     const server = this.#serverName();
     const why =
       code === "ECONNREFUSED" ? `connection refused by ${server} (is the server running, and is serverPort right?)`
-      : code === "ENOTFOUND" || code === "EAI_NONAME" || code === "EAI_AGAIN" ? `the name "${this.config.serverAddr}" could not be resolved (${code})`
+      : code === "ENOTFOUND" || code === "EAI_NONAME" || code === "EAI_AGAIN" ? `the name "${this.config.servers[this.#server]!.host}" could not be resolved (${code})`
       : code === "ETIMEDOUT" ? `connecting to ${server} timed out`
       : code === "EHOSTUNREACH" || code === "ENETUNREACH" ? `no route to ${server} (${code})`
       : `cannot connect to ${server} (${code || err.message})`;
@@ -239,9 +239,10 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   #dialServer(ep: Endpoint): void {
+    const server = this.config.servers[this.#server]!;
     Bun.connect<Endpoint>({
-      hostname: this.config.serverAddr,
-      port: this.config.serverPort,
+      hostname: server.host,
+      port: server.port,
       data: ep,
       allowHalfOpen: true,
       tls: this.#serverTls,
@@ -252,8 +253,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   }
 
   #serverName(): string {
-    return hostPort(this.config.serverAddr, this.config.serverPort);
+    const server = this.config.servers[this.#server]!;
+    return hostPort(server.host, server.port);
   }
+  /** Which of config.servers is dialed now. */
+  #server = 0;
 
   /** Handles one control message; false when the connection is finished. */
   #onControl(ep: Endpoint, msg: Message): boolean {
@@ -356,6 +360,8 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   #retry(reason: string): void {
     this.lastError = { at: new Date(), message: reason };
     if (this.#stopped) return;
+    // Several servers (one cluster): each retry tries the next one, in order, round and round.
+    this.#server = (this.#server + 1) % this.config.servers.length;
     const delay = backoffDelay(this.#attempt);
     this.#attempt = Math.min(this.#attempt + 1, 20);
     log.info("reconnecting", { server: this.#serverName(), reason, inMs: delay });

@@ -5,7 +5,7 @@
  */
 import * as v from "valibot";
 import { parseCidr, parseHostPort } from "../addr.ts";
-import { NAME_PATTERN } from "../../protocol.ts";
+import { hostPort, NAME_PATTERN } from "../../protocol.ts";
 import { PortSet } from "../ports.ts";
 import { DEFAULT_ALLOW_PORTS, LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S, REGISTRATION_MAX_APPS, REGISTRATION_MAX_GROUPS, UDP_IDLE_TIMEOUT_S, VHOST_HEADER_TIMEOUT_S, VHOST_IDLE_TIMEOUT_S, VHOST_MAX_HEADER_BYTES, UDP_MAX_PEERS, UDP_RECEIVE_BUFFER_BYTES, INSPECT_REQUESTS, INSPECT_BODY_BYTES } from "./defaults.ts";
 
@@ -231,6 +231,28 @@ function withMs<T extends Record<K, number>, K extends keyof T & string>(keys: r
   });
 }
 
+/** A PostgreSQL URL; `${NAME}` references are replaced from the environment (a missing one is an error naming it, never showing the URL). */
+const DatabaseUrlSchema = v.pipe(
+  v.string("must be a URL like postgres://user:password@host:5432/warren"),
+  v.rawTransform(({ dataset, addIssue, NEVER }) => {
+    let missing: string | null = null;
+    const url = dataset.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_m, name: string) => {
+      const v = process.env[name];
+      if (v === undefined) missing ??= name;
+      return v ?? "";
+    });
+    if (missing) {
+      addIssue({ message: `refers to the environment variable ${missing}, which is not set` });
+      return NEVER;
+    }
+    if (!/^postgres(ql)?:\/\/[^\s]+$/.test(url)) {
+      addIssue({ message: "must be a URL like postgres://user:password@host:5432/warren" });
+      return NEVER;
+    }
+    return url;
+  }),
+);
+
 /** `server.toml`. */
 export const ServerConfigSchema = v.pipe(
   v.strictObject({
@@ -310,8 +332,31 @@ export const ServerConfigSchema = v.pipe(
       ),
       [],
     ),
+    // Several servers as one (issue 20): the registry in PostgreSQL, and how nodes reach each other.
+    /** postgres://user:password@host:5432/db; `${NAME}` is replaced by the environment variable NAME. */
+    database: v.optional(DatabaseUrlSchema),
+    /** A file holding the database URL (a secret kept out of server.toml); instead of `database`. */
+    databaseFile: v.optional(v.pipe(v.string("must be the path of a file holding the database URL"), v.nonEmpty("must not be empty"))),
+    /** This node's name in the cluster (default: the host name). */
+    nodeName: v.optional(NameSchema),
+    /** Where other nodes' links arrive (0: any free port; cluster only). */
+    peerPort: v.optional(PortSchema, 0),
+    /** Where other nodes reach this node's peer port ("host:port"; default bindAddr:peerPort). */
+    peerAddr: v.optional(v.pipe(v.string("must be host:port"), v.check((s) => parseHostPort(s) !== null, "must be host:port, like 10.0.0.2:7001"))),
+    /** The secret nodes prove to each other (as clients prove their token). */
+    clusterToken: v.optional(TokenSchema),
   }),
   withMs(["heartbeatTimeout", "userConnTimeout", "udpIdleTimeout", "handshakeTimeout", "loginFailureWindow", "loginBlockTime", "vhostHeaderTimeout", "vhostIdleTimeout"]),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const c = dataset.value;
+    const issue = (key: string, message: string) => addIssue({ message, path: [{ type: "object", origin: "value", input: c as Record<string, unknown>, key, value: (c as Record<string, unknown>)[key] }] });
+    if (c.database !== undefined && c.databaseFile !== undefined) issue("databaseFile", "give database or databaseFile, not both");
+    const cluster = c.database !== undefined || c.databaseFile !== undefined;
+    if (cluster && c.clusterToken === undefined) issue("clusterToken", "is required with database: nodes prove it to each other");
+    if (!cluster) for (const k of ["clusterToken", "peerAddr", "nodeName"] as const) if (c[k] !== undefined) issue(k, "applies only with database (several servers as one)");
+    if (cluster && c.peerAddr === undefined && /^(0\.0\.0\.0|::|\[::\])$/.test(c.bindAddr)) issue("peerAddr", `is required when bindAddr is "${c.bindAddr}": other nodes need an address they can reach`);
+  }),
 );
 
 /** A local app of the client. */
@@ -337,8 +382,16 @@ export const ClientAppSchema = v.pipe(
 /** `client.toml`. */
 export const ClientConfigSchema = v.pipe(
   v.strictObject({
-    serverAddr: v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty")),
+    serverAddr: v.optional(v.pipe(v.string("must be the server's host name or address"), v.nonEmpty("must not be empty"))),
     serverPort: v.optional(v.pipe(PortSchema, v.minValue(1, "must be 1-65535")), 7000),
+    /** Several servers of one cluster ("host:port"), instead of serverAddr/serverPort: on a loss the client tries the next. */
+    servers: v.optional(
+      v.pipe(
+        v.array(v.pipe(v.string("must be host:port"), v.check((s) => parseHostPort(s) !== null && parseHostPort(s)!.port > 0, "must be host:port, like a.example.com:7000")), "must be a list of host:port"),
+        v.minLength(1, "must list at least one server"),
+        v.maxLength(32, "at most 32 servers"),
+      ),
+    ),
     apiUrl: v.optional(v.pipe(v.string(), v.url("must be a URL like http://server:7500"))),
     group: ExistingNameSchema,
     token: TokenSchema,
@@ -361,6 +414,19 @@ export const ClientConfigSchema = v.pipe(
     apps: v.pipe(v.array(ClientAppSchema), v.minLength(1, "must list at least one app"), v.check((items) => uniqueNames(items), "app names must be unique")),
   }),
   withMs(["heartbeatInterval", "heartbeatTimeout", "udpIdleTimeout"]),
+  v.rawCheck(({ dataset, addIssue }) => {
+    if (!dataset.typed) return;
+    const c = dataset.value;
+    if ((c.serverAddr === undefined) === (c.servers === undefined)) {
+      const key = c.servers === undefined ? "serverAddr" : "servers";
+      addIssue({ message: c.servers === undefined ? "is required (or servers, a list of host:port)" : "give serverAddr or servers, not both", path: [{ type: "object", origin: "value", input: c as Record<string, unknown>, key, value: (c as Record<string, unknown>)[key] }] });
+    }
+  }),
+  // Every reader of the config may use serverAddr/serverPort: with `servers`, they are its first entry.
+  v.transform((c) => {
+    const servers = (c.servers ?? [hostPort(c.serverAddr!, c.serverPort)]).map((s) => parseHostPort(s)!);
+    return { ...c, serverAddr: servers[0]!.host, serverPort: servers[0]!.port, servers };
+  }),
 );
 
 /** Validated server configuration. */
