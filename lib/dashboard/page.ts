@@ -2,7 +2,9 @@
  * The dashboard's page and assets, served at / on the API port. Everything is
  * bundled into the server (no CDN: it must work offline); assets are named by
  * their content hash and cached for a year, the page itself never. The
- * Content-Security-Policy allows scripts and styles from this origin only.
+ * Content-Security-Policy allows scripts and styles from this origin only;
+ * images also from data: and blob: URLs (the inspector previews an image body
+ * through a blob: URL made from its bytes).
  */
 import { Hono } from "hono";
 import html from "./assets/index.html" with { type: "text" };
@@ -11,6 +13,8 @@ import overview from "./assets/overview.js" with { type: "text" };
 import group from "./assets/group.js" with { type: "text" };
 import actions from "./assets/actions.js" with { type: "text" };
 import chart from "./assets/chart.js" with { type: "text" };
+import inspect from "./assets/inspect.js" with { type: "text" };
+import request from "./assets/request.js" with { type: "text" };
 import main from "./assets/main.js" with { type: "text" };
 import css from "./assets/app.css" with { type: "text" };
 
@@ -18,10 +22,10 @@ import css from "./assets/app.css" with { type: "text" };
  * The browser's script, app.js: the dashboard's files joined in this order into one module
  * (one scope: they call each other's functions without imports; main.js, last, starts it).
  */
-const js = [core, overview, group, actions, chart, main].join("\n");
+const js = [core, overview, group, actions, chart, inspect, request, main].join("\n");
 
 /** The policy every dashboard response carries. */
-export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
+export const CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'";
 
 /** Headers of every dashboard response: the policy, and no sniffing, framing or referrers. */
 export const SECURITY_HEADERS: Record<string, string> = {

@@ -154,6 +154,8 @@ function appInput(app) {
     if (app.type === "http" && app.locations?.length) input.locations = app.locations;
     if (app.hostHeaderRewrite) input.hostHeaderRewrite = app.hostHeaderRewrite;
     if (app.httpUser) input.httpUser = app.httpUser;
+    // Kept as they are: the form does not show them, and PUT replaces the whole app.
+    for (const k of ["requestHeaders", "responseHeaders", "inspect", "inspectSecrets"]) if (app.type === "http" && app[k] !== undefined) input[k] = app[k];
   }
   return input;
 }
@@ -186,6 +188,13 @@ function appFields(app) {
     denyIPs: text((v.denyIPs ?? []).join(", ")),
     maxConnections: number(v.maxConnections),
     bandwidthLimit: text(v.bandwidthLimit, { placeholder: "e.g. 10MB" }),
+    inspect: h("input", { type: "checkbox", checked: !!v.inspect }),
+  };
+  const check = (id, label, input, hint, types) => {
+    input.id = id;
+    const el = h("div", { class: "field check" }, h("label", { for: id }, input, " ", label), hint ? h("p", { class: "hint" }, hint) : null);
+    wrappers.push({ el, types });
+    return el;
   };
   const body = [
     field("app-name", "Name", f.name),
@@ -197,6 +206,7 @@ function appFields(app) {
     field("app-host-header", "Host header rewrite", f.hostHeaderRewrite, null, web),
     field("app-http-user", "Basic auth user", f.httpUser, "Empty: no basic auth.", web),
     field("app-http-password", "Basic auth password", f.httpPassword, v.basicAuth ? "Leave empty to keep the current password." : null, web),
+    check("app-inspect", "Inspect requests", f.inspect, "Keeps the last requests in the server's memory (secrets masked) for the inspector.", ["http"]),
     field("app-allow-ips", "Allow IPs", f.allowIPs, "CIDRs, comma separated; empty allows everyone.", APP_TYPES),
     field("app-deny-ips", "Deny IPs", f.denyIPs, "CIDRs, comma separated.", APP_TYPES),
     field("app-max-connections", "Max connections", f.maxConnections, "0: no limit.", APP_TYPES),
@@ -219,6 +229,10 @@ function appFields(app) {
         for (const [k, val] of Object.entries(optional)) if (val) input[k] = val;
         if (listOf(f.customDomains.value).length) input.customDomains = listOf(f.customDomains.value);
         if (type === "http" && listOf(f.locations.value).length) input.locations = listOf(f.locations.value);
+        if (type === "http") {
+          if (f.inspect.checked) input.inspect = true;
+          for (const k of ["requestHeaders", "responseHeaders", "inspectSecrets"]) if (app?.type === "http" && app[k] !== undefined) input[k] = app[k];
+        }
         // No password typed: omit it, and the server keeps the one it has.
         if (f.httpPassword.value) input.httpPassword = f.httpPassword.value;
       }

@@ -2,8 +2,8 @@
 // live feeds, tables and dialogs).
 //
 // The dashboard is plain ES2022, no build step and no dependencies. Its files
-// (core.js, overview.js, group.js, actions.js, chart.js, main.js) are
-// concatenated in that order into the one module the server serves as app.js
+// (core.js, overview.js, group.js, actions.js, chart.js, inspect.js,
+// request.js, main.js) are concatenated in that order into the one module the server serves as app.js
 // (lib/dashboard/page.ts), so they share one scope: a function of one file is
 // called from another without imports. main.js, the last, starts the page.
 //
@@ -179,9 +179,10 @@ function leavePage() {
  * Opens an EventSource (the cookie goes with it: same origin) for the page's
  * lifetime. EventSource reconnects by itself after a dropped stream, but gives
  * up for good after a non-200 answer, so then we retry ourselves. On any error
- * we ask /ui/me: a 401 there sends the user to the sign-in form.
+ * we ask /ui/me: a 401 there sends the user to the sign-in form. onOpen, if
+ * given, runs each time the stream (re)connects, before its first event.
  */
-function liveFeed(page, url, event, onData, statusEl) {
+function liveFeed(page, url, event, onData, statusEl, onOpen) {
   let source = null;
   let retry = null;
   const status = (ok) => {
@@ -190,6 +191,11 @@ function liveFeed(page, url, event, onData, statusEl) {
   };
   const open = () => {
     source = new EventSource(url);
+    // Connected is live, even before a first event (a feed that sends only what changed may wait long).
+    source.onopen = () => {
+      status(true);
+      if (page.alive) onOpen?.();
+    };
     source.addEventListener(event, (e) => {
       let data;
       try { data = JSON.parse(e.data); } catch { return; }

@@ -175,10 +175,13 @@ function createAppRow(ctx, app) {
     totals: h("td", { class: "num" }), connsTotal: h("td", { class: "num" }), refused: h("td", { class: "num" }),
   };
   // The buttons act on row.app, which each update replaces with the newest view of the app.
+  // Only http apps are inspected (https passes through unread): the link shows for them alone.
+  const inspect = h("a", { class: "button-link small inspect-link", href: inspectHref(ctx.name, app.name) }, "Inspect");
   const actions = h("td", {}, h("div", { class: "row-actions" },
+    inspect,
     h("button", { type: "button", class: "small", onclick: () => appDialog(ctx, row.app) }, "Edit"),
     h("button", { type: "button", class: "small danger", onclick: () => removeAppDialog(ctx, row.app) }, "Remove")));
-  const row = { el: h("tr", { dataset: { app: app.name } }, Object.values(cells), actions), cells, app, nameKey: "", addrKey: "", statusKey: "" };
+  const row = { el: h("tr", { dataset: { app: app.name } }, Object.values(cells), actions), cells, app, inspect, nameKey: "", addrKey: "", statusKey: "" };
   return row;
 }
 
@@ -189,6 +192,8 @@ function updateAppRow(row, app, rate) {
     row.nameKey = `${app.name}|${app.type}`;
     fill(cells.name, app.name, " ", h("span", { class: "app-type" }, app.type));
   }
+  row.inspect.hidden = app.type !== "http";
+  row.inspect.title = app.inspect ? "The requests this app received" : "Inspect is off for this app: the page says how to turn it on";
   const addrKey = app.type === "tcp" || app.type === "udp" ? `${app.type}:${app.remotePort}` : JSON.stringify(app.urls);
   if (row.addrKey !== addrKey) { row.addrKey = addrKey; cells.addr.replaceChildren(...publicAddress(app)); }
   const statusKey = `${app.online}|${app.error}`;

@@ -23,11 +23,17 @@ function route() {
     return;
   }
   setHeader();
-  const m = /^#\/group\/(.+)$/.exec(location.hash);
+  // #/group/NAME, or an app's inspector: #/group/NAME/app/APP/requests, with /ID for one request.
+  const m = /^#\/group\/([^/]+)\/app\/([^/]+)\/requests(?:\/(\d+))?\/?$/.exec(location.hash) ?? /^#\/group\/(.+)$/.exec(location.hash);
   let name = null;
+  let app = null;
   if (m) {
-    try { name = decodeURIComponent(m[1]); } catch { /* malformed: as if no group were named */ }
+    try {
+      name = decodeURIComponent(m[1]);
+      app = m[2] === undefined ? null : decodeURIComponent(m[2]);
+    } catch { name = app = null; /* malformed: as if no group were named */ }
   }
+  const show = () => (app !== null ? showInspector(name, app, m[3] === undefined ? null : Number(m[3])) : showGroup(name));
   if (session.role === "owner") {
     // An owner has one group: it is their start page. Another group's page is not found, as the
     // server would answer (for a group that exists or not alike), without asking it.
@@ -35,9 +41,9 @@ function route() {
       history.replaceState(null, "", groupHref(session.group));
       return showGroup(session.group);
     }
-    return name === session.group ? showGroup(name) : showNotFound(name);
+    return name === session.group ? show() : showNotFound(name);
   }
-  if (name !== null) return showGroup(name);
+  if (name !== null) return show();
   showOverview();
 }
 
