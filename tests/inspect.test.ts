@@ -361,6 +361,35 @@ describe("replay", () => {
     expect(ok.json.request.body.size).toBe(3000);
   });
 
+  test("a request whose body never arrived whole cannot be replayed as captured (409), even when it fits the limit", async () => {
+    const url = unique("/half");
+    const s = net.connect(vport, "127.0.0.1");
+    s.on("error", () => {});
+    await new Promise<void>((r) => s.once("connect", () => r()));
+    s.write(requestHead("POST", url, host("insp"), [["Content-Length", "100"]]) + "0123456789");
+    await until(async () => (await api("GET", "/api/groups/one/apps/insp/requests?limit=1000")).json.requests.some((x: any) => x.url === url), 5000, "the capture to begin");
+    s.destroy(); // 10 of 100 bytes: the exchange fails
+    const orig = await captureOf("one", "insp", url);
+    expect(orig.state).toBe("failed");
+    expect(orig.request.body.truncated).toBe(false);
+    const refused = await api("POST", `/api/groups/one/apps/insp/requests/${orig.id}/replay`, {});
+    expect(refused.status).toBe(409);
+    expect(refused.json.error).toContain("did not arrive whole");
+  });
+
+  test("PUT of an app that keeps its httpUser without sending httpPassword keeps the stored password (the API never shows it)", async () => {
+    const admin = { authorization: `Bearer ${s1.adminToken}` };
+    const created = await api("POST", "/api/groups", { name: "pwkeep", apps: [{ name: "w", type: "http", subdomain: "pwkeep", httpUser: "ann", httpPassword: "keep-this-pw" }] }, admin);
+    expect(created.status).toBe(201);
+    const put = await api("PUT", "/api/groups/pwkeep", { apps: [{ name: "w", type: "http", subdomain: "pwkeep", httpUser: "ann", inspect: true }] }, admin);
+    expect(put.status).toBe(200);
+    expect(s1.hub.registry.get("pwkeep")!.apps[0]!.httpPassword).toBe("keep-this-pw");
+    expect(JSON.stringify(put.json)).not.toContain("keep-this-pw");
+    // A new user name without a password is still a mistake.
+    expect((await api("PUT", "/api/groups/pwkeep", { apps: [{ name: "w", type: "http", subdomain: "pwkeep", httpUser: "bob" }] }, admin)).status).toBe(400);
+    expect((await api("DELETE", "/api/groups/pwkeep", undefined, admin)).status).toBe(204);
+  });
+
   test("malformed replay bodies are 400 naming the key", async () => {
     const url = unique("/bad-replay");
     await rawHttp(vport, requestHead("GET", url, host("insp")));

@@ -8,7 +8,7 @@ import { HttpError } from "./errors.ts";
 export const MAX_BODY_BYTES = 256 * 1024;
 
 /** A JSON body checked against `schema`, or an HttpError (413, 400); `emptyAs` stands for an empty body where a route allows one. */
-export async function parseBody<S extends v.GenericSchema>(c: Context, schema: S, emptyAs?: unknown): Promise<v.InferOutput<S>> {
+export async function parseBody<S extends v.GenericSchema>(c: Context, schema: S, emptyAs?: unknown, prepare?: (data: unknown) => void): Promise<v.InferOutput<S>> {
   const text = await readCapped(c.req.raw, MAX_BODY_BYTES);
   if (text === null) throw new HttpError(413, { error: `body larger than ${MAX_BODY_BYTES} bytes` });
   let data: unknown;
@@ -17,6 +17,7 @@ export async function parseBody<S extends v.GenericSchema>(c: Context, schema: S
   } catch {
     throw new HttpError(400, { error: "body is not valid JSON" });
   }
+  prepare?.(data);
   const res = v.safeParse(schema, data);
   if (res.success) return res.output;
   const issues = res.issues.map((i) => ({ path: issueKey(i) || "(body)", message: i.expected === "never" ? "unknown key" : i.received === "undefined" ? "is required" : i.message }));

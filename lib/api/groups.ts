@@ -116,8 +116,18 @@ export function groupRoutes(hub: Hub, auth: Auth, registration: RegistrationLimi
 
   groups.put("/:name", auth.requireGroup, async function updateGroup(c) {
     const name = c.req.param("name");
-    existing(name); // before the body is read: a missing group is a 404 whatever the body
-    const body = await parseBody(c, UpdateGroupBody);
+    const before = existing(name); // before the body is read: a missing group is a 404 whatever the body
+    // The API never shows a Basic-auth password, so a client that edits an app sends it back without
+    // one: an app that keeps its httpUser keeps its stored password.
+    const body = await parseBody(c, UpdateGroupBody, undefined, (data) => {
+      const apps = (data as { apps?: unknown } | null)?.apps;
+      if (!Array.isArray(apps)) return;
+      for (const a of apps) {
+        if (!a || typeof a !== "object" || (a as Record<string, unknown>).httpPassword !== undefined) continue;
+        const was = before.apps.find((o) => o.name === (a as { name?: unknown }).name);
+        if (was?.httpPassword !== undefined && was.httpUser === (a as { httpUser?: unknown }).httpUser) (a as Record<string, unknown>).httpPassword = was.httpPassword;
+      }
+    });
     // The limits are the administrator's to set: an owner changes apps only.
     const limitKey = (["maxApps", "allowPorts", "bandwidthLimit"] as const).find((k) => body[k] !== undefined);
     if (c.get("role") === "owner" && limitKey) throw new HttpError(403, { error: `only the administrator may change ${limitKey}`, issues: [{ path: limitKey, message: "only the administrator may change it" }] });

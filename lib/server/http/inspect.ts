@@ -95,6 +95,9 @@ export class Capture {
   seq = 0;
   /** Left the ring (evicted, cleared) while its exchange may still be passing: what it keeps from now on is not counted. */
   dropped = false;
+  /** The request's body arrived whole (a replay of one cut short would send fewer bytes than the user meant). */
+  requestEnded = false;
+  #lastWsChange = 0;
 
   constructor(
     readonly owner: Inspector,
@@ -106,6 +109,8 @@ export class Capture {
     readonly userAddr: string,
     readonly connection: number,
     readonly replayOf: number | null,
+    /** "https" when TLS ended at the server's vhostHTTPSPort; copy-as-curl uses it. */
+    readonly scheme: "http" | "https" = "http",
   ) {
     const grow = (n: number) => {
       if (!this.dropped) owner.grew(n);
@@ -147,6 +152,12 @@ export class Capture {
     if (!ws) return;
     if (fromUser) (ws.bytesIn += chunk.length), (ws.framesIn += this.#wsIn!.feed(chunk));
     else (ws.bytesOut += chunk.length), (ws.framesOut += this.#wsOut!.feed(chunk));
+    // Live feeds see the counts move, at most once a second (not once per frame).
+    const now = performance.now();
+    if (now - this.#lastWsChange >= 1000) {
+      this.#lastWsChange = now;
+      this.owner.changed(this);
+    }
   }
 
   /** The exchange is over: complete, or failed with why (an upgraded one just closes). */
@@ -167,6 +178,7 @@ export class Capture {
       at: this.at.toISOString(),
       method: this.method,
       url: this.url,
+      scheme: this.scheme,
       status: this.status,
       state: this.state,
       error: this.error,
@@ -223,9 +235,9 @@ export class Inspector {
   }
 
   /** Starts the capture of a request, as the user sent it (masked). */
-  begin(head: RequestHead, userAddr: string, connection: number, replayOf: number | null = null): Capture {
+  begin(head: RequestHead, userAddr: string, connection: number, replayOf: number | null = null, scheme: "http" | "https" = "http"): Capture {
     const headers = this.mask(head.headers);
-    const c = new Capture(this, this.#nextId++, head.method, this.maskText(head.target), `HTTP/1.${head.minor}`, headers, userAddr, connection, replayOf);
+    const c = new Capture(this, this.#nextId++, head.method, this.maskText(head.target), `HTTP/1.${head.minor}`, headers, userAddr, connection, replayOf, scheme);
     this.#ring.push(c);
     this.grew(headBytes(headers) + c.url.length + c.method.length);
     while (this.#ring.length > this.limits.requests) this.#drop(this.#ring.shift()!);

@@ -213,7 +213,7 @@ export class HttpConn implements UpstreamOwner {
     this.#closeAfter = this.#userEnded || tokens.includes("close") || (head.minor === 0 && !tokens.includes("keep-alive"));
     // Captured as the user sent it, before the rewrite (the inspector masks its secrets).
     this.#cap?.end("the connection went on to another request");
-    this.#cap = this.settings.inspections?.of(target)?.begin(head, this.user.socket?.remoteAddress ?? "", this.#id) ?? null;
+    this.#cap = this.settings.inspections?.of(target)?.begin(head, this.user.socket?.remoteAddress ?? "", this.#id, null, this.secure ? "https" : "http") ?? null;
     const out = requestHeadBytes(rewriteRequest(head, target.record, { authority, secure: this.secure, userAddr: this.user.socket?.remoteAddress ?? "" }));
     target.stats.requests++;
     const reuse = this.#up !== null && this.#target === target && this.#upReusable && !this.#up.closed && !this.#up.appEnded;
@@ -237,6 +237,7 @@ export class HttpConn implements UpstreamOwner {
   /** The request's last byte has gone to the app: the next one waits for its response. */
   #requestSent(): void {
     this.#reqBody = null;
+    if (this.#cap) this.#cap.requestEnded = true;
     // A response that ended before its request did (an early 413) leaves the connection unusable: it closes.
     this.#req = this.#resp === "idle" ? "head" : "await";
     if (this.#req === "head") this.#afterResponse();

@@ -50,6 +50,9 @@ export function replayRequest(cap: Capture, edits: ReplayEdits): { head: Request
   if (edits.body === undefined && cap.request.truncated) {
     throw new ReplayError(409, `the captured body was cut at ${cap.request.kept} of ${cap.request.size} bytes (inspectBodyBytes): send the body to replay it`);
   }
+  if (edits.body === undefined && !cap.requestEnded) {
+    throw new ReplayError(409, `the captured request's body did not arrive whole (${cap.request.size} bytes came): send the body to replay it`);
+  }
   const body = edits.body ?? cap.request.bytes();
   const headers: Header[] = [];
   for (const [k, v] of edits.headers ?? cap.requestHeaders) {
@@ -75,7 +78,8 @@ function caller(addr: string): Transport {
 /** Sends the request to the app through `target`; resolves with the new capture once its exchange ended (complete or failed). */
 export function replay(ins: Inspector, target: HttpTarget, original: Capture, edits: ReplayEdits, callerAddr: string, timeoutMs = REPLAY_TIMEOUT_MS): Promise<Capture> {
   const { head, body } = replayRequest(original, edits);
-  const cap = ins.begin(head, callerAddr, 0, original.id);
+  const cap = ins.begin(head, callerAddr, 0, original.id, original.scheme);
+  cap.requestEnded = true;
   const authority = header(head.headers, "host")!;
   const out = requestHeadBytes(rewriteRequest({ ...head, headers: head.headers.map(([k, v]) => [k, v]) }, target.record, { authority, secure: false, userAddr: callerAddr }));
   return new Promise<Capture>((resolve) => {
