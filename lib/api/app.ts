@@ -8,6 +8,7 @@ import { log } from "../log.ts";
 import { createAuth, type ApiEnv, type ApiSecrets } from "./auth.ts";
 import { HttpError } from "./errors.ts";
 import { WarrenError } from "../errors.ts";
+import { RegistryError } from "../registry/types.ts";
 import { groupRoutes, type RegistrationLimits } from "./groups.ts";
 import { clientIp } from "./auth.ts";
 import { SignIns, signinRoutes } from "./signin.ts";
@@ -73,6 +74,8 @@ export function createApi(
   app.notFound((c) => c.json({ error: `no route for ${c.req.method} ${new URL(c.req.url).pathname}` }, 404));
   app.onError(function errorResponse(err, c) {
     if (err instanceof HttpError) return c.json(err.body, err.status, err.headers);
+    // The registry's database (PostgreSQL) is away: a change cannot be made now, and says so.
+    if (err instanceof RegistryError && err.code === "unavailable") return c.json({ error: err.message }, 503, { "retry-after": "5" });
     log.error("API handler failed", { path: new URL(c.req.url).pathname, error: err.message });
     return c.json({ error: "internal error" }, 500);
   });

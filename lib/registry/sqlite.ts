@@ -1,7 +1,7 @@
 /**
  * The registry store on one machine: groups and their apps in bun:sqlite,
- * with an index of every app's port in memory, so that port checks stay O(1)
- * with thousands of groups.
+ * with every group and an index of every app's port in memory (plan.ts), so
+ * that port checks stay O(1) with thousands of groups.
  */
 import { Database } from "bun:sqlite";
 import { join } from "node:path";
@@ -9,10 +9,11 @@ import { privately, tighten, writeNew } from "../files.ts";
 import { log } from "../log.ts";
 import type { AppType } from "../../protocol.ts";
 import type { PortSet } from "../ports.ts";
-import { appDomains, checkDomains, type DomainSpace } from "./domains.ts";
-import { httpKeys, resolvePorts, type PortSpace } from "./ports.ts";
+import type { DomainSpace } from "./domains.ts";
+import { appFromRow, changeOf, configError, configLimits, groupFromRow, limitsJson, optionsJson, RegistryIndex } from "./plan.ts";
+import type { PortSpace } from "./ports.ts";
 import { ChangeFeed, type ChangeListener, type ConfigGroup, type RegistryStore } from "./store.ts";
-import { RegistryError, servedByDomain, type AppInput, type AppRecord, type GroupLimitsInput, type GroupRecord, type GroupSource, type RegistryChange, type RegistryResult } from "./types.ts";
+import type { AppInput, AppRecord, GroupLimitsInput, GroupRecord, GroupSource, RegistryChange, RegistryError, RegistryResult } from "./types.ts";
 
 import { SqliteHistory } from "./sqlite-history.ts";
 
@@ -40,19 +41,12 @@ CREATE TABLE IF NOT EXISTS apps (
   PRIMARY KEY (group_name, name)
 );`;
 
-function limitsJson(g: GroupRecord): string {
-  return JSON.stringify({ maxApps: g.maxApps, allowPorts: g.allowPorts ?? undefined, bandwidthLimit: g.bandwidthLimit ?? undefined });
-}
-
 /** The registry in SQLite. */
 export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   #db: Database;
   readonly #changes = new ChangeFeed();
-  #groups = new Map<string, GroupRecord>();
-  /** "type:port" -> owning group, for every app: port checks stay O(1) with thousands of groups. */
-  #owners = new Map<string, string>();
-  /** Domain -> the group whose apps claim it (domains.ts). */
-  #domains = new Map<string, string>();
+  /** Every group, and who holds each port and domain. */
+  readonly #groups: RegistryIndex;
 
   /** Opens the registry in `dataDir` (creating the folder 0700 and the file 0600 when missing), or in memory for ":memory:". */
   static async open(dataDir: string, allow: PortSet, probe: (port: number) => boolean, reserved: ReadonlySet<number> = new Set(), subdomainHost: string | null = null): Promise<SqliteStore> {
@@ -75,6 +69,7 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     /** The server's subdomainHost (domains.ts). */
     readonly subdomainHost: string | null = null,
   ) {
+    this.#groups = new RegistryIndex(allow, probe, reserved, subdomainHost);
     // Tokens live here: the database and its -wal and -shm files are created readable by the owner only.
     this.#db = privately(() => {
       const db = dataDir === ":memory:" ? new Database(":memory:", { strict: true }) : new Database(join(dataDir, REGISTRY_FILE), { create: true, strict: true });
@@ -111,67 +106,23 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     const apps = this.#db
       .query<{ group_name: string; name: string; type: AppType; remote_port: number; requested_port: number; options: string }, []>("SELECT * FROM apps ORDER BY rowid")
       .all();
+    const appsOf = new Map<string, AppRecord[]>(groups.map((g) => [g.name, []]));
+    for (const a of apps) appsOf.get(a.group_name)?.push(appFromRow({ name: a.name, type: a.type, remotePort: a.remote_port, requestedPort: a.requested_port, options: a.options }));
     for (const g of groups) {
-      const limits = JSON.parse(g.limits) as GroupLimitsInput;
-      this.#groups.set(g.name, { name: g.name, token: g.token, source: g.source, createdAt: g.created_at, maxApps: limits.maxApps ?? 0, allowPorts: limits.allowPorts ?? null, bandwidthLimit: limits.bandwidthLimit ?? null, disabled: g.disabled === 1, apps: [] });
+      this.#groups.put(groupFromRow({ name: g.name, token: g.token, source: g.source, createdAt: g.created_at, limits: g.limits, disabled: g.disabled === 1 }, appsOf.get(g.name)!));
     }
-    for (const a of apps) {
-      const g = this.#groups.get(a.group_name);
-      const o = JSON.parse(a.options) as Partial<AppRecord>;
-      if (g) {
-        (g.apps as AppRecord[]).push({
-          name: a.name,
-          type: a.type,
-          remotePort: a.remote_port,
-          requestedPort: a.requested_port,
-          allowIPs: o.allowIPs ?? [],
-          denyIPs: o.denyIPs ?? [],
-          maxConnections: o.maxConnections ?? 0,
-          ...(o.bandwidthLimit ? { bandwidthLimit: o.bandwidthLimit } : {}),
-          ...httpKeys(o),
-        });
-      }
-    }
-    for (const g of this.#groups.values()) this.#index(g, true);
   }
 
   /** Older versions allowed names that differ only in letter case: they still load (logins use the exact name), with a warning. */
   #warnLookalikes(): void {
-    const byFold = new Map<string, string[]>();
-    for (const name of this.#groups.keys()) {
-      const k = name.toLowerCase();
-      byFold.set(k, [...(byFold.get(k) ?? []), name]);
-    }
-    for (const names of byFold.values()) {
-      if (names.length > 1) log.warn("registry holds groups whose names differ only in letter case; new ones like them are refused", { groups: names.join(", ") });
-    }
-  }
-
-  #index(g: GroupRecord, add: boolean): void {
-    for (const a of g.apps) {
-      if (servedByDomain(a.type)) {
-        for (const d of appDomains(a, this.subdomainHost)) {
-          if (add) this.#domains.set(d, g.name);
-          else if (this.#domains.get(d) === g.name) this.#domains.delete(d);
-        }
-        continue;
-      }
-      const k = `${a.type}:${a.remotePort}`;
-      if (add) this.#owners.set(k, g.name);
-      else if (this.#owners.get(k) === g.name) this.#owners.delete(k);
+    for (const names of this.#groups.lookalikes()) {
+      log.warn("registry holds groups whose names differ only in letter case; new ones like them are refused", { groups: names.join(", ") });
     }
   }
 
   /** The group whose apps claim `domain` (DomainSpace). */
   domainOwner(domain: string): string | undefined {
-    return this.#domains.get(domain);
-  }
-
-  /** An existing group whose name equals `name` ignoring letter case. */
-  #lookalike(name: string): string | undefined {
-    const folded = name.toLowerCase();
-    for (const other of this.#groups.keys()) if (other.toLowerCase() === folded) return other;
-    return undefined;
+    return this.#groups.domainOwner(domain);
   }
 
   /** Every group, in name order. */
@@ -180,17 +131,17 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   }
 
   #list(): GroupRecord[] {
-    return [...this.#groups.values()].sort((a, b) => a.name.localeCompare(b.name));
+    return this.#groups.list();
   }
 
   /** The group holding "type:port", if any (PortSpace). */
   owner(key: string): string | undefined {
-    return this.#owners.get(key);
+    return this.#groups.owner(key);
   }
 
   /** The name of `group`'s app on "type:port" (PortSpace). */
   appAt(group: string, key: string): string | undefined {
-    return this.#groups.get(group)?.apps.find((a) => `${a.type}:${a.remotePort}` === key)?.name;
+    return this.#groups.appAt(group, key);
   }
 
   onChange(listener: ChangeListener): void {
@@ -209,23 +160,15 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   }
 
   #create(name: string, token: string, source: GroupSource, apps: readonly AppInput[], limits: GroupLimitsInput): RegistryResult {
-    if (this.#groups.has(name)) return { ok: false, error: new RegistryError("name_taken", `group "${name}" already exists`, "name") };
-    const like = this.#lookalike(name);
-    if (like) return { ok: false, error: new RegistryError("name_taken", `group "${name}" differs from existing group "${like}" only in letter case; choose another name`, "name") };
-    const maxApps = limits.maxApps ?? 0;
-    const allowPorts = limits.allowPorts ?? null;
-    const resolved = resolvePorts(this, name, apps, [], maxApps, allowPorts);
-    if (!resolved.ok) return resolved;
-    const domainError = checkDomains(this, name, resolved.apps);
-    if (domainError) return { ok: false, error: domainError };
-    const group: GroupRecord = { name, token, source, createdAt: Date.now(), maxApps, allowPorts, bandwidthLimit: limits.bandwidthLimit ?? null, disabled: false, apps: resolved.apps };
+    const res = this.#groups.planCreate(name, token, source, apps, limits);
+    if (!res.ok) return res;
+    const group = res.group;
     this.#db.transaction(() => {
       this.#db.run("INSERT INTO groups (name, token, source, created_at, limits) VALUES (?, ?, ?, ?, ?)", [name, token, source, group.createdAt, limitsJson(group)]);
       this.#insertApps(name, group.apps);
     })();
-    this.#groups.set(name, group);
-    this.#index(group, true);
-    return { ok: true, group };
+    this.#groups.put(group);
+    return res;
   }
 
   async update(name: string, apps: readonly AppInput[], limits?: GroupLimitsInput): Promise<RegistryResult> {
@@ -236,25 +179,16 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
 
   /** Replaces a group's apps (and its token and limits, when given); apps that asked for port 0 keep the port they had. */
   #update(name: string, apps: readonly AppInput[], token?: string, limits?: GroupLimitsInput): RegistryResult {
-    const old = this.#groups.get(name);
-    if (!old) return { ok: false, error: new RegistryError("not_found", `group "${name}" does not exist`) };
-    const maxApps = limits ? (limits.maxApps ?? 0) : old.maxApps;
-    const allowPorts = limits ? (limits.allowPorts ?? null) : old.allowPorts;
-    const resolved = resolvePorts(this, name, apps, old.apps, maxApps, allowPorts);
-    if (!resolved.ok) return resolved;
-    const domainError = checkDomains(this, name, resolved.apps);
-    if (domainError) return { ok: false, error: domainError };
-    const bandwidthLimit = limits ? (limits.bandwidthLimit ?? null) : old.bandwidthLimit;
-    const group: GroupRecord = { ...old, token: token ?? old.token, maxApps, allowPorts, bandwidthLimit, apps: resolved.apps };
+    const res = this.#groups.planUpdate(name, apps, token, limits);
+    if (!res.ok) return res;
+    const group = res.group;
     this.#db.transaction(() => {
       this.#db.run("UPDATE groups SET token = ?, limits = ? WHERE name = ?", [group.token, limitsJson(group), name]);
       this.#db.run("DELETE FROM apps WHERE group_name = ?", [name]);
       this.#insertApps(name, group.apps);
     })();
-    this.#index(old, false);
-    this.#groups.set(name, group);
-    this.#index(group, true);
-    return { ok: true, group };
+    this.#groups.put(group);
+    return res;
   }
 
   async delete(name: string): Promise<boolean> {
@@ -264,10 +198,7 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
   }
 
   #delete(name: string): boolean {
-    const old = this.#groups.get(name);
-    if (!old) return false;
-    this.#index(old, false);
-    this.#groups.delete(name);
+    if (!this.#groups.remove(name)) return false;
     this.#db.run("DELETE FROM groups WHERE name = ?", [name]);
     return true;
   }
@@ -279,19 +210,16 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     for (const g of this.#list()) if (g.source === "config" && !wanted.has(g.name)) await this.delete(g.name);
     for (const [i, g] of groups.entries()) {
       const existing = this.#groups.get(g.name);
-      const limits = { maxApps: g.maxApps, allowPorts: g.allowPorts, bandwidthLimit: g.bandwidthLimit };
+      const limits = configLimits(g);
       const res = existing ? this.#update(g.name, g.apps, g.token, limits) : this.#create(g.name, g.token, "config", g.apps, limits);
       if (!res.ok) {
-        errors.push(new RegistryError(res.error.code, res.error.message, `groups[${i}]${res.error.path ? "." + res.error.path : ""}`, { cause: res.error }));
+        errors.push(configError(i, res.error));
         continue;
       }
       if (existing && existing.source !== "config") this.#setSource(g.name, "config");
-      const group = this.#groups.get(g.name)!;
-      // Announced only when something changed (a reload must not disturb the groups it leaves as they were);
-      // a new token as such, since whoever logged in with the old one must be cut off.
-      if (!existing) await this.#announce({ kind: "created", group });
-      else if (existing.token !== group.token) await this.#announce({ kind: "token", group });
-      else if (JSON.stringify(existing) !== JSON.stringify(group)) await this.#announce({ kind: "updated", group });
+      // Announced only when something changed (plan.ts, changeOf).
+      const change = changeOf(existing, this.#groups.get(g.name)!);
+      if (change) await this.#announce(change);
     }
     return errors;
   }
@@ -301,7 +229,7 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     if (!old) return false;
     this.#db.run("UPDATE groups SET token = ? WHERE name = ?", [token, name]);
     const group = { ...old, token };
-    this.#groups.set(name, group);
+    this.#groups.put(group);
     await this.#announce({ kind: "token", group });
     return true;
   }
@@ -312,22 +240,19 @@ export class SqliteStore implements RegistryStore, PortSpace, DomainSpace {
     if (old.disabled === disabled) return old;
     this.#db.run("UPDATE groups SET disabled = ? WHERE name = ?", [disabled ? 1 : 0, name]);
     const group = { ...old, disabled };
-    this.#groups.set(name, group);
+    this.#groups.put(group);
     await this.#announce({ kind: "updated", group });
     return group;
   }
 
   #setSource(name: string, source: GroupSource): void {
     this.#db.run("UPDATE groups SET source = ? WHERE name = ?", [source, name]);
-    this.#groups.set(name, { ...this.#groups.get(name)!, source });
+    this.#groups.put({ ...this.#groups.get(name)!, source });
   }
 
   #insertApps(group: string, apps: readonly AppRecord[]): void {
     const stmt = this.#db.prepare("INSERT INTO apps (group_name, name, type, remote_port, requested_port, options) VALUES (?, ?, ?, ?, ?, ?)");
-    for (const a of apps) {
-      const options = JSON.stringify({ allowIPs: a.allowIPs, denyIPs: a.denyIPs, maxConnections: a.maxConnections, bandwidthLimit: a.bandwidthLimit, ...httpKeys(a) });
-      stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, options);
-    }
+    for (const a of apps) stmt.run(group, a.name, a.type, a.remotePort, a.requestedPort, optionsJson(a));
   }
 
   /** The traffic history, kept in the same database file. */

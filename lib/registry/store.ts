@@ -13,7 +13,12 @@ export type ConfigGroup = { readonly name: string; readonly token: string; reado
 /** A listener of a store's changes; the change's writer waits for it (a route answers once sessions have applied it). */
 export type ChangeListener = (change: RegistryChange) => void | Promise<void>;
 
-/** A registry store. */
+/**
+ * A registry store. A store whose database is on another machine (postgres.ts)
+ * throws a RegistryError with code `unavailable` from a write it could not
+ * make (the database is down or did not answer in time); `list` answers from
+ * memory and never throws.
+ */
 export interface RegistryStore {
   /** Every group, in name order: what a view starts from. */
   list(): Promise<GroupRecord[]>;
@@ -27,7 +32,7 @@ export interface RegistryStore {
   delete(name: string): Promise<boolean>;
   /** Makes the `config` groups equal to server.toml's; one error per group that could not be applied, its path naming the key. */
   syncConfig(groups: readonly ConfigGroup[]): Promise<RegistryError[]>;
-  /** Where the traffic history is kept (in the same database). */
+  /** Where the traffic history is kept (in the same database, or the node's own file: postgres.ts). */
   history(): HistoryStore;
   /** Enables or disables a group (a disabled group may not log in); null when there is no such group. */
   setDisabled(name: string, disabled: boolean): Promise<GroupRecord | null>;

@@ -73,8 +73,13 @@ export interface GroupLimitsInput {
 /** An app as asked for by server.toml or the API: the schema's output, not a second type. */
 export type AppInput = Readonly<v.InferOutput<typeof ServerAppSchema>>;
 
-/** Why a registry change was refused. */
-export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps" | "domain_taken" | "no_subdomain_host";
+/**
+ * Why a registry change was refused. `unavailable` is not a refusal of the
+ * request: the store's database (PostgreSQL, postgres.ts) could not be reached
+ * or did not answer in time. Stores throw it rather than return it, for the
+ * API to answer 503: the caller may try again.
+ */
+export type RegistryErrorCode = "name_taken" | "port_taken" | "port_not_allowed" | "no_free_port" | "not_found" | "too_many_apps" | "domain_taken" | "no_subdomain_host" | "unavailable";
 
 /** A registry change refused; `path` names the offending field of the request (or of server.toml). */
 export class RegistryError extends WarrenError<RegistryErrorCode> {
