@@ -10,7 +10,7 @@ import { Database } from "bun:sqlite";
 import { SQL } from "bun";
 import * as v from "valibot";
 import { ServerAppSchema } from "../lib/config/schema.ts";
-import { setLogSink } from "../lib/log.ts";
+import { setLogLevel, setLogSink } from "../lib/log.ts";
 import { PortSet } from "../lib/ports.ts";
 import { MIGRATIONS } from "../lib/registry/postgres-schema.ts";
 import { PgStore, type PgStoreOptions } from "../lib/registry/postgres.ts";
@@ -29,12 +29,14 @@ const ALLOW = PortSet.parse("20000-20019") as PortSet;
 /** The stores' time limit here: short, so that the tests of a database that does not answer stay short. */
 const TIMEOUT_MS = 1_500;
 const logs: string[] = [];
-setLogSink((l) => logs.push(l));
 
 let pg: TestPostgres;
 let admin: SQL;
 const stores: PgStore[] = [];
 beforeAll(async () => {
+  // Here, not at import: Bun runs every test file in one process, and another file may have changed both.
+  setLogSink((l) => logs.push(l));
+  setLogLevel("info");
   if (missing) return;
   pg = await startPostgres();
   admin = new SQL(pg.url, { max: 1 });
