@@ -47,6 +47,8 @@ export interface Tunnel {
   readonly server: number[];
   /** Root pids of the private-side processes. */
   readonly client: number[];
+  /** Warren paths: the server's API port, admin token and control port (bench/dashboard-load.ts puts a dashboard on it). */
+  readonly api?: { readonly port: number; readonly adminToken: string; readonly controlPort: number };
   stop(): Promise<void>;
 }
 
@@ -133,7 +135,7 @@ async function warren(targets: Targets, opts: PathOptions & { tls?: boolean } = 
     await stopAllOf(children);
     throw new Error(`${(err as Error).message}\nserver log:\n${tail(join(dir, "server.log"))}\nclient log:\n${tail(join(dir, "client.log"))}`);
   }
-  return { path: opts.tls ? "warren-tls" : "warren", entry: publicPorts, server: [server.pid], client: [children[1]!.pid], stop: () => stopAllOf(children) };
+  return { path: opts.tls ? "warren-tls" : "warren", entry: publicPorts, server: [server.pid], client: [children[1]!.pid], api: { port: apiPort, adminToken, controlPort }, stop: () => stopAllOf(children) };
 }
 
 async function bunChain(targets: Targets): Promise<Tunnel> {
