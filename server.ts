@@ -17,7 +17,7 @@ import type { TlsMaterial } from "./lib/tls.ts";
 import { generateToken } from "./lib/secrets.ts";
 import { hostPort } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
-import { reload as applyReload, type ReloadResult } from "./lib/server/reload.ts";
+import { reload as applyReload, type ReloadResult, type ServerStore } from "./lib/server/reload.ts";
 import { WarrenError } from "./lib/errors.ts";
 import type { EdgeCertificate } from "./lib/server/http/edge.ts";
 
@@ -53,7 +53,10 @@ export interface RunningServer {
   readonly adminToken: string;
   /** Reads the config file again and applies its groups and log level (see lib/server/reload.ts). */
   reload(): Promise<ReloadResult>;
-  stop(): void;
+  /** The peer port, in a cluster (0 otherwise). */
+  readonly peerPort: number;
+  /** Stops everything; in a cluster, resolves once this node's leases are given up (bounded by the database's timeout). */
+  stop(): Promise<void>;
 }
 
 /** Finds the admin token: configured, stored in dataDir, or generated now (and then printed once). */
@@ -82,7 +85,27 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
   const reserved = new Set([config.controlPort, config.apiPort, config.vhostHTTPPort, config.vhostHTTPSPort].filter((p) => p !== 0));
   // Certificates first: a missing or mismatched file is a config error before anything is bound.
   const certificates = config.vhostHTTPSPort ? await loadCertificates(config, file) : [];
-  const registry = await SqliteStore.open(config.dataDir, config.allowPorts, (port) => canBindTcp(config.bindAddr, port), reserved, config.subdomainHost ?? null);
+  const probe = (port: number) => canBindTcp(config.bindAddr, port);
+  const clustered = config.database !== undefined || config.databaseFile !== undefined;
+  // In a cluster the registry is PostgreSQL's; this node's SQLite file keeps only its traffic history.
+  const local = await SqliteStore.open(config.dataDir, config.allowPorts, probe, reserved, config.subdomainHost ?? null);
+  const clusterMod = clustered ? await import("./lib/cluster/start.ts") : null;
+  let registry: ServerStore = local;
+  let dbUrl = "";
+  if (clusterMod) {
+    try {
+      dbUrl = await clusterMod.databaseUrl(config, file);
+      registry = await clusterMod.openPgRegistry(dbUrl, config, local, probe, reserved);
+    } catch (err) {
+      local.close();
+      throw err;
+    }
+    const close = registry.close.bind(registry);
+    registry.close = () => {
+      close();
+      local.close();
+    };
+  }
   const errors = await registry.syncConfig(config.groups);
   if (errors.length) {
     registry.close();
@@ -123,6 +146,17 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     hub.vhosts?.stop();
     registry.close();
     throw new Error(`cannot listen on ${hostPort(config.bindAddr, config.controlPort)} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+  }
+  let cluster: Awaited<ReturnType<NonNullable<typeof clusterMod>["joinCluster"]>> | null = null;
+  if (clusterMod) {
+    try {
+      cluster = await clusterMod.joinCluster(config, dbUrl, hub, config.tls.enabled && tls ? { cert: tls.cert, key: tls.key } : undefined);
+    } catch (err) {
+      hub.vhosts?.stop();
+      hub.stop();
+      registry.close();
+      throw err;
+    }
   }
   let current = config;
   // One reload at a time: a second SIGHUP while one runs waits for it.
@@ -177,10 +211,14 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     apiPort: http.port!,
     adminToken: token,
     reload,
-    stop() {
+    peerPort: cluster?.peerPort ?? 0,
+    async stop() {
+      // Leases first: other nodes stop forwarding here, and this node's clients may log in elsewhere at once.
+      const leaving = cluster?.stop();
       hub.vhosts?.stop();
       hub.stop();
       http.stop(true);
+      await leaving?.catch(() => {});
       registry.close();
     },
   };
@@ -258,8 +296,10 @@ async function main(): Promise<void> {
     const file = loaded.file;
     const shutdown = (sig: string) => {
       log.info("shutting down", { signal: sig });
-      server?.stop();
-      process.exit(0);
+      // A cluster node gives up its leases first; a database that does not answer holds the exit back at most 6 s.
+      const done = () => process.exit(0);
+      setTimeout(done, 6_000).unref();
+      Promise.resolve(server?.stop()).then(done, done);
     };
     process.on("SIGINT", () => shutdown("SIGINT"));
     process.on("SIGTERM", () => shutdown("SIGTERM"));

@@ -33,7 +33,7 @@ beforeAll(async () => {
   client = (await onlineClient(clientConfig(a, "g", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }], { serverAddr: "127.0.0.11" }))).connector;
   port = new PeerPort({ node: "a", clusterToken: CLUSTER_TOKEN, guard: a.hub.guard, handshakeTimeoutMs: 5000, heartbeatMs: 1000, acceptForwarded: (u, g, app) => a.hub.acceptForwarded(u, g, app) });
   const peerPort = port.listen("127.0.0.11", 0);
-  link = new PeerLink("a", "127.0.0.11", peerPort, { node: "b", clusterToken: CLUSTER_TOKEN, heartbeatMs: 1000 });
+  link = new PeerLink("a", () => ({ host: "127.0.0.11", port: peerPort }), { node: "b", clusterToken: CLUSTER_TOKEN, heartbeatMs: 1000 });
   link.start();
   await link.ready();
   remote = new RemoteGroup(b.hub.registry.get("g")!, "a", link, b.hub, (g, app) => b.hub.statsFor(g, app));
@@ -88,7 +88,7 @@ describe("forwarding", () => {
   });
 
   test("a wrong cluster token is refused and counted as a failed login", async () => {
-    const bad = new PeerLink("a", "127.0.0.11", link.port, { node: "mallory", clusterToken: "wrong-token-0123456789abcdef", heartbeatMs: 1000 });
+    const bad = new PeerLink("a", () => ({ host: "127.0.0.11", port: link.port }), { node: "mallory", clusterToken: "wrong-token-0123456789abcdef", heartbeatMs: 1000 });
     bad.start();
     await until(() => a.hub.guard.tracked > 0, 5000, "the failed proof to be counted");
     expect(bad.up).toBe(false);

@@ -178,11 +178,15 @@ export class Cluster {
     } catch {
       return log.warn("cluster: malformed notification ignored", { channel: CHANNEL });
     }
-    try {
-      const rows = await this.sql`SELECT node, session, apps FROM warren_leases WHERE grp = ${g} AND expires_at > now()`;
-      this.#apply(g, rows[0] ? { node: rows[0].node, session: rows[0].session, apps: JSON.parse(rows[0].apps) } : null);
-    } catch (err) {
-      log.warn("cluster: could not read a lease after a notification; the next tick catches up", { group: g, error: (err as Error).message });
+    // Tried twice: Bun.SQL 1.4.5 now and then fails a query of a healthy pool ("Expected either hostname or unix").
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const rows = await this.sql`SELECT node, session, apps FROM warren_leases WHERE grp = ${g} AND expires_at > now()`;
+        return this.#apply(g, rows[0] ? { node: rows[0].node, session: rows[0].session, apps: JSON.parse(rows[0].apps) } : null);
+      } catch (err) {
+        if (attempt < 2 && !this.#stopped) continue;
+        return log.warn("cluster: could not read a lease after a notification; the next tick catches up", { group: g, error: (err as Error).message });
+      }
     }
   }
 
@@ -228,15 +232,21 @@ export class Cluster {
   #link(node: string): PeerLink {
     let l = this.#links.get(node);
     if (l) return l;
-    const addr = this.#peerAddrs.get(node) ?? "";
-    const i = addr.lastIndexOf(":");
-    l = new PeerLink(node, addr.slice(0, i).replace(/^\[|\]$/g, ""), Number(addr.slice(i + 1)), {
+    const address = () => {
+      const addr = this.#peerAddrs.get(node);
+      if (!addr) return null;
+      const i = addr.lastIndexOf(":");
+      return { host: addr.slice(0, i).replace(/^\[|\]$/g, ""), port: Number(addr.slice(i + 1)) };
+    };
+    l = new PeerLink(node, address, {
       node: this.node,
       clusterToken: this.opts.clusterToken,
       heartbeatMs: Math.max(200, Math.floor(this.opts.heartbeatTimeoutMs / 3)),
       tls: this.opts.tls,
     });
     this.#links.set(node, l);
+    // A node not read yet (it joined after this one's last read) is looked up now, not at the next tick.
+    if (!this.#peerAddrs.has(node)) void this.#readNodes().catch(() => {});
     l.start();
     return l;
   }
@@ -267,8 +277,12 @@ export class Cluster {
   }
 
   /** Reads every node and lease and applies what differs from what this node believes. */
-  async #resync(): Promise<void> {
+  async #readNodes(): Promise<void> {
     for (const row of await this.sql`SELECT name, peer_addr FROM warren_nodes`) this.#peerAddrs.set(row.name, row.peer_addr);
+  }
+
+  async #resync(): Promise<void> {
+    await this.#readNodes();
     const rows = await this.sql`SELECT grp, node, session, apps FROM warren_leases WHERE expires_at > now()`;
     const seen = new Set<string>();
     for (const row of rows) {

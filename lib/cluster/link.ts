@@ -20,6 +20,8 @@ import { Stream, type StreamOwner } from "../net/stream.ts";
 export const PEER_POOL_SIZE = 8;
 /** Users waiting for a data connection of one link; more are reset. */
 export const MAX_LINK_WAITING = 1024;
+/** How long a user waits for a link that is (re)connecting, or for a data connection, before it is reset. */
+export const LINK_WAIT_MS = 10_000;
 /** Backoff between reconnects of a lost link. */
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
@@ -50,7 +52,8 @@ export class PeerLink implements StreamOwner {
   #linkId: Uint8Array | null = null;
   #idle: Endpoint[] = [];
   #dialing = 0;
-  #waiting: { user: Endpoint; group: string; app: string; publicAddr: string }[] = [];
+  #waiting: { user: Endpoint; group: string; app: string; publicAddr: string; since: number }[] = [];
+  #waitSweep: Timer | null = null;
   readonly #streams = new Map<number, PeerStream>();
   #seq = 0;
   #stopped = false;
@@ -60,10 +63,13 @@ export class PeerLink implements StreamOwner {
   /** Resolves each time the link comes up (tests and the cluster wait on it). */
   #upWaiters: (() => void)[] = [];
 
+  /** Where the remote node is now: asked again at every (re)connect, since a restarted node may have moved. */
+  host = "";
+  port = 0;
+
   constructor(
     readonly remote: string,
-    readonly host: string,
-    readonly port: number,
+    readonly address: () => { host: string; port: number } | null,
     readonly settings: LinkSettings,
   ) {}
 
@@ -94,19 +100,20 @@ export class PeerLink implements StreamOwner {
 
   /** Carries `user` (of app `app` of `group`, which `remote` serves) to the remote node. */
   forward(user: Endpoint, group: string, app: string, publicAddr: string): void {
-    if (!this.up) {
-      log.warn("cluster: user reset: the link to the node holding its group is down", { node: this.remote, group, app });
-      return user.reset();
-    }
-    const data = this.#idle.pop();
+    if (this.#stopped) return user.reset();
+    // A link that is (re)connecting is waited for, up to LINK_WAIT_MS: users who come just as a
+    // group moves to a node this one has not linked to yet are not turned away.
+    const data = this.up ? this.#idle.pop() : undefined;
     if (data) return this.#start(data, user, group, app, publicAddr);
     user.pause();
     if (this.#waiting.length >= MAX_LINK_WAITING) {
       log.warn("cluster: too many users waiting for a data connection; refusing", { node: this.remote, limit: MAX_LINK_WAITING });
       return user.reset();
     }
-    const entry = { user, group, app, publicAddr };
+    const entry = { user, group, app, publicAddr, since: performance.now() };
     this.#waiting.push(entry);
+    this.#waitSweep ??= setInterval(() => this.#sweepWaiting(), 1000);
+    this.#waitSweep.unref();
     const prev = user.onClose;
     user.onClose = (ep, aborted) => {
       const i = this.#waiting.indexOf(entry);
@@ -116,10 +123,33 @@ export class PeerLink implements StreamOwner {
     this.#refill();
   }
 
+  /** Users who waited LINK_WAIT_MS are reset; the sweep stops when none wait. */
+  #sweepWaiting(): void {
+    const now = performance.now();
+    const stale = this.#waiting.filter((w) => now - w.since >= LINK_WAIT_MS);
+    if (stale.length) {
+      this.#waiting = this.#waiting.filter((w) => now - w.since < LINK_WAIT_MS);
+      log.warn("cluster: users reset: no link to the node holding their group in time", { node: this.remote, users: stale.length, waitedMs: LINK_WAIT_MS });
+      for (const w of stale) w.user.reset();
+    }
+    if (!this.#waiting.length && this.#waitSweep) {
+      clearInterval(this.#waitSweep);
+      this.#waitSweep = null;
+    }
+  }
+
   // ---- the control connection ----
 
   #connect(): void {
     if (this.#stopped) return;
+    const addr = this.address();
+    if (!addr) {
+      // Not known yet (the node registered after this one last read the nodes): asked again shortly.
+      setTimeout(() => this.#connect(), BACKOFF_MIN_MS * 5).unref();
+      return;
+    }
+    this.host = addr.host;
+    this.port = addr.port;
     const ep = new Endpoint();
     const reader = new FrameReader();
     this.#control = ep;
@@ -195,7 +225,8 @@ export class PeerLink implements StreamOwner {
     if (this.#pinger) clearInterval(this.#pinger);
     this.#pinger = null;
     for (const d of this.#idle.splice(0)) d.destroy();
-    for (const w of this.#waiting.splice(0)) w.user.reset();
+    // Waiting users wait for the link to come back (at most LINK_WAIT_MS); at stop they go at once.
+    if (this.#stopped) for (const w of this.#waiting.splice(0)) w.user.reset();
     for (const s of [...this.#streams.values()]) {
       s.noReuse = true;
       if (!s.done) s.cut(why);

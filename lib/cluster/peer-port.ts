@@ -93,7 +93,8 @@ class InData implements UpstreamOwner {
   finishWhenBound = false;
 
   fail(why: string): void {
-    log.warn("cluster: forwarded stream reset", { node: this.link.node, reason: why });
+    // An idle data connection (no user yet) going with its link is no news.
+    if (this.up) log.warn("cluster: forwarded stream reset", { node: this.link.node, reason: why });
     this.up?.reset();
     this.ep.reset();
   }

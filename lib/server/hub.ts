@@ -86,6 +86,8 @@ export interface GroupView {
   clientAddr: string | null;
   clientVersion: string | null;
   onlineSince: string | null;
+  /** In a cluster: the node holding the session (null while offline). */
+  node?: string | null;
   apps: AppView[];
 }
 
@@ -280,7 +282,9 @@ export class Hub implements SessionHost {
       allowPorts: group.allowPorts,
       bandwidthLimit: group.bandwidthLimit,
       enabled: !group.disabled,
-      online: !!s,
+      // In a cluster: online on any node, and which (the session's details are the holding node's to show).
+      online: !!s || !!this.cluster?.nodeOf(group.name),
+      ...(this.cluster ? { node: s ? this.cluster.node : this.cluster.nodeOf(group.name) } : {}),
       clientAddr: s?.clientAddr ?? null,
       clientVersion: s?.clientVersion ?? null,
       onlineSince: s?.onlineSince.toISOString() ?? null,

@@ -8,6 +8,11 @@ import type { ServerConfig } from "../config/schema.ts";
 import { WarrenError } from "../errors.ts";
 import { setLogLevel } from "../log.ts";
 import { SqliteStore } from "../registry/sqlite.ts";
+import type { RegistryStore } from "../registry/store.ts";
+import type { PortSet } from "../ports.ts";
+
+/** A server's registry (SQLite, or PostgreSQL in a cluster) with the settings a reload checks the file's groups against. */
+export type ServerStore = RegistryStore & { readonly allow: PortSet; readonly reserved: ReadonlySet<number>; readonly subdomainHost: string | null };
 import { ConfigError } from "../config/load.ts";
 
 /** Keys the running server cannot change: what it listens on, where it keeps its data, its TLS material, and what its parts were built with. */
@@ -60,7 +65,7 @@ export interface ReloadResult {
  * Applies `next` (read from `file`) to a server running `current` on `store`. Throws a
  * ConfigError naming the key when the file's groups cannot be applied; then nothing changed.
  */
-export async function reload(current: ServerConfig, next: ServerConfig, store: SqliteStore, file: string): Promise<ReloadResult> {
+export async function reload(current: ServerConfig, next: ServerConfig, store: ServerStore, file: string): Promise<ReloadResult> {
   const needsRestart: string[] = RESTART_KEYS.filter((k) => JSON.stringify(current[k]) !== JSON.stringify(next[k]));
   // Tried first on a scratch copy of the registry, so that a group that cannot be applied leaves every group as it was.
   const scratch = new SqliteStore(":memory:", store.allow, () => true, store.reserved, store.subdomainHost);
