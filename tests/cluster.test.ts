@@ -102,6 +102,20 @@ suite("three nodes on one database", () => {
     }
   });
 
+  test("every node's API shows traffic summed over the nodes (after each node's counter sync)", async () => {
+    const perNode = nodes.map((n) => n.hub.statsFor("home", "echo").bytesIn);
+    expect(perNode.every((b) => b >= 2 << 20)).toBe(true); // each counts the 2 MiB user that reached it (a forwarded user is counted where it came in)
+    for (const n of nodes) await n.hub.cluster!.syncTraffic();
+    for (const n of nodes) await n.hub.cluster!.syncTraffic(); // each reads the others' rows written in the first round
+    const total = perNode.reduce((a, b) => a + b, 0);
+    for (const i of [0, 1, 2]) {
+      const g = await (await api(i, "GET", "/api/groups/home")).json();
+      const echoView = g.apps.find((a: { name: string }) => a.name === "echo");
+      expect(echoView.bytesIn).toBe(total);
+      expect(echoView.online).toBe(true);
+    }
+  });
+
   test("a login on node 2 takes the group over across nodes within 2 s; users through node 1 now reach node 2", async () => {
     const t0 = performance.now();
     const { connector } = await onlineClient(

@@ -22,6 +22,8 @@ import { RemoteGroup } from "./remote.ts";
 
 /** The NOTIFY channel of leases. */
 const CHANNEL = "warren_cluster";
+/** How often a node writes its apps' counters for the others, and reads theirs (the API shows sums over nodes). */
+export const TRAFFIC_SYNC_MS = 10_000;
 /** Serialises schema creation among nodes starting at once. */
 const SCHEMA_LOCK = 0x5741_5252; // "WARR"
 
@@ -40,8 +42,18 @@ export interface ClusterOptions {
 export interface ClusterHost {
   readonly settings: ServerSettings;
   statsFor(group: string, app: string): AppCounters;
+  /** Every app's counters on this node. */
+  counters(): Iterable<[group: string, app: string, counters: AppCounters]>;
   group(name: string): GroupRecord | undefined;
   session(name: string): Session | undefined;
+}
+
+/** What the other nodes counted for one app. */
+export interface Elsewhere {
+  bytesIn: number;
+  bytesOut: number;
+  accepted: number;
+  connections: number;
 }
 
 interface Lease {
@@ -56,6 +68,11 @@ export class Cluster {
   readonly #remote = new Map<string, RemoteGroup>();
   readonly #links = new Map<string, PeerLink>();
   #timer: Timer | null = null;
+  #trafficTimer: Timer | null = null;
+  /** "group/app" -> the sums of the other nodes' counters, as last read. */
+  #elsewhere = new Map<string, Elsewhere>();
+  /** "group/app" -> what this node last wrote (only changes are written). */
+  readonly #pushed = new Map<string, string>();
   #unlisten: (() => Promise<void>) | null = null;
   #stopped = false;
 
@@ -75,6 +92,7 @@ export class Cluster {
       await tx`SELECT pg_advisory_xact_lock(${SCHEMA_LOCK})`;
       await tx`CREATE TABLE IF NOT EXISTS warren_nodes (name text PRIMARY KEY, peer_addr text NOT NULL, seen_at timestamptz NOT NULL)`;
       await tx`CREATE TABLE IF NOT EXISTS warren_leases (grp text PRIMARY KEY, node text NOT NULL, session text NOT NULL, apps text NOT NULL, expires_at timestamptz NOT NULL)`;
+      await tx`CREATE TABLE IF NOT EXISTS warren_traffic (node text NOT NULL, grp text NOT NULL, app text NOT NULL, bytes_in bigint NOT NULL, bytes_out bigint NOT NULL, accepted bigint NOT NULL, connections integer NOT NULL, PRIMARY KEY (node, grp, app))`;
     });
     await this.sql`INSERT INTO warren_nodes (name, peer_addr, seen_at) VALUES (${this.node}, ${this.opts.peerAddr}, now())
       ON CONFLICT (name) DO UPDATE SET peer_addr = EXCLUDED.peer_addr, seen_at = now()`;
@@ -86,6 +104,41 @@ export class Cluster {
     const tick = Math.max(200, Math.floor(this.opts.heartbeatTimeoutMs / 3));
     this.#timer = setInterval(() => void this.#tick(), tick);
     this.#timer.unref();
+    this.#trafficTimer = setInterval(() => void this.syncTraffic(), TRAFFIC_SYNC_MS);
+    this.#trafficTimer.unref();
+  }
+
+  /** What the other nodes counted for `group`/`app` (as of the last sync, at most TRAFFIC_SYNC_MS old). */
+  elsewhere(group: string, app: string): Elsewhere | undefined {
+    return this.#elsewhere.get(`${group}/${app}`);
+  }
+
+  /** Whether another node serves `group`'s `app` now (the group's lease is theirs and lists it). */
+  servedElsewhere(group: string, app: string): boolean {
+    const l = this.#leases.get(group);
+    return !!l && l.node !== this.node && l.apps.includes(app);
+  }
+
+  /** Writes this node's changed counters and reads the others' sums; errors wait for the next round. */
+  async syncTraffic(): Promise<void> {
+    try {
+      for (const [group, app, c] of this.host.counters()) {
+        const k = `${group}/${app}`;
+        const v = `${c.bytesIn}/${c.bytesOut}/${c.accepted}/${c.connections}`;
+        if (this.#pushed.get(k) === v) continue;
+        await this.sql`INSERT INTO warren_traffic (node, grp, app, bytes_in, bytes_out, accepted, connections)
+          VALUES (${this.node}, ${group}, ${app}, ${c.bytesIn}, ${c.bytesOut}, ${c.accepted}, ${c.connections})
+          ON CONFLICT (node, grp, app) DO UPDATE SET bytes_in = EXCLUDED.bytes_in, bytes_out = EXCLUDED.bytes_out, accepted = EXCLUDED.accepted, connections = EXCLUDED.connections`;
+        this.#pushed.set(k, v);
+      }
+      const rows = await this.sql`SELECT grp, app, sum(bytes_in)::float8 AS i, sum(bytes_out)::float8 AS o, sum(accepted)::float8 AS a, sum(connections)::float8 AS c
+        FROM warren_traffic WHERE node <> ${this.node} GROUP BY grp, app`;
+      const next = new Map<string, Elsewhere>();
+      for (const r of rows) next.set(`${r.grp}/${r.app}`, { bytesIn: r.i, bytesOut: r.o, accepted: r.a, connections: r.c });
+      this.#elsewhere = next;
+    } catch (err) {
+      log.warn("cluster: could not exchange traffic counters; the next round tries again", { error: (err as Error).message });
+    }
   }
 
   /** The node holding `group`'s session, or null when it is offline everywhere. */
@@ -130,6 +183,10 @@ export class Cluster {
 
   /** The registry changed: groups served here for other nodes follow (apps added, changed, removed; a deleted group closes). */
   changed(name: string): void {
+    if (!this.host.group(name)) {
+      // A deleted group's counters go from the table too (by whichever node hears of it; each deletes its own rows).
+      void this.sql`DELETE FROM warren_traffic WHERE grp = ${name} AND node = ${this.node}`.catch(() => {});
+    }
     const r = this.#remote.get(name);
     if (!r) return;
     const g = this.host.group(name);
@@ -156,6 +213,7 @@ export class Cluster {
   async stop(): Promise<void> {
     this.#stopped = true;
     if (this.#timer) clearInterval(this.#timer);
+    if (this.#trafficTimer) clearInterval(this.#trafficTimer);
     for (const r of this.#remote.values()) r.close();
     this.#remote.clear();
     for (const l of this.#links.values()) l.stop();

@@ -56,6 +56,7 @@ export async function joinCluster(config: ServerConfig, url: string, hub: Hub, t
   const cluster = new Cluster(sql, { node, peerAddr, clusterToken: config.clusterToken!, heartbeatTimeoutMs: config.heartbeatTimeoutMs, tls: tls ? { rejectUnauthorized: false } : undefined }, {
     settings: hub,
     statsFor: (g, a) => hub.statsFor(g, a),
+    counters: () => hub.metrics.entries(),
     group: (n) => hub.registry.get(n),
     session: (n) => hub.session(n),
   });

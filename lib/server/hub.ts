@@ -291,6 +291,8 @@ export class Hub implements SessionHost {
       apps: group.apps.map((a) => {
         const st = this.metrics.peek(group.name, a.name);
         const status = s?.statuses.find((x) => x.name === a.name);
+        // In a cluster: the other nodes' counts added (as of their last sync), and served if the holding node serves it.
+        const far = this.cluster?.elsewhere(group.name, a.name);
         return {
           name: a.name,
           type: a.type,
@@ -301,12 +303,12 @@ export class Hub implements SessionHost {
           bandwidthLimit: a.bandwidthLimit ?? null,
           ...httpView(a),
           urls: this.vhosts?.urls(a) ?? [],
-          online: !!status && !status.error,
+          online: (!!status && !status.error) || !!this.cluster?.servedElsewhere(group.name, a.name),
           error: status?.error || null,
-          connections: st?.connections ?? 0,
-          connectionsTotal: st?.accepted ?? 0,
-          bytesIn: st?.bytesIn ?? 0,
-          bytesOut: st?.bytesOut ?? 0,
+          connections: (st?.connections ?? 0) + (far?.connections ?? 0),
+          connectionsTotal: (st?.accepted ?? 0) + (far?.accepted ?? 0),
+          bytesIn: (st?.bytesIn ?? 0) + (far?.bytesIn ?? 0),
+          bytesOut: (st?.bytesOut ?? 0) + (far?.bytesOut ?? 0),
           deniedConnections: st?.denied ?? 0,
           overLimitConnections: st?.overLimit ?? 0,
           droppedDatagrams: st?.dropped ?? 0,
