@@ -26,6 +26,9 @@ const clients: Connector[] = [];
 const echo = await echoApp();
 let appPort = 0;
 let vport = 0;
+let udpPort = 0;
+/** A UDP echo app on loopback. */
+const udpEcho = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0, socket: { data: (s, d, port, addr) => void s.send(d, port, addr) } });
 const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => new Response(`web ${new URL(req.url).pathname} via ${req.headers.get("x-forwarded-for")}`) });
 
 const api = (n: number, method: string, path: string, body?: unknown) =>
@@ -36,6 +39,7 @@ beforeAll(async () => {
   pg = await startPostgres();
   appPort = await freePort();
   vport = await freePort();
+  udpPort = await freePort();
   for (const [i, addr] of ADDRS.entries()) {
     nodes.push(
       await testServer({
@@ -59,11 +63,12 @@ afterAll(async () => {
   await pg?.stop();
   echo.close();
   origin.stop(true);
+  udpEcho.close();
 });
 
 suite("three nodes on one database", () => {
   test("a group created through node 3's API exists on nodes 1 and 2 within 1 s", async () => {
-    const res = await api(2, "POST", "/api/groups", { name: "home", token: TOKEN, apps: [{ name: "echo", remotePort: appPort }, { name: "web", type: "http", subdomain: "web" }] });
+    const res = await api(2, "POST", "/api/groups", { name: "home", token: TOKEN, apps: [{ name: "echo", remotePort: appPort }, { name: "web", type: "http", subdomain: "web" }, { name: "dns", type: "udp", remotePort: udpPort }] });
     expect(res.status).toBe(201);
     const t0 = performance.now();
     await until(() => !!nodes[0]!.hub.registry.get("home") && !!nodes[1]!.hub.registry.get("home"), 1000, "the group on every node");
@@ -72,7 +77,7 @@ suite("three nodes on one database", () => {
 
   test("a client online on node 1: the TCP app answers through every node, byte-exact both ways", async () => {
     const { connector } = await onlineClient(
-      clientConfig(nodes[0]!, "home", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }, { name: "web", type: "http" as never, localAddr: `127.0.0.1:${origin.port}` }], { serverAddr: ADDRS[0], heartbeatInterval: 1 }),
+      clientConfig(nodes[0]!, "home", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }, { name: "web", type: "http" as never, localAddr: `127.0.0.1:${origin.port}` }, { name: "dns", type: "udp", localAddr: `127.0.0.1:${udpEcho.port}` }], { serverAddr: ADDRS[0], heartbeatInterval: 1 }),
     );
     clients.push(connector);
     // Nodes 2 and 3 learn of the lease by NOTIFY and open the app on their own addresses.
@@ -84,6 +89,27 @@ suite("three nodes on one database", () => {
       expect(r.hash).toBe(sha256(data));
     }
   });
+
+  test("a UDP app answers through every node: 200 datagrams each, every one echoed once, byte-exact", async () => {
+    await until(() => [1, 2].every((n) => nodes[n]!.hub.cluster!.remoteGroups().some((r) => r.group === "home" && r.apps.includes("dns"))), 5000, "nodes 2 and 3 to serve the udp app");
+    for (const addr of ADDRS) {
+      const want = new Map<string, number>();
+      const got = new Map<string, number>();
+      const sock = await Bun.udpSocket({ hostname: "127.0.0.1", port: 0, socket: { data: (_s, d) => void got.set(Buffer.from(d).toString(), (got.get(Buffer.from(d).toString()) ?? 0) + 1) } });
+      // Sent in rounds until every datagram came back once (UDP may drop; nothing may come back altered or twice).
+      for (let round = 0; round < 20 && got.size < 200; round++) {
+        for (let i = 0; i < 200; i++) {
+          const text = `${addr}#${i}#${"x".repeat(i * 7)}`;
+          want.set(text, 1);
+          if (!got.has(text)) sock.send(text, udpPort, addr);
+        }
+        await until(() => got.size >= 200, 500, "echoes").catch(() => {});
+      }
+      sock.close();
+      expect(got.size).toBe(200);
+      for (const k of got.keys()) expect(want.has(k)).toBe(true);
+    }
+  }, 30_000);
 
   test("HTTP by domain through every node", async () => {
     for (const addr of ADDRS) {
@@ -119,7 +145,7 @@ suite("three nodes on one database", () => {
   test("a login on node 2 takes the group over across nodes within 2 s; users through node 1 now reach node 2", async () => {
     const t0 = performance.now();
     const { connector } = await onlineClient(
-      clientConfig(nodes[1]!, "home", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }, { name: "web", type: "http" as never, localAddr: `127.0.0.1:${origin.port}` }], { serverAddr: ADDRS[1], heartbeatInterval: 1 }),
+      clientConfig(nodes[1]!, "home", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }, { name: "web", type: "http" as never, localAddr: `127.0.0.1:${origin.port}` }, { name: "dns", type: "udp", localAddr: `127.0.0.1:${udpEcho.port}` }], { serverAddr: ADDRS[1], heartbeatInterval: 1 }),
     );
     clients.push(connector);
     await until(() => !nodes[0]!.hub.session("home"), 2000, "node 1's session to end");

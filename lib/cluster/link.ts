@@ -138,6 +138,24 @@ export class PeerLink implements StreamOwner {
     }
   }
 
+  /**
+   * A channel for a UDP app of `group` (which `remote` serves): a data connection that says PeerStart
+   * and is then handed to `bind` (the app's bindWork, which reads the WorkAck and then datagram frames).
+   * False when the link is down: the caller asks again later.
+   */
+  udpChannel(group: string, app: string, publicAddr: string, bind: (data: Endpoint) => void): boolean {
+    if (!this.up || this.#stopped) return false;
+    const start = (data: Endpoint) => {
+      data.send(encode({ type: FrameType.PeerStart, group, app, userAddr: "", publicAddr }));
+      bind(data);
+    };
+    const idle = this.#idle.pop();
+    if (idle) start(idle);
+    else this.#dialData(start);
+    this.#refill();
+    return true;
+  }
+
   // ---- the control connection ----
 
   #connect(): void {
@@ -244,7 +262,7 @@ export class PeerLink implements StreamOwner {
     for (let i = 0; i < want; i++) this.#dialData();
   }
 
-  #dialData(): void {
+  #dialData(ready?: (data: Endpoint) => void): void {
     const linkId = this.#linkId!;
     const seq = ++this.#seq;
     const ep = new Endpoint();
@@ -256,6 +274,7 @@ export class PeerLink implements StreamOwner {
       e.send(withMagic(encode({ type: FrameType.PeerData, linkId, seq, proof: peerDataProof(this.settings.clusterToken, linkId, seq) })));
       e.tag = seq;
       if (this.#linkId !== linkId) return e.destroy();
+      if (ready) return ready(e);
       const w = this.#waiting.shift();
       if (w) return this.#start(e, w.user, w.group, w.app, w.publicAddr);
       this.#idle.push(e);
@@ -301,9 +320,15 @@ export class PeerLink implements StreamOwner {
   }
 
   #dial(ep: Endpoint): void {
-    Bun.connect<Endpoint>({ hostname: this.host, port: this.port, data: ep, allowHalfOpen: true, tls: this.settings.tls, socket: linkHandler }).catch(() => {
-      // connectError has closed the endpoint; its onClose retries.
-    });
+    try {
+      Bun.connect<Endpoint>({ hostname: this.host, port: this.port, data: ep, allowHalfOpen: true, tls: this.settings.tls, socket: linkHandler }).catch(() => {
+        // connectError has closed the endpoint; its onClose retries.
+      });
+    } catch (err) {
+      // Bun.connect throws at once (not in its promise) for an address it cannot use: the endpoint closes as if refused.
+      log.warn("cluster: cannot dial a node at the address it registered", { node: this.remote, addr: hostPort(this.host, this.port), error: (err as Error).message });
+      queueMicrotask(() => Endpoint.events.closed(ep, true));
+    }
   }
 
   // StreamOwner

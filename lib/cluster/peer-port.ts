@@ -35,6 +35,10 @@ export interface PeerHost {
   readonly heartbeatMs: number;
   /** Hands a forwarded user to the session of `group` on this node; a string says why it cannot be. */
   acceptForwarded(user: Endpoint, group: string, app: string): string | null;
+  /** Hands a channel of datagrams for `group`'s UDP app to its session here (frames after `first`); a string says why not. */
+  acceptForwardedUdp?(ep: Endpoint, group: string, app: string, first: Uint8Array): string | null;
+  /** The registered type of an app ("udp" takes a channel, not a stream). */
+  appType?(group: string, app: string): string | undefined;
 }
 
 /** A link from another node, as this node holds it. */
@@ -312,6 +316,7 @@ export class PeerPort {
         return this.#refuse(e, res.ok ? ErrorCode.UnexpectedMessage : res.error.code, res.ok ? `expected peer-start, got a ${frameName(res.msg.type)} frame` : res.error.message, false);
       }
       const m = res.msg;
+      if (this.host.appType?.(m.group, m.app) === "udp") return this.#udpChannel(e, link, seq, m.group, m.app, reader);
       const up = new Upstream(d, userTransport(m.userAddr, m.publicAddr));
       d.up = up;
       up.ep.attach(up);
@@ -332,6 +337,20 @@ export class PeerPort {
     ep.onData = onStart;
     // A PeerStart that came in the same read as the PeerData (a data connection dialed for a waiting user).
     if (reader.buffered > 0) onStart(ep, new Uint8Array(0));
+  }
+
+  /** A UDP app's channel: datagram frames both ways for as long as it stays open; no stream, no counts. */
+  #udpChannel(ep: Endpoint, link: InLink, seq: number, group: string, app: string, reader: FrameReader): void {
+    link.datas.delete(seq);
+    ep.onData = null;
+    // Datagrams that came with the PeerStart are relayed at once; their replies come later, after the WorkAck below.
+    const why = this.host.acceptForwardedUdp ? this.host.acceptForwardedUdp(ep, group, app, reader.rest()) : "udp apps are not forwarded here";
+    if (why) {
+      log.info("cluster: forwarded udp channel refused", { node: link.node, group, app, reason: why });
+      ep.send(withMagic(encode({ type: FrameType.WorkAck, ok: false, message: why })));
+      return ep.endWhenFlushed();
+    }
+    ep.send(withMagic(encode({ type: FrameType.WorkAck, ok: true, message: "" })));
   }
 
   /** Drops links silent for 3 heartbeats (their node is gone without a FIN). */

@@ -14,16 +14,21 @@ import type { AppRecord, GroupRecord } from "../registry/types.ts";
 import type { AppHost, OpenApp, PublicApp } from "../server/apps/app.ts";
 import { openHttp } from "../server/apps/http.ts";
 import { openTcp } from "../server/apps/tcp.ts";
+import { openUdp } from "../server/apps/udp.ts";
 import type { ServerSettings } from "../server/settings.ts";
 import type { PeerLink } from "./link.ts";
+import { FrameReader } from "../../protocol.ts";
 
-const OPENERS: Partial<Record<AppRecord["type"], OpenApp>> = { tcp: openTcp, http: openHttp, https: openHttp };
+const OPENERS: Partial<Record<AppRecord["type"], OpenApp>> = { tcp: openTcp, udp: openUdp, http: openHttp, https: openHttp };
+/** How soon a UDP app asks again for a channel when the link is down. */
+const UDP_CHANNEL_RETRY_MS = 500;
 
 /** One group served here for the node that holds its session. */
 export class RemoteGroup implements AppHost {
   readonly #apps = new Map<string, PublicApp>();
   readonly groupLimit = { up: null, down: null };
   #closed = false;
+  #lastTry = -Infinity;
   #reconciling: Promise<void> = Promise.resolve();
 
   constructor(
@@ -50,8 +55,19 @@ export class RemoteGroup implements AppHost {
     this.link.forward(user, this.group.name, app, a.publicAddr ?? (sock ? `${sock.localAddress}:${sock.localPort}` : ""));
   }
 
-  wantWork(): void {
-    // Only UDP apps ask, and they are not opened here.
+  /** A UDP app needs its channel to the holding node (again, after a loss): datagrams are carried on it as on a work connection. */
+  wantWork(app: PublicApp): void {
+    if (this.#closed || this.#apps.get(app.record.name) !== app) return;
+    // At most one try per UDP_CHANNEL_RETRY_MS: a channel refused at once must not turn into a busy loop.
+    const now = performance.now();
+    const wait = this.#lastTry + UDP_CHANNEL_RETRY_MS - now;
+    if (wait > 0) return void setTimeout(() => this.wantWork(app), wait).unref();
+    this.#lastTry = now;
+    const ok = this.link.udpChannel(this.group.name, app.record.name, app.publicAddr ?? "", (data) => {
+      if (this.#closed || this.#apps.get(app.record.name) !== app) return data.destroy();
+      app.bindWork!(data, new FrameReader());
+    });
+    if (!ok) setTimeout(() => this.wantWork(app), UDP_CHANNEL_RETRY_MS).unref();
   }
 
   /** Opens the public side of `served` (the apps the holding node serves), closing the others; calls run one after another. */
@@ -77,7 +93,10 @@ export class RemoteGroup implements AppHost {
         return;
       }
       if (typeof bound === "string") log.warn("cluster: app of a group on another node cannot be served here", { group: group.name, app: name, node: this.node, reason: bound });
-      else this.#apps.set(name, bound);
+      else {
+        this.#apps.set(name, bound);
+        if (bound.bindWork) this.wantWork(bound);
+      }
     }
   }
 

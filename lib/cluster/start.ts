@@ -42,6 +42,8 @@ export async function joinCluster(config: ServerConfig, url: string, hub: Hub, t
     handshakeTimeoutMs: config.handshakeTimeoutMs,
     heartbeatMs,
     acceptForwarded: (user, group, app) => hub.acceptForwarded(user, group, app),
+    acceptForwardedUdp: (ep, group, app, first) => hub.acceptForwardedUdp(ep, group, app, first),
+    appType: (group, app) => hub.appType(group, app),
   });
   let bound: number;
   try {

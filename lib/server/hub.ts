@@ -203,9 +203,26 @@ export class Hub implements SessionHost {
   acceptForwarded(user: Endpoint, group: string, app: string): string | null {
     const s = this.#sessions.get(group);
     if (!s || s.ended) return `group "${group}" is not online on this node`;
-    if (!s.app(app)) return `app "${app}" of group "${group}" is not served`;
+    const a = s.app(app);
+    if (!a) return `app "${app}" of group "${group}" is not served`;
+    if (a.record.type === "udp") return `app "${app}" is a udp app: its datagrams come on a channel, not as a stream`;
     s.acceptUser(user, app);
     return null;
+  }
+
+  /** A channel of datagrams another node received for `group`'s UDP app `app` (frames after `first`); a string says why not. */
+  acceptForwardedUdp(ep: Endpoint, group: string, app: string, first: Uint8Array): string | null {
+    const s = this.#sessions.get(group);
+    if (!s || s.ended) return `group "${group}" is not online on this node`;
+    const a = s.app(app);
+    if (!a?.relay) return `app "${app}" of group "${group}" is not a udp app served here`;
+    a.relay(ep, first);
+    return null;
+  }
+
+  /** The type of `group`'s app `app` as registered, if any. */
+  appType(group: string, app: string): string | undefined {
+    return this.registry.get(group)?.apps.find((a) => a.name === app)?.type;
   }
 
   /** Ends a group's session at the administrator's request (the client reconnects); false when it is offline. */

@@ -35,6 +35,8 @@ export interface PublicApp {
   readonly downLimit?: Throttle | null;
   /** For an app that keeps a work connection for good (UDP; the session asks for one as soon as it serves the app): takes `work` once its StartWork has gone out. */
   bindWork?(work: Endpoint, reader: FrameReader): void;
+  /** A UDP app: datagrams of peers another node of a cluster received come on `ep` (frames after `first`), replies go back on it. */
+  relay?(ep: Endpoint, first: Uint8Array): void;
   /** Applies a changed record in place (access lists, limits) without closing the port; false when it needs reopening (another port or type). */
   update(rec: AppRecord): boolean;
   /** Stops accepting; established streams go on until they end. */

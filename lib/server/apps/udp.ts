@@ -5,7 +5,7 @@
  * lost work connection is replaced. The client's side is lib/client/udp.ts.
  */
 import type { udp } from "bun";
-import { DatagramReader, FrameType, MAX_DATAGRAM_BYTES, type FrameReader, type ProtocolError } from "../../../protocol.ts";
+import { datagramFrameBytes, DatagramReader, encodeDatagramInto, FrameType, MAX_DATAGRAM_BYTES, type FrameReader, type ProtocolError } from "../../../protocol.ts";
 import { AccessList } from "../../guard.ts";
 import { log } from "../../log.ts";
 import type { AppCounters } from "../../metrics/counters.ts";
@@ -18,6 +18,9 @@ import type { AppHost, PublicApp } from "./app.ts";
 
 /** What a UDP app needs of its registry record. */
 type UdpAppRecord = Pick<AppRecord, "name" | "remotePort" | "allowIPs" | "denyIPs" | "maxConnections">;
+
+/** Bytes queued toward another node's channel past which its replies are dropped (as a backed-up work connection's). */
+export const RELAY_MAX_QUEUED = 1024 * 1024;
 
 /** Counters of a UDP app on the server (connections = live peers). */
 type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "denied" | "overLimit" | "dropped" | "accepted" | "datagramsIn" | "datagramsOut"> & Partial<Pick<AppCounters, "kernelDropped">>;
@@ -34,6 +37,8 @@ export class UdpPublic {
   #replies: (Uint8Array | number | string)[] = [];
   /** Told of the kernel's drops at the public socket. */
   #kernelDrops: ((n: number) => void) | null = null;
+  /** Peers another node of a cluster carried here ("addr|port" -> the link's data connection): replies go back that way. */
+  readonly #relayOf = new Map<string, Endpoint>();
 
   private constructor(
     readonly name: string,
@@ -122,7 +127,10 @@ export class UdpPublic {
     this.#reader = new DatagramReader((address, port, payload) => {
       // Replies go only to peers that sent to this app (and so passed its access list): a client
       // must not make the server send datagrams to anyone it likes.
-      if (!this.#peers.has(`${address}|${port}`)) return this.#drop("reply to an unknown peer");
+      const key = `${address}|${port}`;
+      if (!this.#peers.has(key)) return this.#drop("reply to an unknown peer");
+      const relay = this.#relayOf.get(key);
+      if (relay) return this.#toRelay(relay, address, port, payload);
       this.stats.bytesOut += payload.length;
       this.stats.datagramsOut++;
       this.#replies.push(payload, port, address);
@@ -142,6 +150,39 @@ export class UdpPublic {
     }
     this.#replies = [];
     return err;
+  }
+
+  /**
+   * Datagrams another node of a cluster received for this app come on `ep` as datagram frames (with
+   * their peer's address), are relayed as if they had come to this port, and their replies go back on
+   * `ep`. The other node applied the access list; this one applies it again (it is cheap).
+   */
+  addRelay(ep: Endpoint, first: Uint8Array): void {
+    const reader = new DatagramReader((address, port, payload) => {
+      this.#relayOf.set(`${address}|${port}`, ep);
+      this.#fromPeer(payload, port, address);
+    });
+    ep.onData = (e, chunk) => {
+      const err = reader.push(chunk);
+      if (err) {
+        log.warn("bad datagram frame from another node; closing its channel", { app: this.name, error: err.message });
+        e.destroy();
+      }
+    };
+    ep.onClose = () => {
+      for (const [k, r] of this.#relayOf) if (r === ep) this.#relayOf.delete(k);
+    };
+    if (first.length) ep.onData(ep, first);
+  }
+
+  #toRelay(ep: Endpoint, address: string, port: number, payload: Uint8Array): void {
+    // As on a work connection: a channel backed up past RELAY_MAX_QUEUED drops, it never queues without bound.
+    if (ep.closed || ep.queued > RELAY_MAX_QUEUED) return this.#drop("channel to another node backed up");
+    const frame = new Uint8Array(datagramFrameBytes(address, payload));
+    encodeDatagramInto(frame, 0, address, port, payload);
+    ep.send(frame);
+    this.stats.bytesOut += payload.length;
+    this.stats.datagramsOut++;
   }
 
   #expire(): void {
@@ -181,6 +222,9 @@ export async function openUdp(rec: AppRecord, host: AppHost): Promise<PublicApp 
       current = next;
       udp.limit(new AccessList(next.allowIPs, next.denyIPs), next.maxConnections);
       return true;
+    },
+    relay(ep: Endpoint, first: Uint8Array): void {
+      udp.addRelay(ep, first);
     },
     bindWork(work: Endpoint, reader: FrameReader): void {
       udp.attach(work);
