@@ -75,6 +75,8 @@ export class Cluster {
   readonly #pushed = new Map<string, string>();
   #unlisten: (() => Promise<void>) | null = null;
   #stopped = false;
+  /** Since when this node has reached the database at every tick (null: the last tick failed). */
+  #dbUpSince: number | null = null;
 
   constructor(
     readonly sql: SQL,
@@ -98,6 +100,7 @@ export class Cluster {
       ON CONFLICT (name) DO UPDATE SET peer_addr = EXCLUDED.peer_addr, seen_at = now()`;
     // Leases this node held before a restart are stale: its sessions are gone.
     await this.sql`DELETE FROM warren_leases WHERE node = ${this.node}`;
+    this.#dbUpSince = performance.now();
     const sub = await this.sql.listen(CHANNEL, (payload: string) => void this.#told(payload));
     this.#unlisten = () => sub.unlisten();
     await this.#resync();
@@ -239,13 +242,18 @@ export class Cluster {
     // Tried twice: Bun.SQL 1.4.5 now and then fails a query of a healthy pool ("Expected either hostname or unix").
     for (let attempt = 1; ; attempt++) {
       try {
-        const rows = await this.sql`SELECT node, session, apps FROM warren_leases WHERE grp = ${g} AND expires_at > now()`;
+        const rows = await this.sql`SELECT node, session, apps FROM warren_leases WHERE grp = ${g} AND (expires_at > now() OR ${!this.#trusted()})`;
         return this.#apply(g, rows[0] ? { node: rows[0].node, session: rows[0].session, apps: JSON.parse(rows[0].apps) } : null);
       } catch (err) {
         if (attempt < 2 && !this.#stopped) continue;
         return log.warn("cluster: could not read a lease after a notification; the next tick catches up", { group: g, error: (err as Error).message });
       }
     }
+  }
+
+  /** Whether this node has reached the database for a whole heartbeatTimeout: only then does an old expires_at mean a dead node. */
+  #trusted(): boolean {
+    return this.#dbUpSince !== null && performance.now() - this.#dbUpSince >= this.opts.heartbeatTimeoutMs;
   }
 
   /** Brings this node in line with the lease of `group` (null: online nowhere). */
@@ -312,6 +320,7 @@ export class Cluster {
 
   /** Renews this node's leases, removes expired ones (a dead node's), and re-reads every lease. */
   async #tick(): Promise<void> {
+    const now = performance.now();
     try {
       await this.sql`UPDATE warren_nodes SET seen_at = now() WHERE name = ${this.node}`;
       // This node's sessions, each written again: leases removed while the database was away come back.
@@ -319,17 +328,24 @@ export class Cluster {
         if (lease.node !== this.node) continue;
         const s = this.host.session(group);
         if (!s || s.ended || s.idHex !== lease.session) continue;
-        await this.sql`INSERT INTO warren_leases (grp, node, session, apps, expires_at)
+        const rows = await this.sql`INSERT INTO warren_leases (grp, node, session, apps, expires_at)
           VALUES (${group}, ${this.node}, ${lease.session}, ${JSON.stringify(lease.apps)}, now() + ${this.opts.heartbeatTimeoutMs / 1000} * interval '1 second')
-          ON CONFLICT (grp) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE warren_leases.node = EXCLUDED.node AND warren_leases.session = EXCLUDED.session`;
+          ON CONFLICT (grp) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE warren_leases.node = EXCLUDED.node AND warren_leases.session = EXCLUDED.session
+          RETURNING (xmax = 0) AS inserted`;
+        // Written again after someone removed it: the other nodes are told, not left to their next tick.
+        if (rows[0]?.inserted) await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: group })})`;
       }
-      const expired = await this.sql`DELETE FROM warren_leases WHERE expires_at <= now() RETURNING grp, node`;
+      this.#dbUpSince ??= now;
+      // Another node's lease is judged expired only by a node that has itself reached the database for a whole
+      // heartbeatTimeout: after an outage every lease looks expired, and the live holders need a tick to renew.
+      const expired = this.#trusted() ? await this.sql`DELETE FROM warren_leases WHERE expires_at <= now() RETURNING grp, node` : [];
       for (const row of expired) {
         log.warn("cluster: lease expired: its node stopped renewing it", { group: row.grp, node: row.node });
         await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: row.grp })})`;
       }
       await this.#resync();
     } catch (err) {
+      this.#dbUpSince = null;
       log.warn("cluster: database unreachable; sessions and streams go on, leases wait", { error: (err as Error).message });
     }
   }
@@ -341,7 +357,8 @@ export class Cluster {
 
   async #resync(): Promise<void> {
     await this.#readNodes();
-    const rows = await this.sql`SELECT grp, node, session, apps FROM warren_leases WHERE expires_at > now()`;
+    // Just after an outage every lease looks expired: until this node has been up for a heartbeatTimeout, the rows stand.
+    const rows = await this.sql`SELECT grp, node, session, apps FROM warren_leases WHERE expires_at > now() OR ${!this.#trusted()}`;
     const seen = new Set<string>();
     for (const row of rows) {
       seen.add(row.grp);

@@ -123,6 +123,14 @@ export class PeerLink implements StreamOwner {
     this.#refill();
   }
 
+  /** The users of `group` waiting for this link are reset: the group is no longer served through it (it moved, or went offline). */
+  dropWaiting(group: string): void {
+    const gone = this.#waiting.filter((w) => w.group === group);
+    if (!gone.length) return;
+    this.#waiting = this.#waiting.filter((w) => w.group !== group);
+    for (const w of gone) w.user.reset();
+  }
+
   /** Users who waited LINK_WAIT_MS are reset; the sweep stops when none wait. */
   #sweepWaiting(): void {
     const now = performance.now();

@@ -110,5 +110,6 @@ export class RemoteGroup implements AppHost {
     this.#closed = true;
     for (const a of this.#apps.values()) a.close();
     this.#apps.clear();
+    this.link.dropWaiting(this.group.name);
   }
 }

@@ -260,3 +260,40 @@ export function setHeader(headers: Header[], name: string, value: string | null)
   if (at < 0) headers.push([name, value]);
   else headers.splice(at, 0, [name, value]);
 }
+
+/** Gathers one response head across chunks (held between them, at most MAX_HEAD_BYTES). */
+export class ResponseHeadReader {
+  #held: Uint8Array | null = null;
+
+  /**
+   * Reads from `data` at `off`: the head (parsed, and its bytes) and the offset just after it;
+   * null while more bytes are needed; a string when the head is too large or malformed.
+   */
+  read(data: Uint8Array, off: number): { head: ResponseHead; bytes: Uint8Array; next: number } | null | string {
+    const prior = this.#held?.length ?? 0;
+    const joined = prior ? join(this.#held!, data.subarray(off)) : data.subarray(off);
+    const end = headEnd(joined, Math.max(0, prior - 3));
+    if (end < 0) {
+      if (joined.length > MAX_HEAD_BYTES) return `response head larger than ${MAX_HEAD_BYTES} bytes`;
+      this.#held = joined.slice();
+      return null;
+    }
+    this.#held = null;
+    const bytes = joined.subarray(0, end);
+    const head = parseResponseHead(bytes);
+    if (typeof head === "string") return `response head malformed (${head})`;
+    return { head, bytes, next: off + end - prior };
+  }
+
+  /** Forgets a partial head (a new exchange begins). */
+  reset(): void {
+    this.#held = null;
+  }
+}
+
+function join(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}

@@ -14,6 +14,7 @@
 import type { Socket } from "bun";
 import type { Throttle } from "./throttle.ts";
 import type { StreamEnds, Transport } from "./transport.ts";
+import { concat } from "../bytes.ts";
 
 export type { StreamEnds, Transport } from "./transport.ts";
 
@@ -421,13 +422,6 @@ export class Endpoint {
   };
 }
 
-/** `a` then `b` in one new buffer. */
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
 
 /** An endpoint callback that runs `a` (if any), then `b`: for adding a close hook to one already set. */
 export function chain(a: ((ep: Endpoint, aborted: boolean) => void) | null, b: (ep: Endpoint, aborted: boolean) => void): (ep: Endpoint, aborted: boolean) => void {

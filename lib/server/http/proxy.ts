@@ -14,12 +14,13 @@
  * on a new one. What cannot be completed is reset, never ended cleanly short.
  */
 import { BodyReader, requestBody, responseBody } from "../../http/body.ts";
-import { header, headEnd, headerTokens, MAX_HEAD_BYTES, parseRequestHead, parseResponseHead, requestHeadBytes, responseHeadBytes } from "../../http/head.ts";
+import { header, headEnd, headerTokens, parseRequestHead, requestHeadBytes, ResponseHeadReader, responseHeadBytes } from "../../http/head.ts";
 import { log } from "../../log.ts";
 import type { Endpoint } from "../../net/endpoint.ts";
 import { errorResponse } from "./pages.ts";
-import { hostOf, UserInput } from "./input.ts";
-import { authorized, rewriteRequest, rewriteResponse } from "./rewrite.ts";
+import { UserInput } from "./input.ts";
+import { rewriteRequest, rewriteResponse } from "./rewrite.ts";
+import { routeRequest } from "./route.ts";
 import type { HttpTarget, VhostRouter } from "./router.ts";
 import { Upstream, type UpstreamOwner } from "./upstream.ts";
 import type { Capture, Inspections } from "./inspect.ts";
@@ -54,7 +55,7 @@ export class HttpConn implements UpstreamOwner {
   #resp: ResponseState = "idle";
   #reqBody: BodyReader | null = null;
   #respBody: BodyReader | null = null;
-  #respHead: Uint8Array | null = null;
+  readonly #respHead = new ResponseHeadReader();
   #up: Upstream | null = null;
   #target: HttpTarget | null = null;
   #upReusable = false;
@@ -177,34 +178,9 @@ export class HttpConn implements UpstreamOwner {
   #request(bytes: Uint8Array): void {
     const head = parseRequestHead(bytes);
     if (!("method" in head)) return this.#refuse(head.status, head.reason);
-    const hosts = head.headers.filter(([k]) => k.length === 4 && k.toLowerCase() === "host");
-    if (hosts.length > 1) return this.#refuse(400, "the request has more than one Host header");
-    let authority = hosts[0]?.[1];
-    // Absolute form ("GET http://host/path"), as a client talking to a proxy sends: the target's host wins (RFC 9112 §3.2.2).
-    const abs = /^https?:\/\/([^/?#]*)([^#]*)$/i.exec(head.target);
-    if (abs) {
-      authority = abs[1];
-      head.target = abs[2] || "/";
-    }
-    if (head.method === "CONNECT") return this.#refuse(501, "CONNECT is not served here: this port serves web apps by domain");
-    if (!authority) return this.#refuse(400, "the request has no Host header: this port serves apps by domain");
-    const host = hostOf(authority);
-    if (!host) return this.#refuse(400, "the Host header is not a host name");
-    const path = head.target === "*" ? "/" : head.target;
-    const found = this.settings.router.http(host, path);
-    if (found.kind === "unknown") return this.#refuse(404, `No app is served at ${host}.`);
-    if (found.kind === "offline") return this.#refuse(502, `The tunnel for ${host} is offline: its client is not connected.`);
-    const target = found.target;
-    const refusal = target.admit(this.user.socket?.remoteAddress ?? "");
-    if (refusal) {
-      if (refusal.status === 403) target.stats.denied++;
-      else target.stats.overLimit++;
-      log.debug("vhost: request refused", { ...this.#fields(), host, status: refusal.status, reason: refusal.reason });
-      return this.#refuse(refusal.status, refusal.status === 403 ? "Your address may not reach this app." : "The app is serving as many connections as it may; try again later.");
-    }
-    if (target.record.httpUser !== undefined && !authorized(header(head.headers, "authorization"), target.record)) {
-      return this.#refuse(401, "This app needs a user name and password.", [["www-authenticate", 'Basic realm="warren", charset="UTF-8"']]);
-    }
+    const routed = routeRequest(head, this.settings.router, this.user.socket?.remoteAddress ?? "", () => this.#fields());
+    if ("status" in routed) return this.#refuse(routed.status, routed.message, routed.headers);
+    const { target, authority } = routed;
     const body = requestBody(head);
     if ("status" in body) return this.#refuse(body.status, body.reason);
     const tokens = headerTokens(head.headers, "connection");
@@ -228,7 +204,7 @@ export class HttpConn implements UpstreamOwner {
     // The inspector is handed the payload as the reader passes it (chunk framing left out): nothing is held back.
     if (cap) this.#reqBody.onData = (payload) => cap.requestBytes(payload);
     this.#resp = "head";
-    this.#respHead = null;
+    this.#respHead.reset();
     this.#started = false;
     if (this.#reqBody.done) this.#requestSent();
     else this.#req = "body";
@@ -358,21 +334,13 @@ export class HttpConn implements UpstreamOwner {
 
   /** Gathers and forwards one response head (1xx ones included) starting at `off`; returns the offset after what it used. */
   #responseHead(data: Uint8Array, off: number): number {
-    const prior = this.#respHead?.length ?? 0;
-    const joined = prior ? concat(this.#respHead!, data.subarray(off)) : data.subarray(off);
-    const end = headEnd(joined, Math.max(0, prior - 3));
-    if (end < 0) {
-      if (joined.length > MAX_HEAD_BYTES) this.#appBroke(`its response head is larger than ${MAX_HEAD_BYTES} bytes`);
-      else this.#respHead = joined.slice();
+    const r = this.#respHead.read(data, off);
+    if (r === null) return data.length;
+    if (typeof r === "string") {
+      this.#appBroke(`its ${r}`);
       return data.length;
     }
-    this.#respHead = null;
-    const used = off + end - prior;
-    const head = parseResponseHead(joined.subarray(0, end));
-    if (typeof head === "string") {
-      this.#appBroke(`its response head is malformed (${head})`);
-      return data.length;
-    }
+    const { head, bytes, next: used } = r;
     this.#retryHead = null;
     if (head.status === 101) {
       if (!this.#upgrade) {
@@ -381,7 +349,7 @@ export class HttpConn implements UpstreamOwner {
       }
       this.#started = true;
       this.#cap?.responseHead(head);
-      this.#toUser(joined.subarray(0, end));
+      this.#toUser(bytes);
       this.#resp = "raw";
       this.#req = "raw";
       this.#upReusable = false;
@@ -390,7 +358,7 @@ export class HttpConn implements UpstreamOwner {
       return used;
     }
     if (head.status < 200) {
-      this.#toUser(joined.subarray(0, end)); // 100 Continue, 103 Early Hints: passed on; the final response follows
+      this.#toUser(bytes); // 100 Continue, 103 Early Hints: passed on; the final response follows
       return used;
     }
     const kind = responseBody(head, this.#method);
@@ -543,11 +511,3 @@ export class HttpConn implements UpstreamOwner {
     return { from: s ? `${s.remoteAddress}:${s.remotePort}` : "?", ...(this.#target ? { group: this.#target.group, app: this.#target.record.name } : {}) };
   }
 }
-
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
-

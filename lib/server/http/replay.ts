@@ -8,7 +8,7 @@
  * cannot be replayed as captured.
  */
 import { BodyReader, responseBody } from "../../http/body.ts";
-import { header, headEnd, isBadValueChar, isToken, MAX_HEAD_BYTES, parseResponseHead, requestHeadBytes, setHeader, type Header, type RequestHead } from "../../http/head.ts";
+import { header, isBadValueChar, isToken, requestHeadBytes, ResponseHeadReader, setHeader, type Header, type RequestHead } from "../../http/head.ts";
 import type { Transport } from "../../net/transport.ts";
 import { MASKED, type Capture, type Inspector } from "./inspect.ts";
 import { rewriteRequest } from "./rewrite.ts";
@@ -83,7 +83,7 @@ export function replay(ins: Inspector, target: HttpTarget, original: Capture, ed
   const authority = header(head.headers, "host")!;
   const out = requestHeadBytes(rewriteRequest({ ...head, headers: head.headers.map(([k, v]) => [k, v]) }, target.record, { authority, secure: false, userAddr: callerAddr }));
   return new Promise<Capture>((resolve) => {
-    let respHead: Uint8Array | null = null;
+    const heads = new ResponseHeadReader();
     let reader: BodyReader | null = null;
     let finished = false;
     const done = (error: string | null) => {
@@ -101,18 +101,11 @@ export function replay(ins: Inspector, target: HttpTarget, original: Capture, ed
         let off = 0;
         while (off < data.length && !finished) {
           if (!reader) {
-            const prior = respHead?.length ?? 0;
-            const joined = prior ? concat(respHead!, data.subarray(off)) : data.subarray(off);
-            const end = headEnd(joined, Math.max(0, prior - 3));
-            if (end < 0) {
-              if (joined.length > MAX_HEAD_BYTES) return done(`the app's response head is larger than ${MAX_HEAD_BYTES} bytes`);
-              respHead = joined.slice();
-              return;
-            }
-            respHead = null;
-            off += end - prior;
-            const h = parseResponseHead(joined.subarray(0, end));
-            if (typeof h === "string") return done(`the app's response head is malformed (${h})`);
+            const r = heads.read(data, off);
+            if (r === null) return;
+            if (typeof r === "string") return done(`the app's ${r}`);
+            off = r.next;
+            const h = r.head;
             if (h.status < 200) continue; // 100 Continue, 103: the final response follows
             if (h.status === 101) return done("the app switched protocols, which a replay did not ask for");
             cap.responseHead(h);
@@ -152,9 +145,3 @@ export function replay(ins: Inspector, target: HttpTarget, original: Capture, ed
   });
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}
