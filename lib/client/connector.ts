@@ -259,6 +259,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Which of config.servers is dialed now. */
   #server = 0;
 
+  /** The server dialed now (with `servers`, the one the client logged in to while online). */
+  get server(): { readonly host: string; readonly port: number } {
+    return this.config.servers[this.#server]!;
+  }
+
   /** Handles one control message; false when the connection is finished. */
   #onControl(ep: Endpoint, msg: Message): boolean {
     switch (msg.type) {
