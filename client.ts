@@ -105,7 +105,7 @@ async function main(): Promise<void> {
     for (const a of apps) {
       if (a.error) continue;
       // An HTTP or HTTPS app is reached by name on the server's shared ports.
-      const where = a.urls?.length ? a.urls.join(" and ") : a.type === "http" || a.type === "https" ? "no URL (the server did not say)" : hostPort(connector.server.host, a.remotePort);
+      const where = a.urls?.length ? a.urls.join(" and ") : a.type === "http" || a.type === "https" ? "no URL (the server did not say)" : hostPort(connector.serverHost, a.remotePort);
       console.log(`warren: app ${a.name} (${a.type}) is reachable at ${where}`);
     }
   };

@@ -39,7 +39,7 @@ export interface ClientStatus {
 
 /** The status of `connector` now. */
 export function statusOf(connector: Connector): ClientStatus {
-  const serverHost = connector.config.serverAddr;
+  const serverHost = connector.serverHost;
   return {
     group: connector.config.group,
     server: connector.server,

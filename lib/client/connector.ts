@@ -259,9 +259,9 @@ export class Connector extends EventEmitter<ConnectorEvents> {
   /** Which of config.servers is dialed now. */
   #server = 0;
 
-  /** The server dialed now (with `servers`, the one the client logged in to while online). */
-  get server(): { readonly host: string; readonly port: number } {
-    return this.config.servers[this.#server]!;
+  /** The host of the server dialed now (with `servers`, the one the client is logged in to while online). */
+  get serverHost(): string {
+    return this.config.servers[this.#server]!.host;
   }
 
   /** Handles one control message; false when the connection is finished. */
