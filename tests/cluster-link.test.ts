@@ -31,7 +31,7 @@ beforeAll(async () => {
   a = await testServer({ bindAddr: "127.0.0.11", groups });
   b = await testServer({ bindAddr: "127.0.0.12", groups });
   client = (await onlineClient(clientConfig(a, "g", [{ name: "echo", localAddr: `127.0.0.1:${echo.port}` }], { serverAddr: "127.0.0.11" }))).connector;
-  port = new PeerPort({ node: "a", clusterToken: CLUSTER_TOKEN, guard: a.hub.guard, handshakeTimeoutMs: 5000, heartbeatMs: 1000, acceptForwarded: (u, g, app) => a.hub.acceptForwarded(u, g, app) });
+  port = new PeerPort({ node: "a", clusterToken: CLUSTER_TOKEN, guard: a.hub.guard, handshakeTimeoutMs: 1000, heartbeatMs: 1000, acceptForwarded: (u, g, app) => a.hub.acceptForwarded(u, g, app) });
   const peerPort = port.listen("127.0.0.11", 0);
   link = new PeerLink("a", () => ({ host: "127.0.0.11", port: peerPort }), { node: "b", clusterToken: CLUSTER_TOKEN, heartbeatMs: 1000 });
   link.start();
@@ -94,6 +94,28 @@ describe("forwarding", () => {
     expect(bad.up).toBe(false);
     bad.stop();
   });
+
+  test("garbage, a wrong first frame and a silent connection on the peer port are each closed with an error frame; links go on", async () => {
+    const peerPort = link.port;
+    const answer = (payload: Uint8Array | null) =>
+      new Promise<string>((resolve) => {
+        const s = net.connect({ port: peerPort, host: "127.0.0.11" }, () => payload && s.write(payload));
+        let got = Buffer.alloc(0);
+        s.on("data", (d: Buffer) => (got = Buffer.concat([got, d])));
+        s.on("close", () => resolve(got.toString("latin1")));
+        s.on("error", () => {});
+      });
+    expect(await answer(new TextEncoder().encode("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))).toContain("magic");
+    // A well-formed frame that is not a hello: refused, naming what was expected.
+    const { encode, withMagic, FrameType } = await import("../protocol.ts");
+    expect(await answer(withMagic(encode({ type: FrameType.Ping, seq: 1 })))).toContain("expected hello or peer-data first");
+    expect(await answer(null)).toContain("handshake not finished in time");
+    // The link that was up stays up and carries users.
+    expect(link.up).toBe(true);
+    const data = randomData(100_000, 3);
+    const r = await roundTrip(appPort, data, { host: "127.0.0.12" });
+    expect(r.hash).toBe(sha256(data));
+  }, 15_000);
 
   test("the link lost mid-transfer: the user sees a reset, never a clean end after fewer bytes", async () => {
     const outcome = await new Promise<{ received: number; error: string | null; ended: boolean }>((resolve) => {
