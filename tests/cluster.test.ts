@@ -169,4 +169,24 @@ suite("three nodes on one database", () => {
     // Every node has the change within 1 s.
     await until(() => [0, 1, 2].every((n) => nodes[n]!.hub.registry.get("home")!.apps.some((a) => a.name === "echo2")), 1000, "the change on every node");
   });
+
+  test("disable through node 3 ends the session on node 2 within 1 s and closes the ports everywhere; enable brings it back", async () => {
+    const t0 = performance.now();
+    expect((await api(2, "POST", "/api/groups/home/disable")).status).toBe(200);
+    await until(() => !nodes[1]!.hub.session("home"), 1000, "node 2's session to end");
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await until(() => [0, 2].every((n) => !nodes[n]!.hub.cluster!.remoteGroups().some((r) => r.group === "home")), 2000, "the other nodes to close the group's ports");
+    expect((await api(0, "POST", "/api/groups/home/enable")).status).toBe(200);
+    // The client keeps retrying while disabled, and is let in again.
+    await until(() => !!nodes[1]!.hub.session("home") || !!nodes[0]!.hub.session("home") || !!nodes[2]!.hub.session("home"), 10_000, "the client back online");
+  }, 20_000);
+
+  test("deleting the group through node 1 ends its session wherever it is and removes it from every node within 1 s", async () => {
+    const t0 = performance.now();
+    expect((await api(0, "DELETE", "/api/groups/home")).status).toBe(204);
+    await until(() => nodes.every((n) => !n.hub.registry.get("home") && !n.hub.session("home")), 1000, "the group gone everywhere");
+    expect(performance.now() - t0).toBeLessThan(1000);
+    await until(() => nodes.every((n) => !n.hub.cluster!.remoteGroups().some((r) => r.group === "home")), 2000, "no node serving it");
+    for (const n of [0, 1, 2]) expect((await api(n, "GET", "/api/groups/home")).status).toBe(404);
+  }, 20_000);
 });
