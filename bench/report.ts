@@ -4,6 +4,8 @@ import { join } from "node:path";
 
 /** Hand-written record of optimisations (before/after), limits and dead ends, appended to every rendering. */
 const NOTES_FILE = join(import.meta.dir, "optimisations.md");
+/** Hand-written record of what the dashboard and /metrics cost (bench/dashboard-*.ts), appended after the notes. */
+const DASHBOARD_FILE = join(import.meta.dir, "dashboard-cost.md");
 
 type Any = Record<string, any>;
 
@@ -563,6 +565,7 @@ export function renderMarkdown(r: Any, http?: Any): string {
   for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
   if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");
   if (existsSync(NOTES_FILE)) lines.push(readFileSync(NOTES_FILE, "utf8").trim(), "");
+  if (existsSync(DASHBOARD_FILE)) lines.push(readFileSync(DASHBOARD_FILE, "utf8").trim(), "");
   lines.push(
     "## Method",
     "",
