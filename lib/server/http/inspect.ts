@@ -50,7 +50,10 @@ export class BodyTap {
     this.size += chunk.length;
     const room = this.limit - this.#kept;
     if (room <= 0 || chunk.length === 0) return;
-    const part = chunk.length <= room ? chunk.slice() : chunk.slice(0, room);
+    // A copy (the relay's buffers are never retained), into memory that is not zeroed first: it is written at once.
+    const n = Math.min(chunk.length, room);
+    const part = Buffer.allocUnsafe(n);
+    part.set(n === chunk.length ? chunk : chunk.subarray(0, n));
     this.#chunks.push(part);
     this.#kept += part.length;
     this.grow(part.length);
@@ -205,6 +208,7 @@ export class Capture {
   }
 }
 
+const hidePassword = (s: string, pw: string) => (s.includes(pw) ? s.split(pw).join(MASKED) : s);
 const round = (ms: number | null) => (ms === null ? null : Math.round(ms * 1000) / 1000);
 const headBytes = (headers: readonly [string, string][]) => headers.reduce((n, [k, v]) => n + k.length + v.length + 4, 0);
 
@@ -289,20 +293,20 @@ export class Inspector {
   changed(c: Capture | null): void {
     this.seq++;
     if (c) c.seq = this.seq;
-    for (const w of [...this.#waiters]) w();
+    if (this.#waiters.size) for (const w of [...this.#waiters]) w();
   }
 
   /** Headers with the secret ones masked (and the app's httpPassword wherever it appears), unless the app sets inspectSecrets. */
   mask(headers: readonly [string, string][]): [string, string][] {
-    const rec = this.record();
+    const rec = this.record(); // once per head, not per header
     if (rec?.inspectSecrets) return headers.map(([k, v]) => [k, v]);
-    return headers.map(([k, v]) => [k, SECRET_HEADERS.has(k.toLowerCase()) ? MASKED : this.maskText(v)]);
+    const pw = rec?.httpPassword;
+    return headers.map(([k, v]) => [k, SECRET_HEADERS.has(k.toLowerCase()) ? MASKED : pw ? hidePassword(v, pw) : v]);
   }
 
   maskText(s: string): string {
     const rec = this.record();
-    const pw = rec?.httpPassword;
-    return pw && !rec?.inspectSecrets && s.includes(pw) ? s.split(pw).join(MASKED) : s;
+    return rec?.httpPassword && !rec.inspectSecrets ? hidePassword(s, rec.httpPassword) : s;
   }
 
   /** Forgets everything (the app stopped being inspected or is gone). */
