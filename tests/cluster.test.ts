@@ -139,6 +139,11 @@ suite("three nodes on one database", () => {
       const echoView = g.apps.find((a: { name: string }) => a.name === "echo");
       expect(echoView.bytesIn).toBe(total);
       expect(echoView.online).toBe(true);
+      // The dashboard's overview does the same.
+      const o = await (await api(i, "GET", "/api/overview")).json();
+      const home = o.groups.find((x: { name: string }) => x.name === "home");
+      expect(home).toMatchObject({ online: true, node: "n1" });
+      expect(home.bytesIn).toBeGreaterThanOrEqual(total);
     }
   });
 

@@ -34,6 +34,8 @@ export const MAX_LISTED_CONNECTIONS = 200;
 export interface GroupSummary {
   name: string;
   online: boolean;
+  /** In a cluster: the node holding the session. */
+  node?: string | null;
   enabled: boolean;
   clientAddr: string | null;
   clientVersion: string | null;
@@ -353,16 +355,18 @@ export class Hub implements SessionHost {
       let bytesOut = 0;
       for (const a of g.apps) {
         const st = this.metrics.peek(g.name, a.name);
-        if (!st) continue;
-        connections += st.connections;
-        bytesIn += st.bytesIn;
-        bytesOut += st.bytesOut;
+        // In a cluster, what the other nodes counted too (as of their last exchange).
+        const far = this.cluster?.elsewhere(g.name, a.name);
+        connections += (st?.connections ?? 0) + (far?.connections ?? 0);
+        bytesIn += (st?.bytesIn ?? 0) + (far?.bytesIn ?? 0);
+        bytesOut += (st?.bytesOut ?? 0) + (far?.bytesOut ?? 0);
       }
-      if (s) totals.groupsOnline++;
+      const node = s ? (this.cluster?.node ?? null) : (this.cluster?.nodeOf(g.name) ?? null);
+      if (s || node) totals.groupsOnline++;
       totals.connections += connections;
       totals.bytesIn += bytesIn;
       totals.bytesOut += bytesOut;
-      out.push({ name: g.name, online: !!s, enabled: !g.disabled, clientAddr: s?.clientAddr ?? null, clientVersion: s?.clientVersion ?? null, onlineSince: s?.onlineSince.toISOString() ?? null, apps: g.apps.length, connections, bytesIn, bytesOut });
+      out.push({ name: g.name, online: !!s || !!node, ...(this.cluster ? { node } : {}), enabled: !g.disabled, clientAddr: s?.clientAddr ?? null, clientVersion: s?.clientVersion ?? null, onlineSince: s?.onlineSince.toISOString() ?? null, apps: g.apps.length, connections, bytesIn, bytesOut });
     }
     return { totals, groups: out };
   }

@@ -111,7 +111,7 @@ function groupPage(page, initial) {
     ctx.group = group;
     const [kind, text] = groupStatus(group);
     statusBadge.replaceChildren(badge(kind, text));
-    setText(facts.addr, group.clientAddr ?? "—");
+    setText(facts.addr, group.clientAddr ?? (group.node ? `on node ${group.node}` : "—"));
     setText(facts.version, group.clientVersion ?? "—");
     setText(facts.since, group.online ? `${ago(group.onlineSince)} (${localTime(group.onlineSince)})` : "offline");
     setText(facts.apps, group.maxApps ? `${group.apps.length} of at most ${group.maxApps}` : String(group.apps.length));

@@ -153,7 +153,8 @@ function updateGroupRow(row, g, rate) {
   const { cells } = row;
   const [kind, text] = groupStatus(g);
   if (row.status !== kind) { row.status = kind; cells.status.replaceChildren(badge(kind, text)); }
-  setText(cells.clientAddr, g.clientAddr ?? "—");
+  // In a cluster, a group held by another node shows that node (its client's address is that node's to show).
+  setText(cells.clientAddr, g.clientAddr ?? (g.node ? `on node ${g.node}` : "—"));
   setText(cells.version, g.clientVersion ?? "—");
   setText(cells.since, g.online ? ago(g.onlineSince) : "—");
   cells.since.title = g.online ? localTime(g.onlineSince) : "";
