@@ -44,7 +44,8 @@ export class Firefox {
       f.#ws.onerror = () => reject(new Error("cannot open Firefox's BiDi WebSocket"));
     });
     f.#ws.onmessage = (e) => f.#message(JSON.parse(String(e.data)));
-    await f.send("session.new", { capabilities: {} });
+    // A first session can take long on a loaded machine (Firefox finishes starting behind it).
+    await f.send("session.new", { capabilities: {} }, 60_000);
     await f.send("session.subscribe", { events: ["log.entryAdded"] });
     const tree = await f.send("browsingContext.getTree", {});
     f.context = tree.contexts[0].context;

@@ -33,7 +33,7 @@ beforeAll(async () => {
   ff = await Firefox.launch(1280, 900);
   // CSP violations are reported as console errors, where the BiDi log sees them.
   await ff.navigate(base + "/");
-}, 60_000);
+}, 120_000);
 
 afterAll(async () => {
   client?.stop();
