@@ -167,11 +167,19 @@ function inspectorPage(page, { group, appName, path, list, id }) {
     detail.changed(summaries);
   };
 
+  // Events that come while the list is asked for again: applied after it, or the answer (older
+  // than they are) would replace them and a request would vanish from the page.
+  let during = null;
   async function reload() {
+    during = [];
     try {
       const res = await api("GET", `${path}?limit=${INSPECT_MAX_ROWS}`);
-      if (page.alive) ctx.merge(res.requests ?? [], true);
+      if (page.alive) {
+        ctx.merge(res.requests ?? [], true);
+        for (const d of during) ctx.merge(d);
+      }
     } catch { /* the feed's status says whether the server is there */ }
+    during = null;
   }
 
   function clearDialog() {
@@ -204,7 +212,10 @@ function inspectorPage(page, { group, appName, path, list, id }) {
     if (!Array.isArray(data)) return;
     if (st.fresh) { st.fresh = false; ctx.merge(data, true); }
     else if (!data.length) reload();
-    else ctx.merge(data);
+    else {
+      during?.push(data);
+      ctx.merge(data);
+    }
   }, liveStatus, () => { st.fresh = true; });
 }
 
