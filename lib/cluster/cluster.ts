@@ -124,11 +124,14 @@ export class Cluster {
 
   /** Writes this node's changed counters and reads the others' sums; errors wait for the next round. */
   async syncTraffic(): Promise<void> {
+    if (this.#syncing) return; // a round slower than TRAFFIC_SYNC_MS is not overlapped by the next
+    this.#syncing = true;
     try {
       for (const [group, app, c] of this.host.counters()) {
         const k = `${group}/${app}`;
         const v = `${c.bytesIn}/${c.bytesOut}/${c.accepted}/${c.connections}`;
-        if (this.#pushed.get(k) === v) continue;
+        // Apps that never carried anything here have nothing to add: no row.
+        if (this.#pushed.get(k) === v || v === "0/0/0/0") continue;
         await this.sql`INSERT INTO warren_traffic (node, grp, app, bytes_in, bytes_out, accepted, connections)
           VALUES (${this.node}, ${group}, ${app}, ${c.bytesIn}, ${c.bytesOut}, ${c.accepted}, ${c.connections})
           ON CONFLICT (node, grp, app) DO UPDATE SET bytes_in = EXCLUDED.bytes_in, bytes_out = EXCLUDED.bytes_out, accepted = EXCLUDED.accepted, connections = EXCLUDED.connections`;
@@ -141,6 +144,8 @@ export class Cluster {
       this.#elsewhere = next;
     } catch (err) {
       log.warn("cluster: could not exchange traffic counters; the next round tries again", { error: (err as Error).message });
+    } finally {
+      this.#syncing = false;
     }
   }
 
@@ -320,6 +325,9 @@ export class Cluster {
 
   /** Renews this node's leases, removes expired ones (a dead node's), and re-reads every lease. */
   async #tick(): Promise<void> {
+    // One at a time: a tick slower than the interval (many leases, a slow database) is not overlapped by the next.
+    if (this.#ticking) return;
+    this.#ticking = true;
     const now = performance.now();
     try {
       await this.sql`UPDATE warren_nodes SET seen_at = now() WHERE name = ${this.node}`;
@@ -347,8 +355,12 @@ export class Cluster {
     } catch (err) {
       this.#dbUpSince = null;
       log.warn("cluster: database unreachable; sessions and streams go on, leases wait", { error: (err as Error).message });
+    } finally {
+      this.#ticking = false;
     }
   }
+  #ticking = false;
+  #syncing = false;
 
   /** Reads every node and lease and applies what differs from what this node believes. */
   async #readNodes(): Promise<void> {

@@ -314,7 +314,7 @@ export class PeerLink implements StreamOwner {
       const res = reader.next();
       if (!res) return;
       if (!res.ok || res.msg.type !== FrameType.WorkAck || !res.msg.ok) {
-        const why = !res.ok ? res.error.message : res.msg.type === FrameType.WorkAck ? res.msg.message : "unexpected frame";
+        const why = !res.ok ? res.error.message : res.msg.type === FrameType.WorkAck || res.msg.type === FrameType.Error ? res.msg.message : "unexpected frame";
         log.warn("cluster: the node holding the group refused a user", { node: this.remote, group, app, reason: why });
         user.reset();
         return ep.destroy();

@@ -260,7 +260,10 @@ export class PeerPort {
         return this.#refuse(ep, ErrorCode.AuthFailed, "authentication failed", false);
       }
       if (!link.seqs.accept(msg.seq)) return this.#refuse(ep, ErrorCode.AuthFailed, "authentication failed", false);
-      if (link.datas.size >= MAX_IDLE_DATA_PER_LINK) return this.#refuse(ep, ErrorCode.Overloaded, `a link may hold at most ${MAX_IDLE_DATA_PER_LINK} data connections`, false);
+      // Idle ones only (no user yet): a link carries as many users as come, each on a connection of its own.
+      let idle = 0;
+      for (const d of link.datas.values()) if (!d.up) idle++;
+      if (idle >= MAX_IDLE_DATA_PER_LINK) return this.#refuse(ep, ErrorCode.Overloaded, `a link may hold at most ${MAX_IDLE_DATA_PER_LINK} data connections`, false);
       this.#settled(ep, hs);
       return this.#dataUp(ep, link, msg.seq, hs.reader);
     }

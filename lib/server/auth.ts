@@ -78,8 +78,12 @@ export class Auth {
     const expected = workProof(session?.group.token ?? DUMMY_TOKEN, msg.sessionId, msg.seq);
     if (this.guard.blocked(caller.ip)) return refuse(ErrorCode.Blocked, BLOCKED);
     if (!session || session.ended || !constantTimeEqual(expected, msg.proof)) {
-      log.warn("work connection refused", { from: caller.addr, reason: session ? "wrong proof" : "unknown session" });
-      this.guard.fail(caller.ip, "control port");
+      const live = !!session && !session.ended;
+      log.warn("work connection refused", { from: caller.addr, reason: live ? "wrong proof" : "unknown or ended session" });
+      // Only a wrong proof for a live session tries a token. A session that has just ended (a heartbeat
+      // timeout, a takeover) still has its client's work connections in flight: counting them locked the
+      // client's address (and everyone behind its NAT) out for loginBlockTime.
+      if (live) this.guard.fail(caller.ip, "control port");
       return refuse(ErrorCode.AuthFailed, AUTH_FAILED);
     }
     // A valid proof seen before is a replay (or a very late duplicate): refused. Not counted as a failed
