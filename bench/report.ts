@@ -565,7 +565,13 @@ export function renderMarkdown(r: Any, http?: Any): string {
   for (const [p, why] of Object.entries(r.skipped ?? {})) notes.push(`${PLAIN[p] ?? p} skipped: ${why}`);
   if (notes.length) lines.push("## Notes", "", ...notes.map((n) => `- ${n}`), "");
   if (existsSync(NOTES_FILE)) lines.push(readFileSync(NOTES_FILE, "utf8").trim(), "");
-  if (existsSync(DASHBOARD_FILE)) lines.push(readFileSync(DASHBOARD_FILE, "utf8").trim(), "");
+  // Hand-written sections of the platform issues, appended as they are (a file's own "# " title becomes a "## " section).
+  for (const file of [DASHBOARD_FILE, join(import.meta.dir, "inspect-results.md"), join(import.meta.dir, "cluster-results.md")]) {
+    if (!existsSync(file)) continue;
+    let text = readFileSync(file, "utf8").trim();
+    if (text.startsWith("# ")) text = text.replace(/^(#+) /gm, "#$1 ");
+    lines.push(text, "");
+  }
   lines.push(
     "## Method",
     "",
