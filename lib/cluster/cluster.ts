@@ -331,17 +331,34 @@ export class Cluster {
     const now = performance.now();
     try {
       await this.sql`UPDATE warren_nodes SET seen_at = now() WHERE name = ${this.node}`;
-      // This node's sessions, each written again: leases removed while the database was away come back.
+      // Every lease of this node renewed by one statement (10,000 one at a time could not keep up with a
+      // 3 s heartbeatTimeout); then the exceptions, rare: a row whose session is gone here is removed, and a
+      // live session whose row was removed (while the database was away) is written again.
+      const live = new Map<string, Lease>();
       for (const [group, lease] of this.#leases) {
         if (lease.node !== this.node) continue;
         const s = this.host.session(group);
-        if (!s || s.ended || s.idHex !== lease.session) continue;
+        if (s && !s.ended && s.idHex === lease.session) live.set(group, lease);
+      }
+      const renewed = await this.sql`UPDATE warren_leases SET expires_at = now() + ${this.opts.heartbeatTimeoutMs / 1000} * interval '1 second'
+        WHERE node = ${this.node} RETURNING grp, session`;
+      const held = new Set<string>();
+      for (const row of renewed) {
+        // Asked again now, not from the list above: a session may have come online during the UPDATE.
+        const s = this.host.session(row.grp);
+        if (s && !s.ended && s.idHex === row.session) held.add(row.grp);
+        else {
+          await this.sql`DELETE FROM warren_leases WHERE grp = ${row.grp} AND node = ${this.node} AND session = ${row.session}`;
+          await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: row.grp })})`;
+        }
+      }
+      for (const [group, lease] of live) {
+        if (held.has(group)) continue;
         const rows = await this.sql`INSERT INTO warren_leases (grp, node, session, apps, expires_at)
           VALUES (${group}, ${this.node}, ${lease.session}, ${JSON.stringify(lease.apps)}, now() + ${this.opts.heartbeatTimeoutMs / 1000} * interval '1 second')
-          ON CONFLICT (grp) DO UPDATE SET expires_at = EXCLUDED.expires_at WHERE warren_leases.node = EXCLUDED.node AND warren_leases.session = EXCLUDED.session
-          RETURNING (xmax = 0) AS inserted`;
+          ON CONFLICT (grp) DO NOTHING RETURNING grp`;
         // Written again after someone removed it: the other nodes are told, not left to their next tick.
-        if (rows[0]?.inserted) await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: group })})`;
+        if (rows.length) await this.sql`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ g: group })})`;
       }
       this.#dbUpSince ??= now;
       // Another node's lease is judged expired only by a node that has itself reached the database for a whole
