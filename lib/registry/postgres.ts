@@ -32,8 +32,14 @@ import { RegistryError, type AppInput, type GroupLimitsInput, type GroupRecord, 
 
 /** Longest wait for the database in one operation: an API call waits on it, and should get a 503 rather than hang. */
 export const PG_TIMEOUT_MS = 5_000;
-/** How often a node asks whether it missed a change: bounds how stale it can be while LISTEN is reconnecting (Bun's backoff reaches ~30 s), at one small query per node. */
-export const PG_POLL_MS = 5_000;
+/**
+ * How often a node asks whether it missed a change: bounds how stale it can be while LISTEN is reconnecting
+ * (Bun's backoff reaches ~30 s, and notifications sent meanwhile are lost), at one small read-only transaction
+ * per node and second. A change reaches every node within 1 s, as promised, even then.
+ */
+export const PG_POLL_MS = 1_000;
+/** How often a node that lost the database asks again: once it answers, changes made meanwhile reach this node within this, not at the next poll. */
+export const PG_RETRY_MS = 500;
 /** Connections per node, beside the one for LISTEN: writes take turns anyway, and every node shares the server's max_connections (100 by default). */
 export const PG_POOL_MAX = 4;
 /** Rows of warren_changes kept: a node further behind than that re-reads every group. */
@@ -99,6 +105,7 @@ export class PgStore implements RegistryStore {
   #subscription: SQL.ListenSubscription | null = null;
   #listens = 0;
   #poll: Timer | undefined;
+  #retry: Timer | undefined;
   #refreshQueued = false;
   #wantFull = false;
   #reachable = true;
@@ -237,6 +244,7 @@ export class PgStore implements RegistryStore {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#poll);
+    clearInterval(this.#retry);
     const sub = this.#subscription;
     if (sub) await Promise.race([sub.unlisten().catch(() => {}), Bun.sleep(this.#timeoutMs)]);
     await this.#sql.close({ timeout: 1 }).catch(() => {});
@@ -429,8 +437,19 @@ export class PgStore implements RegistryStore {
 
   /** Logs when the database stops or starts answering the background reads, once each way. */
   #health(err: unknown): void {
-    if (err && this.#reachable) log.warn("registry database unavailable: groups stay as last read, changes fail until it answers", { error: (err as Error).message });
-    if (!err && !this.#reachable) log.info("registry database answers again");
+    if (err && this.#reachable) {
+      log.warn("registry database unavailable: groups stay as last read, changes fail until it answers", { error: (err as Error).message });
+      // Asked again often while it is away (LISTEN's own reconnect backs off to ~30 s, and the poll is slow).
+      if (!this.#closed) {
+        this.#retry = setInterval(() => this.#refresh(false), PG_RETRY_MS);
+        this.#retry.unref();
+      }
+    }
+    if (!err && !this.#reachable) {
+      log.info("registry database answers again");
+      clearInterval(this.#retry);
+      this.#retry = undefined;
+    }
     this.#reachable = !err;
   }
 }
