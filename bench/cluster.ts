@@ -6,7 +6,7 @@
  *   npx bun bench/cluster.ts [--scenario forward|failover|scale] [--quick]
  *                            [--groups N] [--apps N] [--hb SECONDS] [--create seed|toml|api]
  *                            [--keep] [--log-level info]
- *                            [--failover-mode kill|stop|both] [--failover-groups N]
+ *                            [--failover-mode kill|stop|both] [--failover-groups N] [--probe-in-flight N]
  *                            [--out FILE.json]
  *
  * forward   user -> node B -> node A (holder) -> client -> app, against
@@ -58,6 +58,7 @@ const { values: flags } = parseArgs({
     "failover-mode": { type: "string" },
     "failover-groups": { type: "string" },
     create: { type: "string" },
+    "probe-in-flight": { type: "string" },
     keep: { type: "boolean" },
     "log-level": { type: "string" },
     out: { type: "string" },
@@ -700,16 +701,17 @@ async function scenarioFailover(mode: "kill" | "stop"): Promise<Record<string, u
     process.kill(n1.child.pid, mode === "kill" ? "SIGKILL" : "SIGSTOP");
     say(`failover: node n1 ${mode === "kill" ? "killed (SIGKILL)" : "frozen (SIGSTOP)"}`);
 
-    // Probes: per group and node, a new connect + echo every 200 ms (at most 5 in flight, 1 s each) until one answers.
+    // Probes: per group and node, a new connect + echo every 200 ms (at most --probe-in-flight, default 5, in flight, 1 s each) until one answers.
     const PROBE_EVERY_MS = 200;
     const PROBE_TIMEOUT_MS = 1000;
     const PROBE_DEADLINE_MS = 60_000;
+    const PROBE_IN_FLIGHT = Number(flags["probe-in-flight"] ?? 5);
     const answered: Record<string, (number | null)[]> = { n2: new Array(G).fill(null), n3: new Array(G).fill(null) };
     const probeLoop = async (n: NodeProc, i: number) => {
       let inFlight = 0;
       const deadline = tFail + PROBE_DEADLINE_MS;
       for (let k = 0; k < PROBE_DEADLINE_MS / PROBE_EVERY_MS + 10 && answered[n.name]![i] === null && Date.now() < deadline; k++) {
-        if (inFlight < 5) {
+        if (inFlight < PROBE_IN_FLIGHT) {
           inFlight++;
           void echoOnce(n.addr, ports[i]!, PROBE_TIMEOUT_MS).then((good) => {
             inFlight--;
@@ -756,7 +758,7 @@ async function scenarioFailover(mode: "kill" | "stop"): Promise<Record<string, u
       heartbeatTimeoutS: HB,
       clientHeartbeatIntervalS: 0.5,
       clientHeartbeatTimeoutS: HB,
-      probe: { everyMs: PROBE_EVERY_MS, timeoutMs: PROBE_TIMEOUT_MS, deadlineMs: PROBE_DEADLINE_MS },
+      probe: { everyMs: PROBE_EVERY_MS, timeoutMs: PROBE_TIMEOUT_MS, deadlineMs: PROBE_DEADLINE_MS, inFlight: PROBE_IN_FLIGHT },
       clientOffline: stats(offlineAt),
       clientOnlineElsewhere: stats(relogin.map((r) => r?.ms ?? null)),
       answersViaN2: stats(answered.n2!),
