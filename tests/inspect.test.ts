@@ -227,7 +227,7 @@ describe("capture is exact", () => {
       const kept = captured(d.response.body);
       expect({ size: d.response.body.size, truncated: d.response.body.truncated, kept: kept.length }).toEqual({ size: s.payload.length, truncated: false, kept: s.payload.length });
       expect(sha256(kept)).toBe(sha256(s.payload));
-      expect(d.request.body).toEqual({ size: 0, truncated: false, base64: "" });
+      expect(d.request.body).toEqual({ size: 0, truncated: false, memoryBytes: 0, base64: "" });
       if (s.name === "server-sent events") expect(hdr(d.response.headers, "content-type")).toEqual(["text/event-stream"]);
       if (s.name === "chunked") expect(hdr(d.response.headers, "transfer-encoding")).toEqual(["chunked"]);
     });
@@ -622,8 +622,8 @@ describe("WebSocket", () => {
     expect(d.state).toBe("upgraded");
     expect(d.websocket).toEqual({ framesIn: 4, framesOut: frames.frames.length, bytesIn: sent, bytesOut: after.length });
     expect(frames.frames.length).toBeGreaterThanOrEqual(4);
-    expect(d.request.body).toEqual({ size: 0, truncated: false, base64: "" });
-    expect(d.response.body).toEqual({ size: 0, truncated: false, base64: "" });
+    expect(d.request.body).toEqual({ size: 0, truncated: false, memoryBytes: 0, base64: "" });
+    expect(d.response.body).toEqual({ size: 0, truncated: false, memoryBytes: 0, base64: "" });
   });
 });
 
@@ -816,5 +816,26 @@ describe("allowInspect = false on the server", () => {
       connector.stop();
       s3.stop();
     }
+  });
+});
+
+describe("BodyTap: what a capture holds", () => {
+  test("a part that fills most of its read is kept as a view (no copy); a small part of a large read is copied, so it never pins the read; memory counted is what is held", async () => {
+    const { BodyTap, TAP_VIEW_SLACK } = await import("../lib/server/http/inspect.ts");
+    let counted = 0;
+    const tap = new BodyTap(1000, (n) => (counted += n));
+    // 600 bytes of a 700-byte read: a view; it holds the whole read.
+    const read1 = randomData(700);
+    tap.add(read1.subarray(100));
+    expect({ kept: tap.kept, held: tap.held, counted }).toEqual({ kept: 600, held: 700, counted: 700 });
+    // The rest of the limit (400) from a 100 KiB read: copied, so it holds 400, not 100 KiB.
+    const read2 = randomData(100 << 10);
+    tap.add(read2);
+    expect({ kept: tap.kept, held: tap.held, counted, size: tap.size, truncated: tap.truncated }).toEqual({ kept: 1000, held: 1100, counted: 1100, size: 700 - 100 + (100 << 10), truncated: true });
+    expect(tap.held).toBeLessThanOrEqual(TAP_VIEW_SLACK * tap.kept);
+    // The kept bytes are the payload's first 1000, joined once; joining releases the views (held = kept).
+    const bytes = tap.bytes();
+    expect(sha256(bytes)).toBe(sha256(Buffer.concat([read1.subarray(100), read2.subarray(0, 400)])));
+    expect({ held: tap.held, counted }).toEqual({ held: 1000, counted: 1000 });
   });
 });
