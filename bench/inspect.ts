@@ -72,6 +72,8 @@ if (flags.help) {
   console.log(readFileSync(import.meta.path, "utf8").split("*/")[0]);
   process.exit(0);
 }
+/** WARREN_BENCH_PROF=dir writes a CPU profile (markdown) of the Warren server to dir when it exits. */
+const PROF = process.env.WARREN_BENCH_PROF ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env.WARREN_BENCH_PROF}`] : [];
 const ROUNDS = Math.max(1, Math.min(20, Number(flags.rounds ?? 4) | 0));
 const SECONDS = Math.max(1, Math.min(60, Number(flags.seconds ?? 5) | 0));
 const CONNS = Math.max(1, Math.min(256, Number(flags.connections ?? 16) | 0));
@@ -225,7 +227,7 @@ async function startWarren(label: string, root: string, origin: number, apps: re
   ].join("\n"));
   const children: Child[] = [];
   try {
-    const server = spawnChild(`warren-server ${label}`, [BUN, join(root, "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log"), cwd: root });
+    const server = spawnChild(`warren-server ${label}`, [BUN, ...PROF, join(root, "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log"), cwd: root });
     children.push(server);
     await waitUp(server, apiPort, "warren server API");
     await waitUp(server, vhostPort, "warren vhostHTTPPort", 5000);

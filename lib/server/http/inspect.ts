@@ -17,6 +17,9 @@ import type { HttpTarget } from "./router.ts";
 export const MASKED = "[masked]";
 /** Headers whose values are masked unless the app sets inspectSecrets. */
 export const SECRET_HEADERS = new Set(["authorization", "proxy-authorization", "cookie", "set-cookie"]);
+const SECRET_LENGTHS = new Set([...SECRET_HEADERS].map((h) => h.length));
+/** Lower-cases only a name as long as a secret one: most headers are skipped on their length alone. */
+const isSecret = (name: string) => SECRET_LENGTHS.has(name.length) && SECRET_HEADERS.has(name.toLowerCase());
 
 /** Server-wide limits of the inspector (server.toml). */
 export interface InspectLimits {
@@ -245,7 +248,10 @@ const headBytes = (headers: readonly [string, string][]) => headers.reduce((n, [
 
 /** The captures of one app: a ring of at most limits.requests, newest last. */
 export class Inspector {
-  readonly #ring: Capture[] = [];
+  /** The ring: `#count` captures from slot `#start` on, oldest first, ids consecutive (no shifting an array per request). */
+  readonly #slots: (Capture | undefined)[];
+  #start = 0;
+  #count = 0;
   #nextId = 1;
   #bytes = 0;
   /** Bumped on every change: live feeds send what changed since the seq they saw. */
@@ -257,25 +263,38 @@ export class Inspector {
     readonly app: string,
     readonly limits: InspectLimits,
     private readonly total: { bytes: number },
-    /** The app's record, read live: its inspectSecrets and httpPassword decide the masking. */
-    private readonly record: () => { readonly inspectSecrets?: boolean; readonly httpPassword?: string } | undefined,
-  ) {}
+    /** The app's record, kept current by Inspections.prune: its inspectSecrets and httpPassword decide the masking. */
+    public record: { readonly inspectSecrets?: boolean; readonly httpPassword?: string } | undefined,
+  ) {
+    this.#slots = new Array(Math.max(1, limits.requests));
+  }
 
   get bytes(): number {
     return this.#bytes;
   }
 
   get size(): number {
-    return this.#ring.length;
+    return this.#count;
+  }
+
+  /** The i-th capture kept, oldest first. */
+  #at(i: number): Capture {
+    return this.#slots[(this.#start + i) % this.#slots.length]!;
   }
 
   /** Starts the capture of a request, as the user sent it (masked). */
   begin(head: RequestHead, userAddr: string, connection: number, replayOf: number | null = null, scheme: "http" | "https" = "http"): Capture {
     const headers = this.mask(head.headers);
     const c = new Capture(this, this.#nextId++, head.method, this.maskText(head.target), `HTTP/1.${head.minor}`, headers, userAddr, connection, replayOf, scheme);
-    this.#ring.push(c);
     this.grew(headBytes(headers) + c.url.length + c.method.length);
-    while (this.#ring.length > this.limits.requests) this.#drop(this.#ring.shift()!);
+    const cap = this.#slots.length;
+    if (this.#count < cap) this.#slots[(this.#start + this.#count++) % cap] = c;
+    else {
+      const oldest = this.#slots[this.#start]!;
+      this.#slots[this.#start] = c;
+      this.#start = (this.#start + 1) % cap;
+      this.#drop(oldest);
+    }
     this.changed(c);
     return c;
   }
@@ -283,21 +302,28 @@ export class Inspector {
   /** Newest first: up to `limit` captures with ids below `before`. */
   list(limit: number, before = Infinity): Capture[] {
     const out: Capture[] = [];
-    for (let i = this.#ring.length - 1; i >= 0 && out.length < limit; i--) if (this.#ring[i]!.id < before) out.push(this.#ring[i]!);
+    for (let i = this.#count - 1; i >= 0 && out.length < limit; i--) if (this.#at(i).id < before) out.push(this.#at(i));
     return out;
   }
 
   get(id: number): Capture | undefined {
-    return this.#ring.find((c) => c.id === id);
+    if (this.#count === 0) return undefined;
+    const i = id - this.#at(0).id;
+    return i >= 0 && i < this.#count ? this.#at(i) : undefined;
   }
 
   /** Captures changed after `seq`, oldest first. */
   since(seq: number): Capture[] {
-    return this.#ring.filter((c) => c.seq > seq);
+    const out: Capture[] = [];
+    for (let i = 0; i < this.#count; i++) if (this.#at(i).seq > seq) out.push(this.#at(i));
+    return out;
   }
 
   clear(): void {
-    for (const c of this.#ring.splice(0)) this.#drop(c);
+    const kept = Array.from({ length: this.#count }, (_, i) => this.#at(i));
+    this.#slots.fill(undefined);
+    this.#start = this.#count = 0;
+    for (const c of kept) this.#drop(c);
     this.changed(null);
   }
 
@@ -329,14 +355,15 @@ export class Inspector {
 
   /** Headers with the secret ones masked (and the app's httpPassword wherever it appears), unless the app sets inspectSecrets. */
   mask(headers: readonly [string, string][]): [string, string][] {
-    const rec = this.record(); // once per head, not per header
+    // Copies of the pairs: the relay rewrites its own in place.
+    const rec = this.record;
     if (rec?.inspectSecrets) return headers.map(([k, v]) => [k, v]);
     const pw = rec?.httpPassword;
-    return headers.map(([k, v]) => [k, SECRET_HEADERS.has(k.toLowerCase()) ? MASKED : pw ? hidePassword(v, pw) : v]);
+    return headers.map(([k, v]) => [k, isSecret(k) ? MASKED : pw ? hidePassword(v, pw) : v]);
   }
 
   maskText(s: string): string {
-    const rec = this.record();
+    const rec = this.record;
     return rec?.httpPassword && !rec.inspectSecrets ? hidePassword(s, rec.httpPassword) : s;
   }
 
@@ -378,7 +405,7 @@ export class Inspections {
     const key = `${group}/${app}`;
     let ins = this.#by.get(key);
     if (!ins && create) {
-      ins = new Inspector(group, app, this.limits, this.total, () => this.#record(group, app));
+      ins = new Inspector(group, app, this.limits, this.total, this.#records.get(key));
       this.#by.set(key, ins);
     }
     return ins ?? null;
@@ -396,13 +423,10 @@ export class Inspections {
     }
     this.#records = records;
     for (const [key, ins] of this.#by) {
+      ins.record = records.get(key);
       if (keep.has(key)) continue;
       ins.dispose();
       this.#by.delete(key);
     }
-  }
-
-  #record(group: string, app: string): AppRecord | undefined {
-    return this.#records.get(`${group}/${app}`);
   }
 }
