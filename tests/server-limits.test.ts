@@ -12,6 +12,7 @@ import { MAX_PENDING_HANDSHAKES } from "../lib/server/control-port.ts";
 import { setLogSink } from "../lib/log.ts";
 import { sockets } from "../lib/net/sockets.ts";
 import { MAX_WORK_REQUEST, WORK_REQUEST_TIMEOUT_MS } from "../lib/server/session.ts";
+import { QUIET_POOL } from "../lib/server/pool-demand.ts";
 import { encode, ErrorCode, FRAME_HEADER_BYTES, FrameReader, FrameType, loginProof, MAX_FRAME_BYTES, withMagic, type DecodeResult, type Message } from "../protocol.ts";
 import { createGroup, testServer, TOKEN, until } from "./helpers.ts";
 
@@ -242,12 +243,13 @@ describe("users waiting for a work connection (maxPendingUsers)", () => {
     const control = await rawLogin(s.controlPort, "lazy", [{ name: "l", type: "tcp" }]);
     if (!control.answer?.ok || control.answer.msg.type !== FrameType.LoginOk) throw new Error("login failed");
     const port = control.answer.msg.apps[0]!.remotePort;
-    expect(show(await control.next())).toEqual({ type: "OpenWork", count: 8 }); // the pool (poolSize 8)
+    expect(show(await control.next())).toEqual({ type: "OpenWork", count: QUIET_POOL }); // the warm pool of a quiet group
     // Each waiting user asks for one work connection more: that OpenWork shows the user is queued.
     const first = user(port);
     expect(show(await control.next())).toEqual({ type: "OpenWork", count: 1 });
+    // The second also raises the pool's target to two starts (pool-demand.ts): one for the user, one more warm.
     const second = user(port);
-    expect(show(await control.next())).toEqual({ type: "OpenWork", count: 1 });
+    expect(show(await control.next())).toEqual({ type: "OpenWork", count: 2 });
     let waitingClosed = 0;
     for (const u of [first, second]) u.closedAfter.then(() => waitingClosed++);
     const third = user(port);
@@ -337,19 +339,34 @@ describe("unfinished handshakes (MAX_PENDING_HANDSHAKES)", () => {
 });
 
 describe("work requests (OpenWork)", () => {
-  test(`with poolSize 200 each OpenWork asks for at most MAX_WORK_REQUEST (${MAX_WORK_REQUEST})`, async () => {
+  test(`with poolSize 200 and 100 users waiting, each OpenWork asks for at most MAX_WORK_REQUEST (${MAX_WORK_REQUEST})`, async () => {
+    const USERS = 100;
     const s = await server({ poolSize: 200 });
+    s.hub.workRequestTimeoutMs = 400; // 5 s would make this test too slow
     expect(await createGroup(s, "big-pool", ["p"])).toBe(201);
     const c = await rawLogin(s.controlPort, "big-pool", [{ name: "p", type: "tcp" }]);
-    expect(show(c.answer)).toMatchObject({ type: "LoginOk" });
-    expect(show(await c.next())).toEqual({ type: "OpenWork", count: 64 });
-    // A frame from the client makes the server top up: another 64 (128 asked), then nothing more
-    // while more than half the pool is on its way.
-    c.sock.write(encode({ type: FrameType.Ping, seq: 1 }));
-    expect(show(await c.next())).toEqual({ type: "OpenWork", count: 64 });
-    expect(show(await c.next())).toEqual({ type: "Pong", seq: 1 });
-    c.sock.write(encode({ type: FrameType.Ping, seq: 2 }));
-    expect(show(await c.next())).toEqual({ type: "Pong", seq: 2 });
+    if (!c.answer?.ok || c.answer.msg.type !== FrameType.LoginOk) throw new Error("login failed");
+    expect(show(await c.next())).toEqual({ type: "OpenWork", count: QUIET_POOL });
+    // Each user asks for itself and, as the starts raise the target, for one more warm: two at most.
+    for (let i = 0; i < USERS; i++) user(c.answer.msg.apps[0]!.remotePort);
+    let asked = QUIET_POOL;
+    for (let n = 0; asked < 2 * USERS && n < 2 * USERS; n++) {
+      const f = show(await c.next()) as { type: string; count: number };
+      expect(f.type).toBe("OpenWork");
+      expect(f.count).toBeLessThanOrEqual(2);
+      asked += f.count;
+    }
+    expect(asked).toBe(2 * USERS); // 100 users and a target of 100 warm
+    // Nothing answered: after the timeout the whole need is asked again, MAX_WORK_REQUEST at a time.
+    expect(show(await c.next())).toEqual({ type: "OpenWork", count: MAX_WORK_REQUEST });
+    // A frame from the client makes the server top up: 64, 64, then the 8 left of 200.
+    for (const [seq, count] of [[1, 64], [2, 64], [3, 2 * USERS - 3 * 64]] as const) {
+      c.sock.write(encode({ type: FrameType.Ping, seq }));
+      expect(show(await c.next())).toEqual({ type: "OpenWork", count });
+      expect(show(await c.next())).toEqual({ type: "Pong", seq });
+    }
+    c.sock.write(encode({ type: FrameType.Ping, seq: 4 }));
+    expect(show(await c.next())).toEqual({ type: "Pong", seq: 4 });
   });
 
   test("a request the client ignores while a user waits is asked again after the work request timeout, in full", async () => {

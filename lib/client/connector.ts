@@ -383,6 +383,11 @@ export class Connector extends EventEmitter<ConnectorEvents> {
     return this.#work.traffic(app);
   }
 
+  /** Idle work connections held for the server, those being dialed included: as many as the server asks for. */
+  get idleWork(): number {
+    return this.#work.idle;
+  }
+
   /** The server this client talks to, as "host:port". */
   get server(): string {
     return this.#serverName();

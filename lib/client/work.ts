@@ -136,6 +136,11 @@ export class WorkConnections implements StreamOwner {
     this.#localDials = new Deadlines<Endpoint>(limits.localConnectTimeoutMs ?? LOCAL_CONNECT_TIMEOUT_MS, (local) => local.destroy());
   }
 
+  /** Idle work connections, those being dialed included (the server decides how many: pool-demand.ts). */
+  get idle(): number {
+    return this.#idleWork.size;
+  }
+
   /** A session began (LoginOk): work connections prove `sessionId`, numbered from 0. */
   start(sessionId: Uint8Array): void {
     this.#sessionId = sessionId;

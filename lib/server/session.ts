@@ -114,6 +114,11 @@ export class Session implements AppHost, PoolHost {
     return this.#pool.pooled;
   }
 
+  /** Idle work connections the pool keeps now: QUIET_POOL when quiet, up to poolSize when busy (pool-demand.ts). */
+  get poolTarget(): number {
+    return this.#pool.target;
+  }
+
   /**
    * Serves the control connection of a login just accepted: binds the apps, answers LoginOk,
    * then reads the client's frames. Frames that arrive while the apps are being bound wait
@@ -249,7 +254,7 @@ export class Session implements AppHost, PoolHost {
     this.#pool.addWork(ep, reader, seq);
   }
 
-  /** Closes idle work connections beyond poolSize that have not been used for IDLE_WORK_TIMEOUT_MS. */
+  /** Closes idle work connections beyond the pool's target unused for IDLE_WORK_TIMEOUT_MS, and any over the shared budget. */
   trimIdle(now = performance.now()): void {
     this.#pool.trimIdle(now);
   }

@@ -13,6 +13,7 @@ import { holdUntilNextPoll } from "../net/hold.ts";
 import { Stream, type StreamOwner } from "../net/stream.ts";
 import { sockets } from "../net/sockets.ts";
 import type { PublicApp } from "./apps/app.ts";
+import { idleWork, idleWorkRoom, PoolDemand } from "./pool-demand.ts";
 import type { ServerSettings } from "./settings.ts";
 
 /** A work-connection request the client has not answered within this time is assumed lost and asked again. */
@@ -20,16 +21,17 @@ export const WORK_REQUEST_TIMEOUT_MS = 5_000;
 /** Most work connections asked for in one OpenWork frame. */
 export const MAX_WORK_REQUEST = 64;
 /**
- * Work connections back from finished streams that the idle pool keeps beyond poolSize:
+ * Work connections back from finished streams that the idle pool keeps beyond its target (pool-demand.ts), up to poolSize + this:
  * under steady load they serve the next users (closing them would mean dialing again).
  * A stream holds its connection until the client's WorkFree, so 50 users at a time kept
  * about 160 connections busy or idle: with 64 here, bursts of returns overflowed the pool
  * while other users waited for new dials (about 700 closed and 700 dialed a second).
  * Each idle connection costs about 4 KiB on either side; the sweep trims them after 30 s.
- * None are kept beyond poolSize while the server's sockets are over half its file limit.
+ * None are kept beyond the target while the server's sockets are over half its file limit,
+ * nor any beyond the idle-work budget shared by all groups (IDLE_WORK_SHARE).
  */
 export const EXTRA_IDLE_WORK = 256;
-/** An idle work connection beyond poolSize unused this long is closed: the load that needed it has gone. */
+/** An idle work connection beyond the pool's target unused this long is closed: the load that needed it has gone. */
 export const IDLE_WORK_TIMEOUT_MS = 30_000;
 
 interface WaitingUser {
@@ -94,8 +96,10 @@ export class WorkPool implements StreamOwner {
   #waiting: WaitingUser[] = [];
   /** Apps that keep a work connection (UDP) and have none, in the order they asked. */
   #udpWaiting: PublicApp[] = [];
+  /** Work connections asked for and not yet arrived (counted in the shared idleWork too: use #setRequested). */
   #requested = 0;
   #requestedAt = 0;
+  readonly #demand = new PoolDemand();
   #ended = false;
   #started = false;
   #retryTimer: Timer | null = null;
@@ -123,6 +127,30 @@ export class WorkPool implements StreamOwner {
     return this.#pool.length;
   }
 
+  /** Idle work connections this session keeps now (QUIET_POOL when quiet, up to poolSize when busy). */
+  get target(): number {
+    return this.#demand.target(this.host.settings.poolSize, performance.now());
+  }
+
+  /** Takes the most recently pooled idle connection (the oldest stay at the start, where trimIdle finds them). */
+  #take(): Work | undefined {
+    const w = this.#pool.pop();
+    if (w) idleWork.pooled--;
+    return w;
+  }
+
+  /** Removes `count` idle connections from the start of the pool (the longest idle). */
+  #takeOldest(count: number): Work[] {
+    const taken = this.#pool.splice(0, count);
+    idleWork.pooled -= taken.length;
+    return taken;
+  }
+
+  #setRequested(n: number): void {
+    idleWork.requested += n - this.#requested;
+    this.#requested = n;
+  }
+
   /** Starts serving after login: fills the pool. */
   start(): void {
     this.#started = true;
@@ -137,7 +165,7 @@ export class WorkPool implements StreamOwner {
   /** An app that keeps a work connection for good (UDP) needs one: the next one goes to it. */
   wantWork(app: PublicApp): void {
     if (this.#ended || this.#udpWaiting.includes(app)) return;
-    const work = this.#pool.pop();
+    const work = this.#take();
     if (work) {
       this.#bindApp(work, app);
       return this.#refill();
@@ -163,7 +191,8 @@ export class WorkPool implements StreamOwner {
   /** A user of a TCP app, past its checks: a pooled work connection at once, or a place in the queue. */
   acceptUser(user: Endpoint, app: string): void {
     if (this.#ended || !this.host.app(app)) return user.reset();
-    const work = this.#pool.pop();
+    this.#demand.started(performance.now());
+    const work = this.#take();
     if (work) {
       this.#startStream(work, user, app);
       this.#refill();
@@ -293,7 +322,7 @@ export class WorkPool implements StreamOwner {
 
   /** Takes an authenticated work connection into the pool, or straight to a waiting user. */
   addWork(ep: Endpoint, reader: FrameReader, seq: number): void {
-    if (this.#requested > 0) this.#requested--;
+    if (this.#requested > 0) this.#setRequested(this.#requested - 1);
     if (this.#ended) return ep.destroy();
     this.counts.workOpened++;
     const w: Work = { ep, seq, reader, greeted: false, stream: null, idleSince: 0 };
@@ -313,13 +342,15 @@ export class WorkPool implements StreamOwner {
       this.#waitDeadlines.delete(waiting);
       return this.#startStream(w, waiting.user, waiting.app);
     }
-    // Beyond poolSize, a connection is kept only while the server has descriptors to spare: one group's
-    // spike must not hold the sockets that other groups' users need.
-    const extra = sockets.open > sockets.max / 2 ? 0 : EXTRA_IDLE_WORK;
-    if (this.#pool.length >= this.host.settings.poolSize + extra) return w.ep.destroy();
+    // Beyond the target, a connection is kept only while the server has descriptors to spare: one group's
+    // spike must not hold the sockets that other groups' users need. None at all beyond the shared budget.
+    const now = performance.now();
+    const limit = sockets.open > sockets.max / 2 ? this.#demand.target(this.host.settings.poolSize, now) : this.host.settings.poolSize + EXTRA_IDLE_WORK;
+    if (this.#pool.length >= limit || idleWorkRoom() < 1) return w.ep.destroy();
     // Taken from the end: the oldest stay at the start, where trimIdle finds them.
-    w.idleSince = performance.now();
+    w.idleSince = now;
     this.#pool.push(w);
+    idleWork.pooled++;
     w.ep.onData = this.#idleData;
   }
 
@@ -328,6 +359,7 @@ export class WorkPool implements StreamOwner {
     const i = this.#pool.indexOf(w);
     if (i >= 0) {
       this.#pool.splice(i, 1);
+      idleWork.pooled--;
       return this.#refill();
     }
     const s = w.stream;
@@ -341,16 +373,17 @@ export class WorkPool implements StreamOwner {
     log.warn("stream reset: its work connection closed before the stream ended", { group: this.host.groupName, app: s.app, how: aborted ? "reset" : "closed" });
   }
 
-  /** Asks the client for enough work connections to fill the pool and serve every waiting user. */
+  /** Asks the client for enough work connections to fill the pool to its target and serve every waiting user. */
   #refill(): void {
     // Not before LoginOk: the client can open work connections only once it knows the session id.
     if (this.#ended || !this.#started) return;
     const now = performance.now(); // monotonic: a wall-clock step back must not stall lost requests
-    if (this.#requested > 0 && now - this.#requestedAt > this.host.settings.workRequestTimeoutMs) this.#requested = 0;
+    if (this.#requested > 0 && now - this.#requestedAt > this.host.settings.workRequestTimeoutMs) this.#setRequested(0);
+    const target = this.#demand.target(this.host.settings.poolSize, now);
     // Refill in batches once the pool is half spent (sooner when someone waits): the client's dials
     // and our hellos then stay off the path of most new streams.
     const waiting = this.#waiting.length + this.#udpWaiting.length;
-    if (waiting === 0 && this.#pool.length + this.#requested > this.host.settings.poolSize / 2) return;
+    if (waiting === 0 && this.#pool.length + this.#requested > target / 2) return;
     // While someone waits, look again after the request timeout even if no frame arrives meanwhile.
     if (waiting > 0 && !this.#retryTimer) {
       this.#retryTimer = setTimeout(() => {
@@ -358,19 +391,26 @@ export class WorkPool implements StreamOwner {
         this.#refill();
       }, this.host.settings.workRequestTimeoutMs + 1);
     }
-    const want = this.host.settings.poolSize + waiting - this.#pool.length - this.#requested;
-    const count = Math.min(want, MAX_WORK_REQUEST);
+    const want = target + waiting - this.#pool.length - this.#requested;
+    // Waiting users are served whatever the budget; idle connections beyond them only within it.
+    const forUsers = Math.max(0, waiting - this.#requested);
+    const count = Math.min(want, MAX_WORK_REQUEST, forUsers + Math.max(0, idleWorkRoom()));
     if (count <= 0) return;
-    this.#requested += count;
+    this.#setRequested(this.#requested + count);
     this.#requestedAt = now;
     this.host.control.send(encode({ type: FrameType.OpenWork, count }));
   }
 
-  /** Closes idle work connections beyond poolSize that have not been used for IDLE_WORK_TIMEOUT_MS. */
+  /**
+   * Closes idle work connections beyond the target that have not been used for IDLE_WORK_TIMEOUT_MS,
+   * and, while the process is over its idle-work budget (users took the descriptors), the longest idle.
+   */
   trimIdle(now = performance.now()): void {
+    const target = this.#demand.target(this.host.settings.poolSize, now);
     let n = 0;
-    while (this.#pool.length - n > this.host.settings.poolSize && now - this.#pool[n]!.idleSince > IDLE_WORK_TIMEOUT_MS) n++;
-    for (const w of this.#pool.splice(0, n)) w.ep.destroy();
+    while (this.#pool.length - n > target && now - this.#pool[n]!.idleSince > IDLE_WORK_TIMEOUT_MS) n++;
+    n = Math.max(n, Math.min(this.#pool.length, -idleWorkRoom()));
+    for (const w of this.#takeOldest(n)) w.ep.destroy();
   }
 
   /** The session ended: no more work connections; idle ones close; streams go on, but ends not yet told can no longer be. */
@@ -378,8 +418,9 @@ export class WorkPool implements StreamOwner {
     if (this.#ended) return;
     this.#ended = true;
     if (this.#retryTimer) clearTimeout(this.#retryTimer);
+    this.#setRequested(0);
     for (const w of [...this.#waiting]) this.#dropWaiting(w, "session ended");
-    for (const w of this.#pool.splice(0)) w.ep.destroy();
+    for (const w of this.#takeOldest(this.#pool.length)) w.ep.destroy();
     // Streams go on carrying bytes (an interactive session outlives a lost control connection), but an end not
     // told by now can never be: such a direction ends with a reset (README: "How a stream ends").
     for (const w of [...this.#works.values()]) {

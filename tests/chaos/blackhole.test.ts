@@ -5,9 +5,11 @@
  */
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { deadPort } from "../helpers.ts";
+import { QUIET_POOL } from "../../lib/server/pool-demand.ts";
 import { tempDir, type Proc } from "../procs.ts";
 import { FaultProxy } from "./faultproxy.ts";
 import {
+  ADMIN,
   appPorts,
   clientToml,
   connect,
@@ -34,7 +36,7 @@ const HB_INTERVAL = 0.25;
 /** The server sweeps every heartbeatTimeout / 4 (at most 1 s). */
 const SERVER_SWEEP_MS = (HB_TIMEOUT * 1000) / 4;
 
-/** Idle work connections the server keeps. */
+/** Most idle work connections the server keeps for the busy group (poolSize); a quiet one keeps QUIET_POOL. */
 const POOL = 4;
 
 const procs: Proc[] = [];
@@ -84,8 +86,24 @@ async function oneLiveSession(): Promise<void> {
     5000,
     "one session, from the live control connection",
   );
-  // Old control and work connections are gone: the server holds one control connection and a full pool, nothing more.
-  await until(() => tcpConns(ctrl) === 1 + POOL, 5000, `1 control + ${POOL} work connections on the control port (now ${tcpConns(ctrl)})`);
+  // Old control and work connections are gone: the server holds one control connection and its idle pool
+  // (QUIET_POOL for a new session, more for one that just served), nothing more.
+  let idle = -1;
+  await until(
+    async () => {
+      idle = await idleWork();
+      return idle >= QUIET_POOL && idle <= POOL + 1 && tcpConns(ctrl) === 1 + idle;
+    },
+    5000,
+    `1 control + the idle work connections on the control port (now ${tcpConns(ctrl)}, ${idle} idle)`,
+  );
+}
+
+/** The server's idle work connections of group "home", from its /metrics. */
+async function idleWork(): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${server.apiPort}/metrics`, { headers: { authorization: `Bearer ${ADMIN}` } })).text();
+  const m = /^warren_work_pool_idle\{group="home"\} (\d+)$/m.exec(text);
+  return m ? Number(m[1]) : -1;
 }
 
 describe("scenario 1: black-hole and other network faults between client and server", () => {
