@@ -1,0 +1,116 @@
+/**
+ * How many online groups one server holds (issue 21, part 5): G groups of one TCP app
+ * each log in from one process (bench/control-driver.ts, real Connectors), against the
+ * server of each checkout given, under the file limit given (this machine's 20,000 by
+ * default). Measures the time until every group is online, the server's open descriptors
+ * (/proc/PID/fd) once its pools have settled, the driver's, and what the server refused.
+ *
+ *   git worktree add -f /tmp/pool-before <commit>; ln -s $PWD/node_modules /tmp/pool-before/node_modules
+ *   flock /tmp/warren-bench.lock bun bench/pool-scale.ts --groups 1000,5000 --rounds 3 /tmp/pool-before .
+ *
+ * Prints one line per run, then medians per checkout and group count.
+ */
+import { readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { parseArgs } from "node:util";
+import { BUN, freePort, removeTempDirs, spawnChild, stopAll, stopChild, tempDir, waitPort } from "./common.ts";
+
+const { values: flags, positionals } = parseArgs({
+  args: Bun.argv.slice(2),
+  options: { groups: { type: "string" }, rounds: { type: "string" }, nofile: { type: "string" }, "deadline-ms": { type: "string" } },
+  allowPositionals: true,
+  strict: true,
+});
+if (!positionals.length) {
+  console.error("usage: bun bench/pool-scale.ts [--groups 1000,5000] [--rounds N] [--nofile 20000] [--deadline-ms 60000] CHECKOUT...");
+  process.exit(2);
+}
+const GROUPS = (flags.groups ?? "1000,5000").split(",").map(Number);
+const ROUNDS = Math.min(10, Number(flags.rounds ?? 3));
+const NOFILE = Number(flags.nofile ?? 20_000);
+/** Longest wait for every group to log in; a run that does not make it is reported as partial. */
+const DEADLINE_MS = Math.min(120_000, Number(flags["deadline-ms"] ?? 60_000));
+/** The server's descriptor count is taken once it has not changed for this long (pools filled), or at SETTLE_MAX_MS. */
+const SETTLE_STABLE_MS = 1500;
+const SETTLE_MAX_MS = 15_000;
+
+const fds = (pid: number): number => {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return -1;
+  }
+};
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+interface Run {
+  checkout: string;
+  groups: number;
+  online: number;
+  allOnlineMs: number | null;
+  serverFds: number;
+  driverFds: number;
+  refusedLogs: number;
+}
+
+async function once(root: string, groups: number): Promise<Run> {
+  const dir = tempDir("warren-pool-scale-");
+  const [controlPort, apiPort, echoPort] = [await freePort(), await freePort(), await freePort()];
+  const tokenPrefix = "pool-scale-token-";
+  const lines = [`bindAddr = "127.0.0.1"`, `controlPort = ${controlPort}`, `apiHost = "127.0.0.1"`, `apiPort = ${apiPort}`, `adminToken = "pool-scale-admin-token-0123"`, `dataDir = "${join(dir, "data")}"`, `allowPorts = "20000-29999"`, `logLevel = "warn"`];
+  for (let i = 0; i < groups; i++) lines.push(``, `[[groups]]`, `name = "g${String(i).padStart(5, "0")}"`, `token = "${tokenPrefix}${i}"`, `[[groups.apps]]`, `name = "app0"`);
+  writeFileSync(join(dir, "server.toml"), lines.join("\n") + "\n");
+  // exec keeps one process: its pid is the server's, for /proc/PID/fd.
+  const server = spawnChild("server", ["bash", "-c", `ulimit -n ${NOFILE} && exec "$0" "$@"`, BUN, join(root, "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log") });
+  const echo = Bun.listen({ hostname: "127.0.0.1", port: echoPort, socket: { data(s, d) { s.write(d); } } });
+  let driver: ReturnType<typeof spawnChild> | null = null;
+  try {
+    await waitPort(apiPort, 120_000, "warren server");
+    const pid = server.pid; // setsid and both shells exec: the same process
+    const driverLog = join(dir, "driver.log");
+    driver = spawnChild("driver", [BUN, join(root, "bench", "control-driver.ts"), JSON.stringify({ port: controlPort, groups, apps: 1, tokenPrefix, localPort: echoPort, deadlineMs: DEADLINE_MS })], { logFile: driverLog });
+    let line: RegExpExecArray | null = null;
+    for (const end = performance.now() + DEADLINE_MS + 30_000; !line && performance.now() < end; ) {
+      await Bun.sleep(100);
+      line = /ONLINE (\{.*\})/.exec(readFileSync(driverLog, "utf8"));
+    }
+    if (!line) throw new Error(`the driver printed no ONLINE line:\n${readFileSync(driverLog, "utf8").slice(-2000)}`);
+    const res = JSON.parse(line[1]!) as { online: number; ms: number; partial: boolean };
+    // Pools fill after LoginOk: wait until the server's descriptors stop changing.
+    let last = fds(pid);
+    let stableSince = performance.now();
+    for (const end = performance.now() + SETTLE_MAX_MS; performance.now() < end && performance.now() - stableSince < SETTLE_STABLE_MS; ) {
+      await Bun.sleep(250);
+      const now = fds(pid);
+      if (now !== last) [last, stableSince] = [now, performance.now()];
+    }
+    const log = readFileSync(join(dir, "server.log"), "utf8");
+    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), refusedLogs: (log.match(/refusing new connections|too many unfinished handshakes/g) ?? []).length };
+  } finally {
+    if (driver) await stopChild(driver, 3000);
+    await stopChild(server);
+    echo.stop(true);
+  }
+}
+
+const runs: Run[] = [];
+try {
+  for (let round = 0; round < ROUNDS; round++)
+    for (const g of GROUPS)
+      for (const p of round % 2 ? [...positionals].reverse() : positionals) {
+        const r = await once(resolve(p), g);
+        runs.push(r);
+        console.log(`RUN ${JSON.stringify(r)}`);
+      }
+} finally {
+  await stopAll();
+  removeTempDirs();
+}
+for (const g of GROUPS)
+  for (const p of positionals) {
+    const rs = runs.filter((r) => r.groups === g && r.checkout === resolve(p));
+    const times = rs.map((r) => r.allOnlineMs);
+    console.log(
+      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, refusal logs ${rs.map((r) => r.refusedLogs).join("/")}`,
+    );
+  }
