@@ -23,7 +23,7 @@
  * connection proves nothing (a killed peer's kernel sends one): a direction
  * that ends without its StreamEnd count is reset, and so is a reset stream.
  */
-import ipaddr from "ipaddr.js";
+import { formatIp, parseIp } from "./lib/addr.ts";
 
 /** Group and app names on the wire and everywhere else: 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit. */
 export const NAME_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -800,9 +800,8 @@ export interface ProxyEnd {
  * zeros ("010" is octal to some parsers, decimal to others) and zone ids are refused.
  */
 function proxyAddress(ip: string): { v6: boolean; bytes: number[]; text: string } | null {
-  if (!ipaddr.IPv4.isValidFourPartDecimal(ip) && (ip.includes("%") || !ipaddr.IPv6.isValid(ip))) return null;
-  const a = ipaddr.process(ip); // an IPv4 user on a dual-stack listener comes as ::ffff:a.b.c.d
-  return { v6: a.kind() === "ipv6", bytes: a.toByteArray(), text: a.toString() };
+  const a = parseIp(ip); // an IPv4 user on a dual-stack listener comes as ::ffff:a.b.c.d, given back as IPv4
+  return a && { v6: a.length === 16, bytes: [...a], text: formatIp(a) };
 }
 
 /**

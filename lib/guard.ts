@@ -1,6 +1,5 @@
 /** Access control: login lockout per source address, and per-app IP allow and deny lists. */
-import ipaddr from "ipaddr.js";
-import { parseCidr } from "./addr.ts";
+import { cidrContains, formatIp, parseCidr, parseIp, type Cidr } from "./addr.ts";
 import { LOGIN_BLOCK_S, LOGIN_FAILURE_LIMIT, LOGIN_FAILURE_WINDOW_S } from "./config/defaults.ts";
 import { log } from "./log.ts";
 
@@ -13,15 +12,11 @@ export const IPV6_SOURCE_PREFIX = 64;
 
 /** The key one source's failures count under: an IPv4 address (mapped IPv6 ones included), or an IPv6 /64. */
 export function sourceKey(address: string): string {
-  let a: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    a = ipaddr.process(address);
-  } catch {
-    return address; // not an address (cannot happen for a socket's peer): counted as it is
-  }
-  if (a.kind() === "ipv4") return a.toString();
-  const parts = (a as ipaddr.IPv6).parts.slice(0, IPV6_SOURCE_PREFIX / 16);
-  return `${parts.map((p) => p.toString(16)).join(":")}::/${IPV6_SOURCE_PREFIX}`;
+  const a = parseIp(address); // maps ::ffff:1.2.3.4 to 1.2.3.4
+  if (!a) return address; // not an address (cannot happen for a socket's peer): counted as it is
+  if (a.length === 4) return formatIp(a);
+  const words = Array.from({ length: IPV6_SOURCE_PREFIX / 16 }, (_, i) => ((a[2 * i]! << 8) | a[2 * i + 1]!).toString(16));
+  return `${words.join(":")}::/${IPV6_SOURCE_PREFIX}`;
 }
 
 /** Times are performance.now() (monotonic): a wall-clock step neither lifts a block nor stretches one. */
@@ -81,8 +76,8 @@ export class LoginGuard {
 
 /** An app's allow and deny lists: deny wins; an empty allow list allows everyone not denied. */
 export class AccessList {
-  readonly #allow: [ipaddr.IPv4 | ipaddr.IPv6, number][];
-  readonly #deny: [ipaddr.IPv4 | ipaddr.IPv6, number][];
+  readonly #allow: Cidr[];
+  readonly #deny: Cidr[];
 
   constructor(allow: readonly string[] = [], deny: readonly string[] = []) {
     this.#allow = allow.map((s) => parseCidr(s)!).filter(Boolean);
@@ -97,13 +92,9 @@ export class AccessList {
   /** Whether a user from `address` may connect. */
   allows(address: string): boolean {
     if (this.empty) return true;
-    let a: ipaddr.IPv4 | ipaddr.IPv6;
-    try {
-      a = ipaddr.process(address); // maps ::ffff:1.2.3.4 to 1.2.3.4
-    } catch {
-      return false;
-    }
-    const hit = (list: [ipaddr.IPv4 | ipaddr.IPv6, number][]) => list.some(([net, bits]) => net.kind() === a.kind() && a.match(net, bits));
+    const a = parseIp(address); // maps ::ffff:1.2.3.4 to 1.2.3.4
+    if (!a) return false;
+    const hit = (list: Cidr[]) => list.some((net) => cidrContains(net, a));
     if (hit(this.#deny)) return false;
     return this.#allow.length === 0 || hit(this.#allow);
   }
