@@ -42,6 +42,8 @@
  *
  * Flags: --rounds N (4), --seconds S (5), --connections N (16), --warmup S (2,
  * unmeasured, per app or checkout and scenario), --only post64k,post1k,get,
+ * --inspect-requests N and --inspect-body-bytes N (the server's inspectRequests and
+ * inspectBodyBytes; defaults when absent),
  * --checkout DIR (inspect mode), --ab DIR,DIR[,...], --out FILE (JSON of
  * every run; none by default). Prints Markdown tables. Loopback only; every
  * run is bounded by wrk's duration and a timeout, the whole by a watchdog.
@@ -64,6 +66,8 @@ const { values: flags } = parseArgs({
     checkout: { type: "string" },
     ab: { type: "string" },
     out: { type: "string" },
+    "inspect-requests": { type: "string" },
+    "inspect-body-bytes": { type: "string" },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
@@ -208,6 +212,9 @@ async function startWarren(label: string, root: string, origin: number, apps: re
     `logLevel = "info"`,
     `vhostHTTPPort = ${vhostPort}`,
     `subdomainHost = "${DOMAIN}"`,
+    // The server's defaults unless asked otherwise (to see what the ring's size and the body limit cost).
+    ...(flags["inspect-requests"] ? [`inspectRequests = ${Number(flags["inspect-requests"])}`] : []),
+    ...(flags["inspect-body-bytes"] ? [`inspectBodyBytes = ${Number(flags["inspect-body-bytes"])}`] : []),
     ``,
     `[[groups]]`,
     `name = "bench"`,

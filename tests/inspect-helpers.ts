@@ -6,6 +6,7 @@
  */
 import net from "node:net";
 import { within } from "./dashboard-helpers.ts";
+import { CAPTURE_BLOCK_BYTES } from "../lib/server/http/capture-body.ts";
 
 // ---- a raw HTTP/1.1 user ----
 
@@ -339,10 +340,10 @@ export async function inspectBytes(apiPort: number, adminToken: string): Promise
 /** The bytes inspect.ts accounts for one capture (its detail): heads (name + value + 4 each), url, method, and the kept bodies. */
 export function accountedBytes(d: any): number {
   const heads = (h: [string, string][]) => h.reduce((n, [k, v]) => n + k.length + v.length + 4, 0);
-  // The memory a body holds: at least its kept bytes, more when they are a view of a larger chunk (TAP_VIEW_SLACK).
+  // The memory a body holds: whole blocks of the capture store (CAPTURE_BLOCK_BYTES), none for an empty body.
   const kept = (b: { base64: string; memoryBytes: number }) => {
     const n = Buffer.from(b.base64, "base64").length;
-    if (!(b.memoryBytes >= n && b.memoryBytes <= Math.max(n * 2, n))) throw new Error(`memoryBytes ${b.memoryBytes} for ${n} kept bytes`);
+    if (b.memoryBytes !== Math.ceil(n / CAPTURE_BLOCK_BYTES) * CAPTURE_BLOCK_BYTES) throw new Error(`memoryBytes ${b.memoryBytes} for ${n} kept bytes`);
     return b.memoryBytes;
   };
   return heads(d.request.headers) + heads(d.response.headers) + d.url.length + d.method.length + kept(d.request.body) + kept(d.response.body);

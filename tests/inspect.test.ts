@@ -819,23 +819,32 @@ describe("allowInspect = false on the server", () => {
   });
 });
 
-describe("BodyTap: what a capture holds", () => {
-  test("a part that fills most of its read is kept as a view (no copy); a small part of a large read is copied, so it never pins the read; memory counted is what is held", async () => {
-    const { BodyTap, TAP_VIEW_SLACK } = await import("../lib/server/http/inspect.ts");
+describe("BodyTap and BlockPool: where captured bodies are kept", () => {
+  test("bodies are copied into pooled blocks up to the limit, read back byte-exact, counted in whole blocks, and given back on release for the next capture", async () => {
+    const { BlockPool, BodyTap, CAPTURE_BLOCK_BYTES: B } = await import("../lib/server/http/capture-body.ts");
+    const pool = new BlockPool(8);
     let counted = 0;
-    const tap = new BodyTap(1000, (n) => (counted += n));
-    // 600 bytes of a 700-byte read: a view; it holds the whole read.
-    const read1 = randomData(700);
-    tap.add(read1.subarray(100));
-    expect({ kept: tap.kept, held: tap.held, counted }).toEqual({ kept: 600, held: 700, counted: 700 });
-    // The rest of the limit (400) from a 100 KiB read: copied, so it holds 400, not 100 KiB.
-    const read2 = randomData(100 << 10);
-    tap.add(read2);
-    expect({ kept: tap.kept, held: tap.held, counted, size: tap.size, truncated: tap.truncated }).toEqual({ kept: 1000, held: 1100, counted: 1100, size: 700 - 100 + (100 << 10), truncated: true });
-    expect(tap.held).toBeLessThanOrEqual(TAP_VIEW_SLACK * tap.kept);
-    // The kept bytes are the payload's first 1000, joined once; joining releases the views (held = kept).
-    const bytes = tap.bytes();
-    expect(sha256(bytes)).toBe(sha256(Buffer.concat([read1.subarray(100), read2.subarray(0, 400)])));
-    expect({ held: tap.held, counted }).toEqual({ held: 1000, counted: 1000 });
+    const limit = 3 * B + 100;
+    const tap = new BodyTap(limit, pool, (n) => (counted += n));
+    const reads = [randomData(700, 1), randomData(B, 2), randomData(5 * B, 3)];
+    for (const r of reads) tap.add(r);
+    const sent = Buffer.concat(reads);
+    expect({ size: tap.size, kept: tap.kept, truncated: tap.truncated, held: tap.held, counted }).toEqual({ size: sent.length, kept: limit, truncated: true, held: 4 * B, counted: 4 * B });
+    expect(sha256(tap.bytes())).toBe(sha256(sent.subarray(0, limit)));
+    // Readers get a copy of their own: what the relay sent later cannot change it.
+    const copy = tap.bytes();
+    reads[0]!.fill(0);
+    expect(sha256(copy)).toBe(sha256(tap.bytes()));
+    // Released: the blocks go back (the pool kept the slab's rest too, up to its limit of 8), nothing more is kept, bytes still count.
+    tap.release();
+    expect(pool.free).toBe(8);
+    tap.add(randomData(10));
+    expect({ kept: tap.kept, held: tap.held, bytes: tap.bytes().length, size: tap.size }).toEqual({ kept: 0, held: 0, bytes: 0, size: sent.length + 10 });
+    // The next capture reuses them and reads only its own bytes (a block's old contents never show).
+    const next = new BodyTap(limit, pool, () => {});
+    const body = randomData(B + 5, 4);
+    next.add(body);
+    expect(sha256(next.bytes())).toBe(sha256(body));
+    expect(pool.free).toBe(6);
   });
 });

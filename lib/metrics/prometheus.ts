@@ -52,7 +52,7 @@ export async function exposition(src: MetricsSource): Promise<string> {
   family("warren_http_requests_total", "counter", "HTTP requests routed to an app.", apps.map(({ l, c }) => [l, c.requests]));
   family("warren_work_pool_idle", "gauge", "Idle work connections of an online group.", [...src.pools()].map(([g, n]) => [`group="${label(g)}"`, n]));
   family("warren_logins_total", "counter", "Client logins on the control port, by result.", Object.entries(src.logins).map(([r, n]) => [`result="${label(r)}"`, n]));
-  family("warren_inspect_bytes", "gauge", "Memory the request inspector holds (captured heads and bodies; a body kept without copying counts its whole read).", [["", src.inspectBytes]]);
+  family("warren_inspect_bytes", "gauge", "Memory the request inspector holds (captured heads, and bodies in whole 4 KiB blocks).", [["", src.inspectBytes]]);
   family("warren_sockets_open", "gauge", "TCP sockets this process holds (users, apps, control and work connections).", [["", src.socketsOpen]]);
   family("warren_process_resident_memory_bytes", "gauge", "Resident memory of the server process.", [["", process.memoryUsage.rss()]]);
   family("warren_process_event_loop_lag_seconds", "gauge", "The worst lag of the server's event loop since the previous scrape (a 500 ms timer's lateness).", [["", src.loopLagSeconds]]);

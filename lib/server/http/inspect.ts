@@ -11,6 +11,7 @@ import type { RequestHead, ResponseHead } from "../../http/head.ts";
 import type { AppRecord, GroupRecord } from "../../registry/types.ts";
 import { INSPECT_BODY_BYTES, INSPECT_REQUESTS } from "../../config/defaults.ts";
 import { WsFrames } from "../../http/websocket.ts";
+import { BlockPool, BodyTap } from "./capture-body.ts";
 import type { HttpTarget } from "./router.ts";
 
 /** What a masked value reads as. */
@@ -32,78 +33,6 @@ export interface InspectLimits {
 }
 
 export const DEFAULT_INSPECT_LIMITS: InspectLimits = { allow: true, requests: INSPECT_REQUESTS, bodyBytes: INSPECT_BODY_BYTES };
-
-/**
- * A kept part is a view of the relay's own chunk, not a copy, when that chunk's memory is at most this many
- * times the part: copying 128 KiB per exchange cost about 80 µs, most of the inspector's price at 64 KiB
- * bodies. This is safe because nothing on the relay writes into a chunk once it is read (Bun hands every
- * read over in fresh memory, and UserInput never writes over bytes it has handed on); the bound keeps a small
- * part from pinning a large read (up to 512 KiB) in the ring, and what is counted is the memory held.
- */
-export const TAP_VIEW_SLACK = 2;
-
-/** The first `limit` bytes of a body's payload as it passes (chunk framing left out, so a replay can send it with a length), and its whole size. */
-export class BodyTap {
-  #chunks: Uint8Array[] = [];
-  #kept = 0;
-  #held = 0;
-  size = 0;
-
-  constructor(
-    private readonly limit: number,
-    private readonly grow: (n: number) => void,
-  ) {}
-
-  get truncated(): boolean {
-    return this.size > this.#kept;
-  }
-
-  /** Counts `chunk` and keeps what fits: a view when that holds little beyond it, else a copy. */
-  add(chunk: Uint8Array): void {
-    this.size += chunk.length;
-    const room = this.limit - this.#kept;
-    if (room <= 0 || chunk.length === 0) return;
-    const n = Math.min(chunk.length, room);
-    const view = n === chunk.length ? chunk : chunk.subarray(0, n);
-    let part: Uint8Array;
-    let held: number;
-    if (chunk.buffer.byteLength <= TAP_VIEW_SLACK * n) {
-      part = view;
-      held = chunk.buffer.byteLength;
-    } else {
-      // Into memory that is not zeroed first: it is written at once.
-      part = Buffer.allocUnsafe(n);
-      part.set(view);
-      held = n;
-    }
-    this.#chunks.push(part);
-    this.#kept += n;
-    this.#held += held;
-    this.grow(held);
-  }
-
-  /** The kept bytes, joined once (the join holds exactly them). */
-  bytes(): Uint8Array {
-    if (this.#chunks.length !== 1) {
-      const out = new Uint8Array(this.#kept);
-      let off = 0;
-      for (const c of this.#chunks) (out.set(c, off), (off += c.length));
-      this.#chunks = [out];
-      this.grow(this.#kept - this.#held);
-      this.#held = this.#kept;
-    }
-    return this.#chunks[0] ?? new Uint8Array(0);
-  }
-
-  get kept(): number {
-    return this.#kept;
-  }
-
-  /** Memory held for the kept bytes (a view counts its whole chunk); what the metrics and the ring's release count. */
-  get held(): number {
-    return this.#held;
-  }
-}
 
 export type CaptureState = "open" | "complete" | "failed" | "upgraded";
 
@@ -148,8 +77,8 @@ export class Capture {
     const grow = (n: number) => {
       if (!this.dropped) owner.grew(n);
     };
-    this.request = new BodyTap(owner.limits.bodyBytes, grow);
-    this.response = new BodyTap(owner.limits.bodyBytes, grow);
+    this.request = new BodyTap(owner.limits.bodyBytes, owner.pool, grow);
+    this.response = new BodyTap(owner.limits.bodyBytes, owner.pool, grow);
   }
 
   /** Bytes of the request body as they go to the app. */
@@ -228,7 +157,7 @@ export class Capture {
 
   /** Everything kept, bodies in base64. */
   detail() {
-    // memoryBytes: what the body holds in the ring, counted in warren_inspect_bytes (a kept view counts its whole chunk).
+    // memoryBytes: what the body holds in the ring (whole blocks), counted in warren_inspect_bytes.
     const body = (t: BodyTap) => {
       const base64 = Buffer.from(t.bytes()).toString("base64");
       return { size: t.size, truncated: t.truncated, memoryBytes: t.held, base64 };
@@ -263,6 +192,8 @@ export class Inspector {
     readonly app: string,
     readonly limits: InspectLimits,
     private readonly total: { bytes: number },
+    /** Where bodies are kept (shared by every inspector of the server). */
+    readonly pool: BlockPool,
     /** The app's record, kept current by Inspections.prune: its inspectSecrets and httpPassword decide the masking. */
     public record: { readonly inspectSecrets?: boolean; readonly httpPassword?: string } | undefined,
   ) {
@@ -375,6 +306,9 @@ export class Inspector {
   #drop(c: Capture): void {
     c.dropped = true;
     const n = c.request.held + c.response.held + headBytes(c.requestHeaders) + headBytes(c.responseHeaders) + c.url.length + c.method.length;
+    // Blocks go back to the pool now, even while the exchange still streams (it counts from now on, keeps nothing).
+    c.request.release();
+    c.response.release();
     this.#bytes -= n;
     this.total.bytes -= n;
   }
@@ -384,6 +318,7 @@ export class Inspector {
 export class Inspections {
   /** Bytes kept by every inspector (warren_inspect_bytes). */
   readonly total = { bytes: 0 };
+  readonly pool = new BlockPool();
   readonly #by = new Map<string, Inspector>();
   /** "group/app" -> the app's record, as of the last prune (masking reads it). */
   #records = new Map<string, AppRecord>();
@@ -405,7 +340,7 @@ export class Inspections {
     const key = `${group}/${app}`;
     let ins = this.#by.get(key);
     if (!ins && create) {
-      ins = new Inspector(group, app, this.limits, this.total, this.#records.get(key));
+      ins = new Inspector(group, app, this.limits, this.total, this.pool, this.#records.get(key));
       this.#by.set(key, ins);
     }
     return ins ?? null;
