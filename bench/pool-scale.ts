@@ -50,7 +50,9 @@ interface Run {
   allOnlineMs: number | null;
   serverFds: number;
   driverFds: number;
-  refusedLogs: number;
+  /** Log lines of the server: sockets refused at its file limit, and logins refused over MAX_PENDING_HANDSHAKES (each refusal of a handshake is one line). */
+  fdLimitLogs: number;
+  handshakeLogs: number;
 }
 
 async function once(root: string, groups: number): Promise<Run> {
@@ -67,6 +69,9 @@ async function once(root: string, groups: number): Promise<Run> {
   try {
     await waitPort(apiPort, 120_000, "warren server");
     const pid = server.pid; // setsid and both shells exec: the same process
+    // Another process on the port just picked would answer for a server that failed to bind.
+    await Bun.sleep(300);
+    if (fds(pid) < 0) throw new Error(`the server exited at start:\n${readFileSync(join(dir, "server.log"), "utf8").slice(-2000)}`);
     const driverLog = join(dir, "driver.log");
     driver = spawnChild("driver", [BUN, join(root, "bench", "control-driver.ts"), JSON.stringify({ port: controlPort, groups, apps: 1, tokenPrefix, localPort: echoPort, deadlineMs: DEADLINE_MS })], { logFile: driverLog });
     let line: RegExpExecArray | null = null;
@@ -85,7 +90,8 @@ async function once(root: string, groups: number): Promise<Run> {
       if (now !== last) [last, stableSince] = [now, performance.now()];
     }
     const log = readFileSync(join(dir, "server.log"), "utf8");
-    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), refusedLogs: (log.match(/refusing new connections|too many unfinished handshakes/g) ?? []).length };
+    if (res.online < groups) console.error(`server log (${root}, ${groups} groups, ${res.online} online):\n${log.slice(-3000)}\ndriver log:\n${readFileSync(driverLog, "utf8").slice(-1500)}`);
+    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), fdLimitLogs: (log.match(/refusing new connections/g) ?? []).length, handshakeLogs: (log.match(/too many unfinished handshakes/g) ?? []).length };
   } finally {
     if (driver) await stopChild(driver, 3000);
     await stopChild(server);
@@ -111,6 +117,6 @@ for (const g of GROUPS)
     const rs = runs.filter((r) => r.groups === g && r.checkout === resolve(p));
     const times = rs.map((r) => r.allOnlineMs);
     console.log(
-      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, refusal logs ${rs.map((r) => r.refusedLogs).join("/")}`,
+      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, file-limit / handshake-cap log lines ${rs.map((r) => `${r.fdLimitLogs}/${r.handshakeLogs}`).join(", ")}`,
     );
   }
