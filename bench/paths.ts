@@ -8,6 +8,8 @@
  *   bun-chain  -> bench/relay.ts -> bench/relay.ts -> target
  *   socat      -> socat -b 131072 -> socat -b 131072 -> target
  *   ssh        -> sshd (ssh -R listener) -> ssh client -> target
+ *   rathole, frp, frp-nomux -> the tunnels people use (bench/peers.ts);
+ *                 skipped with install instructions when their binaries are missing
  *   warren-tls -> Warren as above, with [tls] enabled (generated self-signed
  *                 certificate, client pins its fingerprint); not in ALL_PATHS,
  *                 used by the TLS-cost scenario only
@@ -15,21 +17,27 @@
  * `opts.udp` names targets that are forwarded over UDP too, on the same
  * public port number as their TCP forward (iperf3 -u needs both: a TCP
  * control connection and UDP datagrams to the same port). Only direct,
- * warren and socat support it.
+ * warren, socat, rathole, frp and frp-nomux support it.
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync, existsSync } from "node:fs";
 import { join } from "node:path";
+import { frp, rathole } from "./peers.ts";
 import { BENCH, BUN, freePort, have, ROOT, run, spawnChild, stopChild, tail, tempDir, until, waitPort, type Child } from "./common.ts";
 
-export type PathName = "direct" | "warren" | "bun-chain" | "socat" | "ssh" | "warren-tls";
-export const ALL_PATHS: readonly PathName[] = ["direct", "warren", "bun-chain", "socat", "ssh"];
+export type PathName = "direct" | "warren" | "bun-chain" | "socat" | "ssh" | "rathole" | "frp" | "frp-nomux" | "warren-tls";
+export const ALL_PATHS: readonly PathName[] = ["direct", "warren", "bun-chain", "socat", "ssh", "rathole", "frp", "frp-nomux"];
+/** The tunnels people use (bench/peers.ts), compared with Warren by `--peers`. */
+export const PEER_PATHS: readonly PathName[] = ["rathole", "frp", "frp-nomux"];
 export const PATH_LABEL: Record<PathName, string> = {
   direct: "direct",
   warren: "Warren",
   "bun-chain": "bare Bun chain",
   socat: "socat chain",
   ssh: "ssh -R",
+  rathole: "rathole",
+  frp: "frp",
+  "frp-nomux": "frp (tcpMux off)",
   "warren-tls": "Warren + TLS",
 };
 
@@ -262,7 +270,7 @@ async function ssh(targets: Targets): Promise<Tunnel> {
 }
 
 /** Paths that can forward UDP (`opts.udp`). */
-export const UDP_PATHS: readonly PathName[] = ["direct", "warren", "warren-tls", "socat"];
+export const UDP_PATHS: readonly PathName[] = ["direct", "warren", "warren-tls", "socat", "rathole", "frp", "frp-nomux"];
 
 /** Starts one path forwarding `targets`. */
 export function startPath(path: PathName, targets: Targets, opts: PathOptions = {}): Promise<Tunnel> {
@@ -280,5 +288,11 @@ export function startPath(path: PathName, targets: Targets, opts: PathOptions = 
       return socat(targets, opts);
     case "ssh":
       return ssh(targets);
+    case "rathole":
+      return rathole(targets, opts);
+    case "frp":
+      return frp(targets, { ...opts, mux: true });
+    case "frp-nomux":
+      return frp(targets, { ...opts, mux: false });
   }
 }

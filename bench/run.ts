@@ -16,7 +16,23 @@
  * in full mode with the default output files, the scenarios run replace
  * theirs in bench/results/latest.json and the others are kept, so
  * `npm run bench -- --scenarios udp,tls` refreshes just those two tables),
- * --render (measure nothing: re-render BENCHMARKS.md from bench/results/latest.json).
+ * --render (measure nothing: re-render BENCHMARKS.md from bench/results/latest.json
+ * and bench/results/peers.json).
+ *
+ * Warren against the tunnels people use (issue 21): `--peers` runs the
+ * paths direct, warren, rathole, frp, frp-nomux and bun-chain through the
+ * scenarios bulk, latency, setup (which also reads the tunnels' memory idle
+ * after load), many (9,000 held connections) and udp, every path but direct
+ * repeated in alternation, writes bench/results/peers.json and re-renders
+ * BENCHMARKS.md, whose first table it is. Re-run the whole comparison with
+ *
+ *   flock /tmp/warren-bench.lock npx bun bench/run.ts --peers
+ *
+ * (about 15 minutes), or a few minutes at a time, each merged into
+ * peers.json: `--peers --scenarios bulk`, `--peers --scenarios latency,setup`,
+ * `--peers --scenarios many,udp`. rathole and frp are found on PATH or in
+ * $WARREN_PEERS_BIN (default /work/peers/bin); when missing, their rows are
+ * skipped and the run prints how to install them (bench/peers.ts).
  */
 import { existsSync, readFileSync, writeFileSync, mkdirSync } from "node:fs";
 import { cpus, release, tmpdir } from "node:os";
@@ -44,8 +60,9 @@ import {
   waitPort,
   type Child,
 } from "./common.ts";
-import { ALL_PATHS, PATH_LABEL, sshInfo, startPath, UDP_PATHS, type PathName, type PathOptions, type Tunnel } from "./paths.ts";
-import { loadHttpResults, renderMarkdown } from "./report.ts";
+import { ALL_PATHS, PATH_LABEL, PEER_PATHS, sshInfo, startPath, UDP_PATHS, type PathName, type PathOptions, type Tunnel } from "./paths.ts";
+import { peerMissing, peerVersions } from "./peers.ts";
+import { loadHttpResults, loadPeerResults, renderMarkdown } from "./report.ts";
 
 type Mode = "full" | "quick" | "smoke";
 
@@ -82,6 +99,8 @@ interface Plan {
   tlsStreams: number[];
   tlsRounds: number;
   tlsLatencyCount: number;
+  /** Seconds the tunnels stay idle after the latency and setup load before their memory is read (bench/memory.ts waits as long). */
+  idleAfterLoadSeconds: number;
 }
 
 const PLANS: Record<Mode, Plan> = {
@@ -124,6 +143,7 @@ const PLANS: Record<Mode, Plan> = {
     tlsStreams: [1, 8],
     tlsRounds: 1,
     tlsLatencyCount: 10_000,
+    idleAfterLoadSeconds: 5,
   },
   // Under 2 minutes on 2 cores: one configuration per stream count (both directions
   // between them), shorter UDP and TLS runs, two bisection steps.
@@ -157,6 +177,7 @@ const PLANS: Record<Mode, Plan> = {
     tlsStreams: [1, 8],
     tlsRounds: 1,
     tlsLatencyCount: 3_000,
+    idleAfterLoadSeconds: 2,
   },
   smoke: {
     bulkSeconds: 1,
@@ -185,8 +206,34 @@ const PLANS: Record<Mode, Plan> = {
     tlsStreams: [1],
     tlsRounds: 1,
     tlsLatencyCount: 300,
+    idleAfterLoadSeconds: 0.2,
   },
 };
+
+/**
+ * The peer comparison (`--peers`, issue 21): the full plan with the three bulk modes of the
+ * issue's table (1 stream, 1 stream -R, 8 streams), 3 alternating runs of 3 s per path and
+ * mode, 5 latency and 4 setup rounds, 9,000 held connections (the issue's figure; 10,000
+ * would take 20,000 descriptors in a relay hop, this machine's limit), and the UDP bisection
+ * for every UDP path. Sized so that each scenario fits a locked run of a few minutes.
+ */
+const PEERS_PLAN: Partial<Plan> = {
+  bulkPairRuns: 3,
+  bulkPairSeconds: 3,
+  bulkConfigs: [
+    { streams: 1, reverse: false },
+    { streams: 1, reverse: true },
+    { streams: 8, reverse: false },
+  ],
+  latencyRounds: 5,
+  setupRounds: 4,
+  setupWarmupSeconds: 3,
+  holdCounts: [9_000],
+  udpBisectPaths: ["direct", "warren", "rathole", "frp", "frp-nomux"],
+};
+/** The paths of the peer comparison, and the scenarios its table needs. */
+const PEERS_COMPARISON: readonly PathName[] = ["direct", "warren", "rathole", "frp", "frp-nomux", "bun-chain"];
+const PEERS_SCENARIOS = ["bulk", "latency", "setup", "many", "udp"] as const;
 
 const SCENARIOS = ["bulk", "latency", "setup", "many", "udp", "tls", "control"] as const;
 type Scenario = (typeof SCENARIOS)[number];
@@ -201,6 +248,7 @@ const { values: flags } = parseArgs({
     paths: { type: "string" },
     scenarios: { type: "string" },
     render: { type: "boolean" },
+    peers: { type: "boolean" },
     help: { type: "boolean", short: "h" },
   },
   strict: true,
@@ -212,12 +260,13 @@ if (flags.help) {
 if (flags.render) {
   const json = flags.out ?? join(import.meta.dir, "results", "latest.json");
   const md = flags.md ?? join(import.meta.dir, "..", "BENCHMARKS.md");
-  writeFileSync(md, renderMarkdown(JSON.parse(readFileSync(json, "utf8")), loadHttpResults()));
+  writeFileSync(md, renderMarkdown(JSON.parse(readFileSync(json, "utf8")), loadHttpResults(), loadPeerResults()));
   console.log(`wrote ${md} from ${json}`);
   process.exit(0);
 }
 const mode: Mode = flags.smoke ? "smoke" : flags.quick ? "quick" : "full";
-const plan = PLANS[mode];
+const peersRun = !!flags.peers;
+const plan: Plan = peersRun && mode === "full" ? { ...PLANS.full, ...PEERS_PLAN } : PLANS[mode];
 const t0 = Date.now();
 const say = (msg: string) => console.log(`[bench ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
 
@@ -266,7 +315,7 @@ async function ensureTools(): Promise<void> {
 }
 
 function choosePaths(): PathName[] {
-  let paths = [...ALL_PATHS];
+  let paths = [...(peersRun ? PEERS_COMPARISON : ALL_PATHS)];
   if (flags.paths) paths = flags.paths.split(",").map((p) => p.trim()) as PathName[];
   for (const p of paths) if (!ALL_PATHS.includes(p)) throw new Error(`unknown path "${p}" (known: ${ALL_PATHS.join(", ")})`);
   if (mode === "smoke" && paths.includes("ssh")) {
@@ -280,6 +329,14 @@ function choosePaths(): PathName[] {
   if (paths.includes("ssh") && (!have("/usr/sbin/sshd") || !have("ssh"))) {
     paths = paths.filter((p) => p !== "ssh");
     skipped.ssh = "openssh-server/openssh-client are not installed";
+  }
+  for (const p of PEER_PATHS) {
+    const missing = paths.includes(p) ? peerMissing(p) : null;
+    if (!missing) continue;
+    paths = paths.filter((x) => x !== p);
+    skipped[p] = missing.split("\n")[0]!;
+    notes.push(`${PATH_LABEL[p]} skipped: ${missing.replace(/\n\s*/g, " ")}`);
+    say(`${p}: skipped.\n${missing}`);
   }
   return paths;
 }
@@ -314,8 +371,8 @@ function startEcho(dir: string, port: number, udp = false): Child {
   return spawnChild("echo", [BUN, join(BENCH, "echo.ts"), String(port), ...(udp ? ["udp"] : [])], { logFile: join(dir, "echo.log") });
 }
 
-/** The two paths whose ratio the targets compare: they get repeated, alternating runs where the others get one. */
-const COMPARED: ReadonlySet<PathName> = new Set<PathName>(["warren", "bun-chain"]);
+/** The paths whose ratios the targets compare: they get repeated, alternating runs where the others get one (with --peers, every tunnel). */
+const COMPARED: ReadonlySet<PathName> = new Set<PathName>(peersRun ? PEERS_COMPARISON.filter((p) => p !== "direct") : ["warren", "bun-chain"]);
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
@@ -410,11 +467,12 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
     say(`bulk P${cfg.streams}${cfg.reverse ? " -R" : "   "} ${p.padEnd(9)} ${row.error ? `error: ${String(row.error).slice(0, 120)}` : `${(row.gbps as number).toFixed(2)} Gbit/s, tunnel CPU ${(row.cpuTotal as number).toFixed(2)} s${parts.length > 1 ? ` (${parts.length} runs)` : ""}`}`);
     return row;
   };
-  // Warren and the bare chain, whose ratio the targets compare, take bulkPairRuns shorter runs
-  // each in the order A B B A B A A B: drift on a shared machine that is linear (or bent once)
-  // over those runs falls on both alike. The other paths get one run of the full length.
+  // The compared paths (Warren and the bare chain; with --peers every tunnel) take bulkPairRuns
+  // shorter runs each, two in the order A B B A B A A B, more in rounds whose order turns and
+  // reverses (A B C, C B A, B C A, ...): drift on a shared machine that is linear (or bent once)
+  // over those runs falls on all alike. The other paths get one run of the full length.
   const both = [...COMPARED].filter((p) => tunnels.has(p));
-  const pair = both.length === 2 ? both : [];
+  const pair = both.length >= 2 ? both : [];
   const half = plan.bulkPairSeconds;
   /** A B B A, then B A A B, ...: `n` runs of each of a and b. */
   const abba = (a: PathName, b: PathName, n: number): PathName[] => {
@@ -434,8 +492,12 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
           continue;
         }
         const [a, b] = round % 2 ? [pair[1]!, pair[0]!] : [pair[0]!, pair[1]!];
-        const got = new Map<PathName, BulkRow[]>([[a, []], [b, []]]);
-        for (const p of abba(a, b, plan.bulkPairRuns)) got.get(p)!.push(await once(p, cfg, half));
+        const got = new Map<PathName, BulkRow[]>(pair.map((p) => [p, []]));
+        const order =
+          pair.length === 2
+            ? abba(a, b, plan.bulkPairRuns)
+            : Array.from({ length: plan.bulkPairRuns }, (_, i) => (i % 2 ? rotated(pair, round + i).reverse() : rotated(pair, round + i))).flat();
+        for (const p of order) got.get(p)!.push(await once(p, cfg, half));
         for (const p of pair) summed(p, cfg, got.get(p)!);
       }
       round++;
@@ -444,16 +506,18 @@ async function scenarioBulk(paths: PathName[]): Promise<Record<string, unknown>>
     await stopTunnels(tunnels);
     await stopChild(iperf);
   }
-  return { seconds: plan.bulkSeconds, pairSeconds: pair.length ? half : null, pairRuns: pair.length ? plan.bulkPairRuns : null, rows, runs };
+  return { seconds: plan.bulkSeconds, pairSeconds: pair.length ? half : null, pairRuns: pair.length ? plan.bulkPairRuns : null, compared: pair, rows, runs };
 }
 
-async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ latency?: unknown; setup?: unknown }> {
+async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ latency?: unknown; setup?: unknown; memory?: unknown }> {
   const dir = tempDir();
   const port = await freePort();
   const echo = startEcho(dir, port);
   await waitPort(port, 10_000, "echo target");
   const tunnels = await startPaths(paths, { echo: port }, "latency/setup");
-  const out: { latency?: unknown; setup?: unknown } = {};
+  const out: { latency?: unknown; setup?: unknown; memory?: unknown } = {};
+  // Memory of each tunnel before any load, then idle after all of it (issue 21's "RSS idle after load").
+  const fresh = new Map([...tunnels].map(([p, t]) => [p, { server: memOf(t.server), client: memOf(t.client) }]));
   try {
     if (which.has("latency")) {
       const rows: Row[] = [];
@@ -515,6 +579,16 @@ async function scenarioEcho(paths: PathName[], which: Set<Scenario>): Promise<{ 
       }
       out.setup = { seconds: plan.setupSeconds, warmupSeconds: plan.setupWarmupSeconds, rounds: plan.setupRounds, size: 64, rows };
     }
+    await Bun.sleep(plan.idleAfterLoadSeconds * 1000);
+    const rows: Row[] = [];
+    for (const [p, t] of tunnels) {
+      if (p === "direct") continue;
+      const [server, client] = [memOf(t.server), memOf(t.client)];
+      const before = fresh.get(p)!;
+      rows.push({ path: p, serverBytes: server.bytes, clientBytes: client.bytes, bytes: server.bytes + client.bytes, serverBytesFresh: before.server.bytes, clientBytesFresh: before.client.bytes, kind: server.kind });
+      say(`memory ${p.padEnd(9)} idle after load: server ${(server.bytes / 2 ** 20).toFixed(1)} MiB, client ${(client.bytes / 2 ** 20).toFixed(1)} MiB (fresh ${((before.server.bytes + before.client.bytes) / 2 ** 20).toFixed(1)} MiB together)`);
+    }
+    out.memory = { idleSeconds: plan.idleAfterLoadSeconds, load: [which.has("latency") && "latency", which.has("setup") && "setup"].filter(Boolean), rows };
   } finally {
     await stopTunnels(tunnels);
     await stopChild(echo);
@@ -1036,11 +1110,12 @@ async function machine(): Promise<Record<string, unknown>> {
     iperf3: await version(["iperf3", "--version"], /iperf (\S+)/),
     socat: await version(["socat", "-V"], /socat version (\S+)/),
     openssh: await version(["ssh", "-V"], /(OpenSSH_[^ ,]+)/),
+    peers: await peerVersions(),
   };
 }
 
 async function main(): Promise<void> {
-  const which = new Set<Scenario>(flags.scenarios ? (flags.scenarios.split(",").map((s) => s.trim()) as Scenario[]) : SCENARIOS);
+  const which = new Set<Scenario>(flags.scenarios ? (flags.scenarios.split(",").map((s) => s.trim()) as Scenario[]) : peersRun ? PEERS_SCENARIOS : SCENARIOS);
   for (const s of which) if (!SCENARIOS.includes(s)) throw new Error(`unknown scenario "${s}" (known: ${SCENARIOS.join(", ")})`);
   say(`mode ${mode}`);
   await ensureTools();
@@ -1048,7 +1123,7 @@ async function main(): Promise<void> {
   say(`paths: ${paths.join(", ")}${Object.keys(skipped).length ? ` (skipped: ${Object.entries(skipped).map(([k, v]) => `${k}: ${v}`).join("; ")})` : ""}`);
   const results: Record<string, unknown> = {
     date: new Date().toISOString(),
-    command: ["npm run bench", ...[mode === "full" ? "" : `--${mode}`, flags.paths ? `--paths ${flags.paths}` : "", flags.scenarios ? `--scenarios ${flags.scenarios}` : ""].filter(Boolean)].join(" ").replace("bench -", "bench -- -"),
+    command: ["npm run bench", ...[mode === "full" ? "" : `--${mode}`, peersRun ? "--peers" : "", flags.paths ? `--paths ${flags.paths}` : "", flags.scenarios ? `--scenarios ${flags.scenarios}` : ""].filter(Boolean)].join(" ").replace("bench -", "bench -- -"),
     mode,
     machine: await machine(),
   };
@@ -1088,7 +1163,7 @@ async function main(): Promise<void> {
   results.notes = notes;
   results.seconds = (Date.now() - t0) / 1000;
 
-  const outFile = flags.out ?? (mode === "full" ? join(BENCH, "results", "latest.json") : mode === "quick" ? join(BENCH, "results", "quick.json") : join(tmpdir(), `warren-bench-smoke-${process.pid}.json`));
+  const outFile = flags.out ?? (mode === "full" ? join(BENCH, "results", peersRun ? "peers.json" : "latest.json") : mode === "quick" ? join(BENCH, "results", "quick.json") : join(tmpdir(), `warren-bench-smoke-${process.pid}.json`));
   mkdirSync(dirname(outFile), { recursive: true });
   let written = results;
   if (mode === "full" && flags.scenarios && !flags.out && existsSync(outFile)) {
@@ -1109,7 +1184,10 @@ async function main(): Promise<void> {
   say(`wrote ${outFile}`);
   const mdFile = flags.md ?? (mode === "full" ? join(BENCH, "..", "BENCHMARKS.md") : null);
   if (mdFile) {
-    writeFileSync(mdFile, renderMarkdown(written, loadHttpResults()));
+    // The peer comparison is the first table of BENCHMARKS.md; the rest comes from the last full run.
+    const latest = join(BENCH, "results", "latest.json");
+    if (peersRun) writeFileSync(mdFile, renderMarkdown(existsSync(latest) ? JSON.parse(readFileSync(latest, "utf8")) : {}, loadHttpResults(), written));
+    else writeFileSync(mdFile, renderMarkdown(written, loadHttpResults(), loadPeerResults()));
     say(`wrote ${mdFile}`);
   } else if (mode !== "smoke") say(`(BENCHMARKS.md is written by the full run only; pass --md FILE to render this one)`);
   // The smoke test reads this line.
