@@ -10,6 +10,7 @@ import { log, setLogLevel } from "./lib/log.ts";
 import { hostPort, type AppStatus } from "./protocol.ts";
 import { versionLine } from "./lib/version.ts";
 import { adminPlace, fetchStatus, formatStatus, serveAdmin } from "./lib/client/admin.ts";
+import { collectWhenQuiet } from "./lib/quiet-gc.ts";
 
 /** Keys of client.toml that only a restart applies (a reload applies `apps` and `logLevel`). */
 const RESTART_KEYS = ["serverAddr", "serverPort", "group", "token", "apiUrl", "registrationToken", "tls", "heartbeatInterval", "heartbeatTimeout", "udpIdleTimeout", "udpMaxPeers", "udpReceiveBuffer", "adminAddr"] as const;
@@ -133,6 +134,7 @@ async function main(): Promise<void> {
   process.on("SIGINT", () => shutdown("SIGINT"));
   process.on("SIGTERM", () => shutdown("SIGTERM"));
   connector.start();
+  collectWhenQuiet();
   // The status endpoint; the client runs without it if it cannot be opened (it says why).
   admin = await serveAdmin(connector, adminPlace(file, config.adminAddr)).catch((err: Error) => {
     log.warn("cannot open the admin endpoint; warren-client status will not answer", { error: err.message });

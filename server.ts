@@ -20,6 +20,7 @@ import { versionLine } from "./lib/version.ts";
 import { reload as applyReload, type ReloadResult, type ServerStore } from "./lib/server/reload.ts";
 import { WarrenError } from "./lib/errors.ts";
 import type { EdgeCertificate } from "./lib/server/http/edge.ts";
+import { collectWhenQuiet } from "./lib/quiet-gc.ts";
 
 /** File in dataDir that keeps the generated admin token. */
 export const ADMIN_TOKEN_FILE = "admin-token";
@@ -312,6 +313,7 @@ async function main(): Promise<void> {
       );
     });
     server = await startServer(loaded.config, loaded.file, console.log, material);
+    collectWhenQuiet();
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`warren-server: config error: ${err.message}`);
