@@ -35,6 +35,7 @@ import { cpus, release } from "node:os";
 import { dirname, join } from "node:path";
 import { parseArgs } from "node:util";
 import { BENCH, BUN, cpuSeconds, freePort, killAllSync, removeTempDirs, ROOT, run, spawnChild, stopAll, stopChild, tail, tempDir, treeMemory, until, waitPort, type Child } from "./common.ts";
+import { findPeerBin, PEER_INSTALL } from "./peers.ts";
 import { renderHttp } from "./report.ts";
 
 type HttpPath = "direct" | "warren" | "nginx" | "frp";
@@ -42,13 +43,8 @@ const ALL: readonly HttpPath[] = ["direct", "warren", "nginx", "frp"];
 const HOST = "web.bench.test";
 const SMALL_BYTES = 100;
 const BIG_BYTES = 2 ** 30;
-const PEERS_BIN = process.env.WARREN_PEERS_BIN || "/work/peers/bin";
-const FRP_BUILD = [
-  "frps/frpc not found on PATH or in $WARREN_PEERS_BIN (default /work/peers/bin). Build them from a checkout of fatedier/frp, outside this repository:",
-  `  cd <frp-src> && CGO_ENABLED=0 go build -tags "frps,noweb" -o ${PEERS_BIN}/frps ./cmd/frps`,
-  `  cd <frp-src> && CGO_ENABLED=0 go build -tags "frpc,noweb" -o ${PEERS_BIN}/frpc ./cmd/frpc`,
-  `  (optionally: git -C <frp-src> rev-parse HEAD > ${PEERS_BIN}/frp.commit, recorded in the results)`,
-].join("\n");
+/** How to build frp when it is missing (bench/peers.ts keeps the lines for every peer). */
+const FRP_BUILD = PEER_INSTALL.frp;
 
 const { values: flags } = parseArgs({
   args: Bun.argv.slice(2),
@@ -114,12 +110,7 @@ async function waitUp(child: Child, port: number, what: string, ms = 15_000): Pr
   await Promise.race([waitPort(port, ms, what), exited]);
 }
 
-function findBin(name: string): string | null {
-  const onPath = Bun.which(name);
-  if (onPath) return onPath;
-  const p = join(PEERS_BIN, name);
-  return existsSync(p) ? p : null;
-}
+const findBin = findPeerBin;
 
 const nginxTemp = (dir: string) => ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"].map((k) => `  ${k}_temp_path ${join(dir, "tmp", k)};`);
 /** Running as root, nginx's workers would switch to `nobody`, who cannot read the 0700 temp dir. */
