@@ -4,19 +4,21 @@
  *
  *   flock /tmp/warren-bench.lock bun bench/memory.ts [--rounds 3] [--no-tls] [CHECKOUT...]
  *
- * Each checkout (default: this one) runs its own server.ts and client.ts
- * (through its bench/paths.ts) in front of one echo app. A round starts a
- * fresh pair, waits SETTLE_MS and reads /proc/PID/status of each bun process
- * itself (paths.ts execs Bun directly, so there is no npx parent to count),
- * then opens LOAD_CONNECTIONS connections at once, echoes LOAD_BYTES through
+ * Each checkout (default: this one) runs its own server.ts and client.ts in
+ * front of one echo app. A round starts a fresh pair (Bun itself, no npx
+ * parent to count), waits for the client to print its app's public address
+ * (nothing asks the server's API, so an API loaded on demand stays unloaded,
+ * as on a server nobody watches), waits SETTLE_MS and reads /proc/PID/status
+ * of each, then opens LOAD_CONNECTIONS connections at once, echoes LOAD_BYTES through
  * them in all, closes them, waits SETTLE_MS and reads again. Prints medians of
  * VmRSS with its anonymous and file-backed parts (file: pages of the Bun
  * executable, shared between processes) in MiB.
  */
-import { readFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { BENCH, BUN, freePort, removeTempDirs, spawnChild, stopAll, tempDir, waitPort } from "./common.ts";
+import { BENCH, BUN, freePort, removeTempDirs, spawnChild, stopChild, tail, tempDir, until, waitPort, stopAll } from "./common.ts";
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
@@ -89,6 +91,37 @@ async function load(port: number): Promise<void> {
   }
 }
 
+/** Starts `checkout`'s server and client in front of the echo app; resolves once the app is reachable. */
+async function startPair(checkout: string, tls: boolean, echoPort: number) {
+  const d = tempDir("warren-memory-pair-");
+  const [controlPort, apiPort, publicPort] = [await freePort(), await freePort(), await freePort()];
+  const token = randomBytes(18).toString("hex");
+  const serverToml = [`bindAddr = "127.0.0.1"`, `controlPort = ${controlPort}`, `apiPort = ${apiPort}`, `adminToken = "${randomBytes(18).toString("hex")}"`, `dataDir = "${join(d, "data")}"`];
+  if (tls) serverToml.push(`[tls]`, `enabled = true`);
+  serverToml.push(`[[groups]]`, `name = "bench"`, `token = "${token}"`, `[[groups.apps]]`, `name = "echo"`, `remotePort = ${publicPort}`);
+  writeFileSync(join(d, "server.toml"), serverToml.join("\n") + "\n");
+  const serverLog = join(d, "server.log");
+  const server = spawnChild("warren-server", [BUN, join(checkout, "server.ts"), "--config", join(d, "server.toml")], { logFile: serverLog });
+  const children = [server];
+  const stop = () => Promise.all(children.map((c) => stopChild(c))).then(() => {});
+  try {
+    let fingerprint = "";
+    if (tls) await until(() => !!(fingerprint = /SHA-256 fingerprint ([0-9a-f]{64})/.exec(readFileSync(serverLog, "utf8"))?.[1] ?? ""), 15_000, "the server's TLS fingerprint line");
+    else await waitPort(controlPort, 15_000, "the warren server's control port");
+    const clientToml = [`serverAddr = "127.0.0.1"`, `serverPort = ${controlPort}`, `group = "bench"`, `token = "${token}"`];
+    if (tls) clientToml.push(`[tls]`, `enabled = true`, `serverFingerprint = "${fingerprint}"`);
+    clientToml.push(`[[apps]]`, `name = "echo"`, `localAddr = "127.0.0.1:${echoPort}"`);
+    writeFileSync(join(d, "client.toml"), clientToml.join("\n") + "\n");
+    const clientLog = join(d, "client.log");
+    children.push(spawnChild("warren-client", [BUN, join(checkout, "client.ts"), "--config", join(d, "client.toml")], { logFile: clientLog }));
+    await until(() => readFileSync(clientLog, "utf8").includes("is reachable at"), 15_000, "the client to announce its app");
+  } catch (err) {
+    await stop();
+    throw new Error(`${(err as Error).message}\nserver log:\n${tail(serverLog)}`);
+  }
+  return { server: server.pid, client: children[1]!.pid, entry: publicPort, stop };
+}
+
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 type Row = { checkout: string; path: string; moment: string; side: string; readings: Reading[] };
@@ -109,15 +142,14 @@ try {
   await waitPort(echoPort, 10_000, "echo app");
   for (let round = 0; round < ROUNDS; round++) {
     for (const checkout of checkouts) {
-      const { startPath } = await import(join(resolve(checkout), "bench", "paths.ts"));
       for (const path of paths) {
-        const t = await startPath(path, { echo: echoPort });
+        const t = await startPair(resolve(checkout), path === "warren-tls", echoPort);
         try {
-          const [server, client] = [t.server[0] as number, t.client[0] as number];
+          const { server, client } = t;
           await Bun.sleep(SETTLE_MS);
           record(checkout, path, "idle", "server", readStatus(server));
           record(checkout, path, "idle", "client", readStatus(client));
-          await load(t.entry.echo);
+          await load(t.entry);
           await Bun.sleep(SETTLE_MS);
           record(checkout, path, "after load", "server", readStatus(server));
           record(checkout, path, "after load", "client", readStatus(client));
