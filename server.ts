@@ -3,7 +3,7 @@
  * Usage: bun run server.ts [--config server.toml]
  */
 import { join } from "node:path";
-import { createApi } from "./lib/api/app.ts";
+import type { Server } from "bun";
 import { ConfigError, loadToml, parseFlags, validate } from "./lib/config/load.ts";
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
 import { ServerConfigSchema, type ServerConfig } from "./lib/config/schema.ts";
@@ -173,17 +173,24 @@ export async function startServer(config: ServerConfig, file = "server.toml", pr
     reloading = run.catch(() => {});
     return run;
   };
-  const api = createApi(
-    hub,
-    { adminToken: token, registrationToken: config.registrationToken, metricsToken: config.metricsToken },
-    { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
-    reload,
-    { secureCookies: !!(config.apiTls && tls) },
-  );
+  // The API (Hono, the dashboard's pages) is loaded by its first request: a server nobody asks
+  // for it, or not yet, does not carry it (about 3 MiB; bench/optimisations.md).
+  let api: Promise<{ fetch(req: Request, server: Server<undefined>): Response | Promise<Response> }> | null = null;
+  const loadApi = () =>
+    import("./lib/api/app.ts").then(({ createApi }) =>
+      createApi(
+        hub,
+        { adminToken: token, registrationToken: config.registrationToken, metricsToken: config.metricsToken },
+        { maxGroups: config.registrationMaxGroups, maxApps: config.registrationMaxApps, allowPorts: config.registrationAllowPorts },
+        reload,
+        { secureCookies: !!(config.apiTls && tls) },
+      ),
+    );
+  const fetchApi = (req: Request, server: Server<undefined>) => (api ??= loadApi()).then((a) => a.fetch(req, server));
   let http: ReturnType<typeof Bun.serve>;
   try {
     const apiTls = config.apiTls && tls ? { cert: tls.cert, key: tls.key } : undefined;
-    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: api.fetch, maxRequestBodySize: BUN_BODY_LIMIT_BYTES, tls: apiTls });
+    http = Bun.serve({ hostname: config.apiHost, port: config.apiPort, fetch: fetchApi, maxRequestBodySize: BUN_BODY_LIMIT_BYTES, tls: apiTls });
   } catch (err) {
     hub.stop();
     registry.close();
