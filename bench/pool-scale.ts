@@ -8,6 +8,10 @@
  *   git worktree add -f /tmp/pool-before <commit>; ln -s $PWD/node_modules /tmp/pool-before/node_modules
  *   flock /tmp/warren-bench.lock bun bench/pool-scale.ts --groups 1000,5000 --rounds 3 /tmp/pool-before .
  *
+ * With --burst N, once the pools have settled, N users at once connect to each of the first
+ * BURST_GROUPS quiet groups in turn (64 bytes each, echoed): what the first users of a quiet
+ * group wait for the first byte back, now that it keeps one warm connection instead of poolSize.
+ *
  * Prints one line per run, then medians per checkout and group count.
  */
 import { readdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -17,12 +21,12 @@ import { BUN, freePort, removeTempDirs, spawnChild, stopAll, stopChild, tempDir,
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
-  options: { groups: { type: "string" }, rounds: { type: "string" }, nofile: { type: "string" }, "deadline-ms": { type: "string" } },
+  options: { groups: { type: "string" }, rounds: { type: "string" }, nofile: { type: "string" }, "deadline-ms": { type: "string" }, burst: { type: "string" } },
   allowPositionals: true,
   strict: true,
 });
 if (!positionals.length) {
-  console.error("usage: bun bench/pool-scale.ts [--groups 1000,5000] [--rounds N] [--nofile 20000] [--deadline-ms 60000] CHECKOUT...");
+  console.error("usage: bun bench/pool-scale.ts [--groups 1000,5000] [--rounds N] [--nofile 20000] [--deadline-ms 60000] [--burst N] CHECKOUT...");
   process.exit(2);
 }
 const GROUPS = (flags.groups ?? "1000,5000").split(",").map(Number);
@@ -33,6 +37,11 @@ const DEADLINE_MS = Math.min(120_000, Number(flags["deadline-ms"] ?? 60_000));
 /** The server's descriptor count is taken once it has not changed for this long (pools filled), or at SETTLE_MAX_MS. */
 const SETTLE_STABLE_MS = 1500;
 const SETTLE_MAX_MS = 15_000;
+const BURST = Math.min(64, Number(flags.burst ?? 0));
+/** Quiet groups that each take one burst. */
+const BURST_GROUPS = 20;
+/** The first app port: group i's app listens on FIRST_PORT + i. */
+const FIRST_PORT = 20_000;
 
 const fds = (pid: number): number => {
   try {
@@ -53,6 +62,33 @@ interface Run {
   /** Log lines of the server: sockets refused at its file limit, and logins refused over MAX_PENDING_HANDSHAKES (each refusal of a handshake is one line). */
   fdLimitLogs: number;
   handshakeLogs: number;
+  /** Per burst: the slowest of its users' first bytes, ms (with --burst). */
+  burstMaxMs: number[];
+  /** Every user's first byte in the bursts, ms. */
+  burstAllMs: number[];
+}
+
+/** Milliseconds until the echo of 64 bytes starts to come back, for one user (Bun.connect: node:net adds milliseconds here). */
+function firstByte(port: number): Promise<number> {
+  const t0 = performance.now();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no first byte within 5 s")), 5000);
+    const fail = (e: Error) => (clearTimeout(timer), reject(e));
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open: (s) => void s.write(new Uint8Array(64)),
+        data(s) {
+          clearTimeout(timer);
+          resolve(performance.now() - t0);
+          s.end();
+        },
+        connectError: (_s, e) => fail(e),
+        error: (_s, e) => fail(e),
+      },
+    }).catch(fail);
+  });
 }
 
 async function once(root: string, groups: number): Promise<Run> {
@@ -60,7 +96,7 @@ async function once(root: string, groups: number): Promise<Run> {
   const [controlPort, apiPort, echoPort] = [await freePort(), await freePort(), await freePort()];
   const tokenPrefix = "pool-scale-token-";
   const lines = [`bindAddr = "127.0.0.1"`, `controlPort = ${controlPort}`, `apiHost = "127.0.0.1"`, `apiPort = ${apiPort}`, `adminToken = "pool-scale-admin-token-0123"`, `dataDir = "${join(dir, "data")}"`, `allowPorts = "20000-29999"`, `logLevel = "warn"`];
-  for (let i = 0; i < groups; i++) lines.push(``, `[[groups]]`, `name = "g${String(i).padStart(5, "0")}"`, `token = "${tokenPrefix}${i}"`, `[[groups.apps]]`, `name = "app0"`);
+  for (let i = 0; i < groups; i++) lines.push(``, `[[groups]]`, `name = "g${String(i).padStart(5, "0")}"`, `token = "${tokenPrefix}${i}"`, `[[groups.apps]]`, `name = "app0"`, `remotePort = ${FIRST_PORT + i}`);
   writeFileSync(join(dir, "server.toml"), lines.join("\n") + "\n");
   // exec keeps one process: its pid is the server's, for /proc/PID/fd.
   const server = spawnChild("server", ["bash", "-c", `ulimit -n ${NOFILE} && exec "$0" "$@"`, BUN, join(root, "server.ts"), "--config", join(dir, "server.toml")], { logFile: join(dir, "server.log") });
@@ -89,9 +125,16 @@ async function once(root: string, groups: number): Promise<Run> {
       const now = fds(pid);
       if (now !== last) [last, stableSince] = [now, performance.now()];
     }
+    const burstMaxMs: number[] = [];
+    const burstAllMs: number[] = [];
+    for (let g = 0; BURST > 0 && g < Math.min(BURST_GROUPS, groups); g++) {
+      const times = await Promise.all(Array.from({ length: BURST }, () => firstByte(FIRST_PORT + g)));
+      burstMaxMs.push(Math.max(...times));
+      burstAllMs.push(...times);
+    }
     const log = readFileSync(join(dir, "server.log"), "utf8");
     if (res.online < groups) console.error(`server log (${root}, ${groups} groups, ${res.online} online):\n${log.slice(-3000)}\ndriver log:\n${readFileSync(driverLog, "utf8").slice(-1500)}`);
-    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), fdLimitLogs: (log.match(/refusing new connections/g) ?? []).length, handshakeLogs: (log.match(/too many unfinished handshakes/g) ?? []).length };
+    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), fdLimitLogs: (log.match(/refusing new connections/g) ?? []).length, handshakeLogs: (log.match(/too many unfinished handshakes/g) ?? []).length, burstMaxMs, burstAllMs };
   } finally {
     if (driver) await stopChild(driver, 3000);
     await stopChild(server);
@@ -106,7 +149,8 @@ try {
       for (const p of round % 2 ? [...positionals].reverse() : positionals) {
         const r = await once(resolve(p), g);
         runs.push(r);
-        console.log(`RUN ${JSON.stringify(r)}`);
+        const { burstAllMs: _, burstMaxMs, ...shown } = r;
+        console.log(`RUN ${JSON.stringify({ ...shown, burstMaxMs: burstMaxMs.map((t) => Math.round(t * 100) / 100) })}`);
       }
 } finally {
   await stopAll();
@@ -116,7 +160,10 @@ for (const g of GROUPS)
   for (const p of positionals) {
     const rs = runs.filter((r) => r.groups === g && r.checkout === resolve(p));
     const times = rs.map((r) => r.allOnlineMs);
+    const all = rs.flatMap((r) => r.burstAllMs).sort((a, b) => a - b);
+    const worst = rs.flatMap((r) => r.burstMaxMs);
+    const burst = BURST ? `; bursts of ${BURST} users on a quiet group (${worst.length}): first byte p50 ${median(all).toFixed(2)} ms, slowest of a burst median ${median(worst).toFixed(2)} ms, max ${Math.max(...worst).toFixed(2)} ms` : "";
     console.log(
-      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, file-limit / handshake-cap log lines ${rs.map((r) => `${r.fdLimitLogs}/${r.handshakeLogs}`).join(", ")}`,
+      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, file-limit / handshake-cap log lines ${rs.map((r) => `${r.fdLimitLogs}/${r.handshakeLogs}`).join(", ")}${burst}`,
     );
   }
