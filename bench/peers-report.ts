@@ -117,6 +117,28 @@ function method(r: Any): string {
   return parts.join("; ");
 }
 
+/** Lowest and highest run of the repeated figures, per compared path: how far one run strays on this machine. */
+function spread(sc: Any, present: readonly string[]): string[] {
+  const range = (xs: unknown, scale = 1, digits = 0) => {
+    const v = Array.isArray(xs) ? xs.filter((x): x is number => typeof x === "number").map((x) => x / scale) : [];
+    return v.length > 1 ? `${fmt(Math.min(...v), digits)}–${fmt(Math.max(...v), digits)}` : "–";
+  };
+  const bulk1 = (p: string) => sc.bulk?.rows?.find((r: Any) => r.path === p && r.streams === 1 && !r.reverse)?.runGbps;
+  const lat = (p: string) => sc.latency?.rows?.find((r: Any) => r.path === p)?.usRuns?.map((x: Any) => x.p99);
+  const setup = (p: string, c: number) => sc.setup?.rows?.find((r: Any) => r.path === p && r.concurrency === c);
+  const cs: number[] = [...new Set<number>((sc.setup?.rows ?? []).map((r: Any) => r.concurrency))].sort((a, b) => a - b);
+  const c1 = cs[0] ?? 1;
+  const paths = present.filter((p) => p !== "direct");
+  const rows = [
+    ["iperf3 1 stream, Gbit/s", ...paths.map((p) => range(bulk1(p), 1, 2))],
+    ["ping-pong p99, µs", ...paths.map((p) => range(lat(p)))],
+    [`new connections/s at concurrency ${c1}`, ...paths.map((p) => range(setup(p, c1)?.perSecondRuns))],
+    [`first reply byte p99 at concurrency ${c1}, ms`, ...paths.map((p) => range(setup(p, c1)?.ttfbUsRuns?.map((x: Any) => x.p99), 1000, 2))],
+  ];
+  const head = ["spread of single runs (lowest–highest)", ...paths.map((p) => HEAD[p as (typeof COLUMNS)[number]])];
+  return [`| ${head.join(" | ")} |`, `|${head.map((_, i) => (i ? "---:" : "---")).join("|")}|`, ...rows.map((r) => `| ${r.join(" | ")} |`), ""];
+}
+
 /** The "Warren against the tunnels people use" section. */
 export function renderPeers(r: Any | undefined): string {
   if (!r?.scenarios) return "";
@@ -128,7 +150,7 @@ export function renderPeers(r: Any | undefined): string {
   const lines = [
     "## Warren against the tunnels people use",
     "",
-    `Re-run: \`flock /tmp/warren-bench.lock npx bun bench/run.ts --peers\` (about 15 minutes; or a few minutes at a time with \`--scenarios bulk\`, \`latency,setup\`, \`many,udp\`, merged into \`bench/results/peers.json\`), then this file is rendered again; \`npx bun bench/run.ts --render\` re-renders it without measuring. rathole and frp are found on \`PATH\` or in \`$WARREN_PEERS_BIN\` (default /work/peers/bin); the run prints how to install them when they are missing, and skips their rows.`,
+    `Re-run: \`flock /tmp/warren-bench.lock npx bun bench/run.ts --peers\` (about 15 minutes; or a few minutes at a time with \`--scenarios bulk\`, \`latency,setup\`, \`many\` and \`udp\`, each merged into \`bench/results/peers.json\`), then this file is rendered again; \`npx bun bench/run.ts --render\` re-renders it without measuring. rathole and frp are found on \`PATH\` or in \`$WARREN_PEERS_BIN\` (default /work/peers/bin); the run prints how to install them when they are missing, and skips their rows.`,
     "",
     `| ${head.join(" | ")} |`,
     `|${head.map((_, i) => (i ? "---:" : "---")).join("|")}|`,
@@ -136,6 +158,7 @@ export function renderPeers(r: Any | undefined): string {
     "",
     `Measured ${r.date}${(r.updates ?? []).length ? ` (parts re-run: ${r.updates.map((u: Any) => `${u.scenarios.join(", ")} at ${u.date}`).join("; ")})` : ""} with \`${r.command}\` on ${m.cpu ?? "?"}, ${m.cores ?? "?"} cores shared with other work (1-min load ${fmt(r.loadBefore, 1)} before the run), Bun ${m.bun ?? "?"}, rathole ${v.rathole ?? "–"}, frp ${v.frps ?? "–"}${v.frpCommit ? ` (${String(v.frpCommit).slice(0, 12)})` : ""}, iperf3 ${m.iperf3 ?? "–"}. Everything (load generator, target, both tunnel processes) shares the 2 cores on loopback; ${method(r)}. Paths alternate in turning order, so drift falls on all alike; bulk differences under about 10 % are within this machine's noise.`,
     "",
+    ...spread(r.scenarios, present),
     "Each tunnel runs as its users run it: rathole 0.5.0 with one token and its default TCP transport (`--server`/`--client` with a service per target, `RUST_LOG=warn`); frp 0.70.1 with token auth and its default transport (tcpMux on: every user connection is a yamux stream on one TCP connection), and frp with `transport.tcpMux = false` on both sides (a TCP work connection per user connection), `log.level = \"warn\"`; Warren as in the next sections (TCP and UDP apps of one config-defined group). UDP forwards take the TCP forward's port number (`type = \"udp\"` services/proxies), as iperf3 -u needs. The bare Bun chain (two `bench/relay.ts` hops, TCP only) is the floor a Bun tunnel can reach; direct is the load generator straight to the target.",
     "",
   ];

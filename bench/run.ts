@@ -30,7 +30,7 @@
  *
  * (about 15 minutes), or a few minutes at a time, each merged into
  * peers.json: `--peers --scenarios bulk`, `--peers --scenarios latency,setup`,
- * `--peers --scenarios many,udp`. rathole and frp are found on PATH or in
+ * `--peers --scenarios many`, `--peers --scenarios udp`. rathole and frp are found on PATH or in
  * $WARREN_PEERS_BIN (default /work/peers/bin); when missing, their rows are
  * skipped and the run prints how to install them (bench/peers.ts).
  */
