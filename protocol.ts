@@ -750,13 +750,28 @@ export class DatagramReader {
       const len = (b[at + head - 2]! << 8) | b[at + head - 1]!;
       if (len > MAX_DATAGRAM_BYTES) return this.#fail(`datagram of ${len} bytes exceeds ${MAX_DATAGRAM_BYTES}`);
       if (to - at < head + len) break;
-      let address = "";
-      for (let i = 0; i < alen; i++) address += String.fromCharCode(b[at + 1 + i]!);
+      const address = this.#address(b, at + 1, alen);
       const port = (b[at + 1 + alen]! << 8) | b[at + 2 + alen]!;
       this.onDatagram(address, port, b.subarray(at + head, at + head + len));
       at += head + len;
     }
     return at;
+  }
+
+  // The peer address of the last frame, as bytes and as text: runs of one peer's datagrams then build no string each.
+  #lastAddress = new Uint8Array(MAX_PEER_ADDRESS_BYTES);
+  #lastAddressLen = 0;
+  #lastAddressText = "";
+
+  #address(b: Uint8Array, from: number, len: number): string {
+    const last = this.#lastAddress;
+    let same = len === this.#lastAddressLen;
+    for (let i = 0; same && i < len; i++) same = b[from + i] === last[i];
+    if (same) return this.#lastAddressText;
+    let text = "";
+    for (let i = 0; i < len; i++) text += String.fromCharCode((last[i] = b[from + i]!));
+    this.#lastAddressLen = len;
+    return (this.#lastAddressText = text);
   }
 
   #fail(message: string): ProtocolError {

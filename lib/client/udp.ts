@@ -17,6 +17,8 @@ interface Peer {
   readonly port: number;
   socket: udp.ConnectedSocket<"uint8array"> | null;
   pending: Uint8Array[] | null;
+  /** Datagrams of the chunk being read, sent in one sendMany when it is done (views into the chunk). */
+  out: Uint8Array[];
   lastSeen: number;
   closed: boolean;
 }
@@ -41,6 +43,10 @@ export class UdpLocal {
   readonly #drops: DropLog;
   readonly #sweep: Timer;
   #now = performance.now();
+  /** Peers with datagrams in `out`, sent at the end of push(). */
+  readonly #dirty: Peer[] = [];
+  /** The peer of the last datagram: most chunks carry runs of one peer, and this spares a key and a lookup per datagram. */
+  #last: Peer | null = null;
 
   constructor(
     work: Endpoint,
@@ -59,34 +65,47 @@ export class UdpLocal {
   /** Feeds bytes from the work connection. */
   push(chunk: Uint8Array): ProtocolError | null {
     this.#now = performance.now();
-    return this.reader.push(chunk);
+    const err = this.reader.push(chunk);
+    // The payloads are views into this chunk or the reader's store, which stay as they are until the next push.
+    for (const peer of this.#dirty) this.#sendAll(peer);
+    this.#dirty.length = 0;
+    return err;
   }
 
   #toLocal(address: string, port: number, payload: Uint8Array): void {
-    const key = `${address}|${port}`;
-    let peer = this.#peers.get(key);
-    if (!peer) peer = this.#open(key, address, port);
+    let peer = this.#last;
+    if (!peer || peer.port !== port || peer.address !== address || peer.closed) {
+      const key = `${address}|${port}`;
+      peer = this.#peers.get(key) ?? this.#open(key, address, port);
+      this.#last = peer;
+    }
     peer.lastSeen = this.#now;
-    if (peer.socket) this.#send(peer, payload);
-    else if (peer.pending && peer.pending.length < UDP_PENDING_PER_PEER) {
+    if (peer.socket) {
+      if (peer.out.push(payload) === 1) this.#dirty.push(peer);
+    } else if (peer.pending && peer.pending.length < UDP_PENDING_PER_PEER) {
       // A copy: the payload is a view of a chunk that is not ours to keep.
       peer.pending.push(payload.slice());
     } else this.#drop("local socket not ready");
   }
 
-  #send(peer: Peer, payload: Uint8Array): void {
+  /** Sends a peer's datagrams of this chunk with one sendMany (one system call for many, not one each). */
+  #sendAll(peer: Peer): void {
+    const out = peer.out;
+    peer.out = [];
+    if (!peer.socket) return this.#drop("local socket closed", out.length);
     try {
-      if (!peer.socket!.send(payload)) this.#drop("local socket buffer full");
+      const sent = out.length === 1 ? (peer.socket.send(out[0]!) ? 1 : 0) : peer.socket.sendMany(out);
+      if (sent < out.length) this.#drop("local socket buffer full", out.length - sent);
     } catch (err) {
       // A connected UDP socket reports an earlier ICMP "port unreachable" by throwing from send().
       this.counters.localErrors++;
-      this.#drop(`local app ${hostPort(this.app.host, this.app.port)}: ${(err as Error).message}`);
+      this.#drop(`local app ${hostPort(this.app.host, this.app.port)}: ${(err as Error).message}`, out.length);
     }
   }
 
   #open(key: string, address: string, port: number): Peer {
     if (this.#peers.size >= this.maxPeers) this.#evictOldest();
-    const peer: Peer = { address, port, socket: null, pending: [], lastSeen: this.#now, closed: false };
+    const peer: Peer = { address, port, socket: null, pending: [], out: [], lastSeen: this.#now, closed: false };
     this.#peers.set(key, peer);
     this.counters.peers = this.#peers.size;
     Bun.udpSocket({
@@ -111,8 +130,9 @@ export class UdpLocal {
         void tuneReceiveBuffer((socket as unknown as { fd: number }).fd, this.receiveBuffer, { app: this.app.name });
         watchKernelDrops(socket.port, this.#kernelDrops);
         peer.socket = socket;
-        for (const p of peer.pending ?? []) this.#send(peer, p);
+        peer.out = peer.pending ?? [];
         peer.pending = null;
+        this.#sendAll(peer);
       },
       (err: Error) => {
         this.#drop(`cannot open a local socket: ${err.message}`);

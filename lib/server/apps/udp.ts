@@ -28,7 +28,9 @@ type UdpAppStats = Pick<AppCounters, "connections" | "bytesIn" | "bytesOut" | "d
 /** Server side of a UDP app: the public socket and the work connection carrying its datagrams. */
 export class UdpPublic {
   work: Endpoint | null = null;
-  readonly #peers = new Map<string, number>(); // "addr|port" -> last seen, for the API's connection count
+  readonly #peers = new Map<string, { seen: number }>(); // "addr|port" -> last seen, for the API's connection count
+  /** The peer of the last datagram or reply: runs of one peer's datagrams then build no key and do no lookup each. */
+  #last: { address: string; port: number; peer: { seen: number } } | null = null;
   readonly #batcher = new DatagramBatcher(() => this.work);
   readonly #drops: DropLog;
   #sweep: Timer;
@@ -91,18 +93,33 @@ export class UdpPublic {
   #fromPeer(payload: Uint8Array, port: number, address: string): void {
     // IPv6 allows up to 65,527 bytes; the protocol carries at most MAX_DATAGRAM_BYTES.
     if (payload.length > MAX_DATAGRAM_BYTES) return this.#drop("datagram larger than 65,507 bytes");
-    const key = `${address}|${port}`;
-    if (!this.#peers.has(key)) {
-      // A new peer: the access list and the peer limit decide before anything is relayed.
-      if (!this.access.allows(address)) return void this.stats.denied++;
-      if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
-      this.stats.connections = this.#peers.size + 1;
-      this.stats.accepted++;
-    }
-    this.#peers.set(key, performance.now());
+    const peer = this.#peer(address, port) ?? this.#admit(address, port);
+    if (!peer) return;
+    peer.seen = performance.now();
     if (!this.#batcher.add(address, port, payload)) return this.#drop(this.work && !this.work.closed ? "work connection backed up" : "no work connection");
     this.stats.bytesIn += payload.length; // relayed bytes only: a dropped datagram counts in `dropped`
     this.stats.datagramsIn++;
+  }
+
+  /** The peer at `address:port` if it is known (sent to this app and not expired). */
+  #peer(address: string, port: number): { seen: number } | undefined {
+    const last = this.#last;
+    if (last && last.port === port && last.address === address) return last.peer;
+    const peer = this.#peers.get(`${address}|${port}`);
+    if (peer) this.#last = { address, port, peer };
+    return peer;
+  }
+
+  /** A new peer: the access list and the peer limit decide before anything is relayed. */
+  #admit(address: string, port: number): { seen: number } | undefined {
+    if (!this.access.allows(address)) return void this.stats.denied++;
+    if (this.maxPeers > 0 && this.#peers.size >= this.maxPeers) return void this.stats.overLimit++;
+    const peer = { seen: 0 };
+    this.#peers.set(`${address}|${port}`, peer);
+    this.#last = { address, port, peer };
+    this.stats.connections = this.#peers.size;
+    this.stats.accepted++;
+    return peer;
   }
 
   /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
@@ -127,9 +144,8 @@ export class UdpPublic {
     this.#reader = new DatagramReader((address, port, payload) => {
       // Replies go only to peers that sent to this app (and so passed its access list): a client
       // must not make the server send datagrams to anyone it likes.
-      const key = `${address}|${port}`;
-      if (!this.#peers.has(key)) return this.#drop("reply to an unknown peer");
-      const relay = this.#relayOf.get(key);
+      if (!this.#peer(address, port)) return this.#drop("reply to an unknown peer");
+      const relay = this.#relayOf.size ? this.#relayOf.get(`${address}|${port}`) : undefined;
       if (relay) return this.#toRelay(relay, address, port, payload);
       this.stats.bytesOut += payload.length;
       this.stats.datagramsOut++;
@@ -187,7 +203,8 @@ export class UdpPublic {
 
   #expire(): void {
     const deadline = performance.now() - this.idleMs;
-    for (const [key, seen] of this.#peers) if (seen < deadline) this.#peers.delete(key);
+    for (const [key, p] of this.#peers) if (p.seen < deadline) this.#peers.delete(key);
+    this.#last = null;
     this.stats.connections = this.#peers.size;
   }
 
@@ -198,6 +215,7 @@ export class UdpPublic {
     this.#socket?.close();
     this.#socket = null;
     this.#peers.clear();
+    this.#last = null;
     this.stats.connections = 0;
     const w = this.work;
     this.work = null;
