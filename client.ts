@@ -2,7 +2,7 @@
  * Warren client: runs beside the private apps of one group and relays their
  * users from the server. Usage: bun run client.ts --config client.toml
  */
-import { ClientConfigSchema, type ClientConfig } from "./lib/config/schema.ts";
+import { ClientConfigSchema, type ClientConfig } from "./lib/config/client-schema.ts";
 import { ConfigError, loadToml, parseFlags } from "./lib/config/load.ts";
 import { EXIT_CONFIG } from "./lib/config/defaults.ts";
 import { Connector, readTrustedCa } from "./lib/client/connector.ts";

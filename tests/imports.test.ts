@@ -3,7 +3,7 @@
  * each keeps about 650 KiB of code on the JavaScript heap, and every garbage collection
  * of a relaying process pays for a larger heap (lib/files.ts). This walks the static
  * imports from server.ts and client.ts; a dynamic import() (lib/files.ts's rare chmod,
- * the certificate library) is allowed.
+ * the API on its first request) is allowed.
  */
 import { expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
@@ -40,5 +40,27 @@ for (const entry of ["server.ts", "client.ts"]) {
       if (/process\.std(err|out)\b/.test(code)) offending.push(`${name} uses process.stderr/stdout`);
     }
     expect(offending).toEqual([]);
+  });
+}
+
+/**
+ * What each process must not load at start (issue 21, bench/optimisations.md): the client none of the
+ * server's weight, the server not its API until a request asks for it, and neither a certificate
+ * library or a CommonJS address parser (both replaced by own code).
+ */
+const NOT_AT_START: Record<string, RegExp[]> = {
+  "client.ts": [/^hono(\/|$)/, /^bun:sqlite$/, /^lib\/config\/schema\.ts$/, /^lib\/(api|dashboard|server|registry|cluster)\//, /^@peculiar\//, /^reflect-metadata$/, /^ipaddr\.js$/, /^(node:)?tls$/],
+  "server.ts": [/^hono(\/|$)/, /^lib\/(api|dashboard)\//, /^@peculiar\//, /^reflect-metadata$/, /^ipaddr\.js$/],
+};
+
+for (const [entry, forbidden] of Object.entries(NOT_AT_START)) {
+  test(`${entry}: loads none of ${forbidden.length} heavy or foreign modules at start`, () => {
+    const loaded = new Set<string>();
+    for (const [file, specs] of graph(entry)) {
+      loaded.add(file.slice(ROOT.length + 1));
+      for (const s of specs) if (!s.startsWith(".")) loaded.add(s);
+    }
+    expect(loaded.has("lib/config/defaults.ts")).toBe(true); // the walk reached the config
+    expect([...loaded].filter((m) => forbidden.some((re) => re.test(m)))).toEqual([]);
   });
 }

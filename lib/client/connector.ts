@@ -7,7 +7,7 @@ import type { SocketHandler, TLSOptions } from "bun";
 import { EventEmitter } from "node:events";
 import { encode, ErrorCode, FrameReader, FrameType, hostPort, loginProof, withMagic, type AppStatus, type Message } from "../../protocol.ts";
 import { parseHostPort } from "../addr.ts";
-import { normalizeFingerprint, type ClientApp, type ClientConfig } from "../config/schema.ts";
+import { normalizeFingerprint, type ClientApp, type ClientConfig } from "../config/client-schema.ts";
 import { log } from "../log.ts";
 import { Endpoint, type Counters } from "../net/endpoint.ts";
 import { KEEPALIVE_MS, relayHandler } from "../net/sockets.ts";
