@@ -2,7 +2,7 @@
  * Process weight (issue 21): resident memory of the Warren server and client
  * processes, idle and 5 s after load, plain and with [tls] on the control port.
  *
- *   flock /tmp/warren-bench.lock bun bench/memory.ts [--rounds 3] [--no-tls] [CHECKOUT...]
+ *   flock /tmp/warren-bench.lock bun bench/memory.ts [--rounds 3] [--no-tls] [--bun-flag --smol] [CHECKOUT...]
  *
  * Each checkout (default: this one) runs its own server.ts and client.ts in
  * front of one echo app. A round starts a fresh pair (Bun itself, no npx
@@ -22,7 +22,7 @@ import { BENCH, BUN, freePort, removeTempDirs, spawnChild, stopChild, tail, temp
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
-  options: { rounds: { type: "string" }, "no-tls": { type: "boolean" } },
+  options: { rounds: { type: "string" }, "no-tls": { type: "boolean" }, "bun-flag": { type: "string", multiple: true } },
   allowPositionals: true,
   strict: true,
 });
@@ -35,6 +35,8 @@ const LOAD_BYTES = 64 << 20;
 const CHUNK_BYTES = 64 << 10;
 /** A load that does not finish in this time fails the run rather than hanging it. */
 const LOAD_TIMEOUT_MS = 60_000;
+/** Flags given to Bun before the script, for both processes (--smol). */
+const BUN_FLAGS = flags["bun-flag"] ?? [];
 
 interface Reading {
   rss: number;
@@ -101,7 +103,7 @@ async function startPair(checkout: string, tls: boolean, echoPort: number) {
   serverToml.push(`[[groups]]`, `name = "bench"`, `token = "${token}"`, `[[groups.apps]]`, `name = "echo"`, `remotePort = ${publicPort}`);
   writeFileSync(join(d, "server.toml"), serverToml.join("\n") + "\n");
   const serverLog = join(d, "server.log");
-  const server = spawnChild("warren-server", [BUN, join(checkout, "server.ts"), "--config", join(d, "server.toml")], { logFile: serverLog });
+  const server = spawnChild("warren-server", [BUN, ...BUN_FLAGS, join(checkout, "server.ts"), "--config", join(d, "server.toml")], { logFile: serverLog });
   const children = [server];
   const stop = () => Promise.all(children.map((c) => stopChild(c))).then(() => {});
   try {
@@ -113,7 +115,7 @@ async function startPair(checkout: string, tls: boolean, echoPort: number) {
     clientToml.push(`[[apps]]`, `name = "echo"`, `localAddr = "127.0.0.1:${echoPort}"`);
     writeFileSync(join(d, "client.toml"), clientToml.join("\n") + "\n");
     const clientLog = join(d, "client.log");
-    children.push(spawnChild("warren-client", [BUN, join(checkout, "client.ts"), "--config", join(d, "client.toml")], { logFile: clientLog }));
+    children.push(spawnChild("warren-client", [BUN, ...BUN_FLAGS, join(checkout, "client.ts"), "--config", join(d, "client.toml")], { logFile: clientLog }));
     await until(() => readFileSync(clientLog, "utf8").includes("is reachable at"), 15_000, "the client to announce its app");
   } catch (err) {
     await stop();
@@ -165,7 +167,7 @@ try {
 }
 
 const f = (x: number) => x.toFixed(1).padStart(6);
-console.log(`RSS of the bun processes, MiB (anon + file), medians of ${ROUNDS}; load: ${LOAD_CONNECTIONS} connections, ${LOAD_BYTES >> 20} MiB echoed`);
+console.log(`RSS of the bun processes${BUN_FLAGS.length ? ` (bun ${BUN_FLAGS.join(" ")})` : ""}, MiB (anon + file), medians of ${ROUNDS}; load: ${LOAD_CONNECTIONS} connections, ${LOAD_BYTES >> 20} MiB echoed`);
 console.log(`${"checkout".padEnd(24)} ${"path".padEnd(11)} ${"moment".padEnd(10)} ${"side".padEnd(6)}    RSS   anon   file   (RSS of each round)`);
 for (const r of rows.values()) {
   const m = (k: keyof Reading) => median(r.readings.map((x) => x[k]));
