@@ -9,7 +9,7 @@
  */
 
 /** How often the process looks at its CPU time. */
-export const QUIET_CHECK_MS = 1_000;
+export const QUIET_CHECK_MS = 2_000;
 /** Below this share of one core over a check, the process is quiet (heartbeats and timers stay far under it). */
 export const QUIET_CPU_SHARE = 0.02;
 /** A busy spell must have used at least this much CPU to be worth a collection afterwards (ms). */
