@@ -85,7 +85,14 @@ function figures(sc: Any): Figure[] {
         return m.senderLimited ? `≥ ${fmt(m.achievedMbps, 0)} (iperf3's sender limit)` : null;
       },
     },
-    { name: `UDP: loss at ${UDP_LOSS_AT_MBPS} Mbit/s offered, %`, better: "lower", digits: 2, get: (p) => [udpAt(p)?.lossPct] },
+    {
+      name: `UDP: loss at ${UDP_LOSS_AT_MBPS} Mbit/s offered, %`,
+      better: "lower",
+      digits: 2,
+      get: (p) => [udpAt(p)?.lossPct],
+      // iperf3 shares the cores with the tunnel: when it could not send the offered rate, say what it sent.
+      note: (p) => (udpAt(p)?.senderLimited ? `${fmt(udpAt(p).lossPct, 2)} (iperf3 sent ${fmt(udpAt(p).sentMbps, 0)})` : null),
+    },
   ];
 }
 
@@ -115,6 +122,13 @@ function method(r: Any): string {
     sc.udp?.iperf?.rows ? `UDP: iperf3 -u, ${sc.udp.datagramBytes}-byte datagrams, ${sc.udp.seconds} s per rate (${(sc.udp.iperf.rates ?? []).join(", ")} Mbit/s, then bisection), one sweep` : null,
   ].filter(Boolean);
   return parts.join("; ");
+}
+
+/** ", Warren at <commit>" and the runtime files that were being edited in the tree at the time. */
+function warrenAt(w: Any): string {
+  if (!w?.commit) return "";
+  const u: string[] = w.uncommitted ?? [];
+  return `, Warren at ${w.commit}${u.length ? ` with uncommitted changes to ${u.join(", ")} (others' work in progress in the shared tree)` : ""}`;
 }
 
 /** Lowest and highest run of the repeated figures, per compared path: how far one run strays on this machine. */
@@ -156,7 +170,7 @@ export function renderPeers(r: Any | undefined): string {
     `|${head.map((_, i) => (i ? "---:" : "---")).join("|")}|`,
     ...rows.map((row) => `| ${row.join(" | ")} |`),
     "",
-    `Measured ${r.date}${(r.updates ?? []).length ? ` (parts re-run: ${r.updates.map((u: Any) => `${u.scenarios.join(", ")} at ${u.date}`).join("; ")})` : ""} with \`${r.command}\` on ${m.cpu ?? "?"}, ${m.cores ?? "?"} cores shared with other work (1-min load ${fmt(r.loadBefore, 1)} before the run), Bun ${m.bun ?? "?"}, rathole ${v.rathole ?? "–"}, frp ${v.frps ?? "–"}${v.frpCommit ? ` (${String(v.frpCommit).slice(0, 12)})` : ""}, iperf3 ${m.iperf3 ?? "–"}. Everything (load generator, target, both tunnel processes) shares the 2 cores on loopback; ${method(r)}. Paths alternate in turning order, so drift falls on all alike; bulk differences under about 10 % are within this machine's noise.`,
+    `Measured ${r.date}${(r.updates ?? []).length ? ` (parts re-run: ${r.updates.map((u: Any) => `${u.scenarios.join(", ")} at ${u.date}${u.warren ? ` (Warren ${u.warren.commit}${u.warren.uncommitted?.length ? ` + ${u.warren.uncommitted.length} uncommitted files` : ""})` : ""}`).join("; ")})` : ""} with \`${r.command}\` on ${m.cpu ?? "?"}, ${m.cores ?? "?"} cores shared with other work (1-min load ${fmt(r.loadBefore, 1)} before the run), Bun ${m.bun ?? "?"}${warrenAt(m.warren)}, rathole ${v.rathole ?? "–"}, frp ${v.frps ?? "–"}${v.frpCommit ? ` (${String(v.frpCommit).slice(0, 12)})` : ""}, iperf3 ${m.iperf3 ?? "–"}. Everything (load generator, target, both tunnel processes) shares the 2 cores on loopback; ${method(r)}. Paths alternate in turning order, so drift falls on all alike; bulk differences under about 10 % are within this machine's noise.`,
     "",
     ...spread(r.scenarios, present),
     "Each tunnel runs as its users run it: rathole 0.5.0 with one token and its default TCP transport (`--server`/`--client` with a service per target, `RUST_LOG=warn`); frp 0.70.1 with token auth and its default transport (tcpMux on: every user connection is a yamux stream on one TCP connection), and frp with `transport.tcpMux = false` on both sides (a TCP work connection per user connection), `log.level = \"warn\"`; Warren as in the next sections (TCP and UDP apps of one config-defined group). UDP forwards take the TCP forward's port number (`type = \"udp\"` services/proxies), as iperf3 -u needs. The bare Bun chain (two `bench/relay.ts` hops, TCP only) is the floor a Bun tunnel can reach; direct is the load generator straight to the target.",

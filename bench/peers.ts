@@ -13,7 +13,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { freePort, run, spawnChild, stopChild, tail, tempDir, waitPort, type Child } from "./common.ts";
 import type { PathOptions, Targets, Tunnel } from "./paths.ts";
 
@@ -25,11 +25,16 @@ export const PEER_VERSIONS = { rathole: "0.5.0", frp: "0.70.1" } as const;
 /** How to get each peer when it is missing. */
 export const PEER_INSTALL: Record<"rathole" | "frp", string> = {
   rathole: [
-    "rathole not found on PATH or in $WARREN_PEERS_BIN (default /work/peers/bin). Install it with Cargo:",
-    `  cargo install rathole --version ${PEER_VERSIONS.rathole} --root ${dirname(PEERS_BIN)}`,
+    "rathole not found on PATH or in $WARREN_PEERS_BIN (default /work/peers/bin).",
+    "Install it with Cargo:",
+    // cargo puts binaries in <root>/bin.
+    basename(PEERS_BIN) === "bin"
+      ? `  cargo install rathole --version ${PEER_VERSIONS.rathole} --root ${dirname(PEERS_BIN)}`
+      : `  cargo install rathole --version ${PEER_VERSIONS.rathole} && cp ~/.cargo/bin/rathole ${PEERS_BIN}/`,
   ].join("\n"),
   frp: [
-    "frps/frpc not found on PATH or in $WARREN_PEERS_BIN (default /work/peers/bin). Build them from a checkout of fatedier/frp (tag v" + PEER_VERSIONS.frp + "), outside this repository:",
+    "frps/frpc not found on PATH or in $WARREN_PEERS_BIN (default /work/peers/bin).",
+    `Build them from a checkout of fatedier/frp (tag v${PEER_VERSIONS.frp}), outside this repository:`,
     `  cd <frp-src> && CGO_ENABLED=0 go build -tags "frps,noweb" -o ${PEERS_BIN}/frps ./cmd/frps`,
     `  cd <frp-src> && CGO_ENABLED=0 go build -tags "frpc,noweb" -o ${PEERS_BIN}/frpc ./cmd/frpc`,
     `  (optionally: git -C <frp-src> rev-parse HEAD > ${PEERS_BIN}/frp.commit, recorded in the results)`,

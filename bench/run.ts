@@ -1088,6 +1088,26 @@ async function scenarioTls(): Promise<Record<string, unknown>> {
 
 // ---------------------------------------------------------------- main
 
+/** `next` laid over `prev`: arrays of rows keep prev's rows of paths outside `paths`; objects merge key by key. */
+function mergeRows(prev: unknown, next: unknown, paths: ReadonlySet<string>): unknown {
+  const isRows = (x: unknown): x is { path: string }[] => Array.isArray(x) && x.some((r) => typeof r?.path === "string");
+  if (isRows(prev) && isRows(next)) return [...prev.filter((r) => !paths.has(r.path)), ...next];
+  if (prev && next && typeof prev === "object" && typeof next === "object" && !Array.isArray(prev) && !Array.isArray(next)) {
+    const out: Record<string, unknown> = { ...(prev as Record<string, unknown>) };
+    for (const [k, v] of Object.entries(next)) out[k] = mergeRows(out[k], v, paths);
+    return out;
+  }
+  return next;
+}
+
+/** The commit of the Warren measured, and its runtime files that differed from it (others may be editing the same tree). */
+async function warrenTree(): Promise<{ commit: string | null; uncommitted: string[] }> {
+  const git = async (args: string[]) => (await run(["git", ...args], { timeoutMs: 10_000, allowFail: true }).catch(() => null))?.stdout.trim() ?? "";
+  const commit = (await git(["rev-parse", "--short=12", "HEAD"])) || null;
+  const status = await git(["status", "--porcelain", "--", "lib", "server.ts", "client.ts", "protocol.ts", "package.json"]);
+  return { commit, uncommitted: status ? status.split("\n").map((l) => l.slice(3)) : [] };
+}
+
 async function machine(): Promise<Record<string, unknown>> {
   const version = async (cmd: string[], re: RegExp) => {
     try {
@@ -1112,6 +1132,7 @@ async function machine(): Promise<Record<string, unknown>> {
     socat: await version(["socat", "-V"], /socat version (\S+)/),
     openssh: await version(["ssh", "-V"], /(OpenSSH_[^ ,]+)/),
     peers: await peerVersions(),
+    warren: await warrenTree(),
   };
 }
 
@@ -1173,11 +1194,14 @@ async function main(): Promise<void> {
     written = {
       ...prev,
       machine: results.machine,
-      scenarios: { ...prev.scenarios, ...scenarios },
+      // With --paths, the rows of the other paths are kept (a path that failed is measured again on its own).
+      scenarios: { ...prev.scenarios, ...(flags.paths ? (mergeRows(prev.scenarios ?? {}, scenarios, new Set(paths)) as Record<string, unknown>) : scenarios) },
       loadavg: { ...prev.loadavg, ...load },
-      skipped: { ...prev.skipped, ...skipped },
-      notes: [...new Set([...(prev.notes ?? []), ...notes])],
-      updates: [...(prev.updates ?? []).filter((u: any) => !u.scenarios.every((s: string) => which.has(s as Scenario))), { date: results.date, command: results.command, scenarios: [...which], seconds: results.seconds }],
+      // A path measured now is no longer skipped, and the notes of its earlier failure to start go.
+      skipped: { ...Object.fromEntries(Object.entries(prev.skipped ?? {}).filter(([p]) => !paths.includes(p as PathName))), ...skipped },
+      notes: [...new Set([...(prev.notes ?? []).filter((n: string) => !paths.some((p) => !skipped[p] && n.startsWith(`${PATH_LABEL[p]} could not start for`))), ...notes])],
+      // An earlier run of the same scenarios is superseded, unless this one measured some paths only.
+      updates: [...(prev.updates ?? []).filter((u: any) => flags.paths || !u.scenarios.every((s: string) => which.has(s as Scenario))), { date: results.date, command: results.command, scenarios: [...which], seconds: results.seconds, warren: (results.machine as Record<string, unknown>).warren }],
     };
     say(`merged ${[...which].join(", ")} into the full results of ${prev.date}`);
   }
