@@ -21,12 +21,12 @@ import { BUN, freePort, removeTempDirs, spawnChild, stopAll, stopChild, tempDir,
 
 const { values: flags, positionals } = parseArgs({
   args: Bun.argv.slice(2),
-  options: { groups: { type: "string" }, rounds: { type: "string" }, nofile: { type: "string" }, "deadline-ms": { type: "string" }, burst: { type: "string" } },
+  options: { groups: { type: "string" }, rounds: { type: "string" }, nofile: { type: "string" }, "deadline-ms": { type: "string" }, burst: { type: "string" }, "settle-ms": { type: "string" } },
   allowPositionals: true,
   strict: true,
 });
 if (!positionals.length) {
-  console.error("usage: bun bench/pool-scale.ts [--groups 1000,5000] [--rounds N] [--nofile 20000] [--deadline-ms 60000] [--burst N] CHECKOUT...");
+  console.error("usage: bun bench/pool-scale.ts [--groups 1000,5000] [--rounds N] [--nofile 20000] [--deadline-ms 60000] [--burst N] [--settle-ms 1500] CHECKOUT...");
   process.exit(2);
 }
 const GROUPS = (flags.groups ?? "1000,5000").split(",").map(Number);
@@ -35,8 +35,8 @@ const NOFILE = Number(flags.nofile ?? 20_000);
 /** Longest wait for every group to log in; a run that does not make it is reported as partial. */
 const DEADLINE_MS = Math.min(120_000, Number(flags["deadline-ms"] ?? 60_000));
 /** The server's descriptor count is taken once it has not changed for this long (pools filled), or at SETTLE_MAX_MS. */
-const SETTLE_STABLE_MS = 1500;
-const SETTLE_MAX_MS = 15_000;
+const SETTLE_STABLE_MS = Math.min(20_000, Number(flags["settle-ms"] ?? 1500));
+const SETTLE_MAX_MS = SETTLE_STABLE_MS + 15_000;
 const BURST = Math.min(64, Number(flags.burst ?? 0));
 /** Quiet groups that each take one burst. */
 const BURST_GROUPS = 20;
@@ -62,6 +62,8 @@ interface Run {
   /** Log lines of the server: sockets refused at its file limit, and logins refused over MAX_PENDING_HANDSHAKES (each refusal of a handshake is one line). */
   fdLimitLogs: number;
   handshakeLogs: number;
+  /** Online groups holding no idle work connection once settled (from /metrics). */
+  coldGroups: number;
   /** Per burst: the slowest of its users' first bytes, ms (with --burst). */
   burstMaxMs: number[];
   /** Every user's first byte in the bursts, ms. */
@@ -125,6 +127,8 @@ async function once(root: string, groups: number): Promise<Run> {
       const now = fds(pid);
       if (now !== last) [last, stableSince] = [now, performance.now()];
     }
+    const metrics = await (await fetch(`http://127.0.0.1:${apiPort}/metrics`, { headers: { authorization: "Bearer pool-scale-admin-token-0123" } })).text();
+    const coldGroups = (metrics.match(/^warren_work_pool_idle\{group="[^"]*"\} 0$/gm) ?? []).length;
     const burstMaxMs: number[] = [];
     const burstAllMs: number[] = [];
     for (let g = 0; BURST > 0 && g < Math.min(BURST_GROUPS, groups); g++) {
@@ -134,7 +138,7 @@ async function once(root: string, groups: number): Promise<Run> {
     }
     const log = readFileSync(join(dir, "server.log"), "utf8");
     if (res.online < groups) console.error(`server log (${root}, ${groups} groups, ${res.online} online):\n${log.slice(-3000)}\ndriver log:\n${readFileSync(driverLog, "utf8").slice(-1500)}`);
-    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), fdLimitLogs: (log.match(/refusing new connections/g) ?? []).length, handshakeLogs: (log.match(/too many unfinished handshakes/g) ?? []).length, burstMaxMs, burstAllMs };
+    return { checkout: root, groups, online: res.online, allOnlineMs: res.partial ? null : Math.round(res.ms), serverFds: last, driverFds: fds(driver.pid), fdLimitLogs: (log.match(/refusing new connections/g) ?? []).length, handshakeLogs: (log.match(/too many unfinished handshakes/g) ?? []).length, coldGroups, burstMaxMs, burstAllMs };
   } finally {
     if (driver) await stopChild(driver, 3000);
     await stopChild(server);
@@ -164,6 +168,6 @@ for (const g of GROUPS)
     const worst = rs.flatMap((r) => r.burstMaxMs);
     const burst = BURST ? `; bursts of ${BURST} users on a quiet group (${worst.length}): first byte p50 ${median(all).toFixed(2)} ms, slowest of a burst median ${median(worst).toFixed(2)} ms, max ${Math.max(...worst).toFixed(2)} ms` : "";
     console.log(
-      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, driver fds ${median(rs.map((r) => r.driverFds))}, file-limit / handshake-cap log lines ${rs.map((r) => `${r.fdLimitLogs}/${r.handshakeLogs}`).join(", ")}${burst}`,
+      `${p} ${g} groups x 1 app (nofile ${NOFILE}, ${rs.length} runs): all online ${times.every((t) => t !== null) ? `${(median(times as number[]) / 1000).toFixed(2)} s` : `NOT in ${DEADLINE_MS / 1000} s (online ${rs.map((r) => r.online).join("/")})`}, server fds median ${median(rs.map((r) => r.serverFds))}, groups without an idle work connection ${rs.map((r) => r.coldGroups).join("/")}, driver fds ${median(rs.map((r) => r.driverFds))}, file-limit / handshake-cap log lines ${rs.map((r) => `${r.fdLimitLogs}/${r.handshakeLogs}`).join(", ")}${burst}`,
     );
   }

@@ -19,11 +19,13 @@ export const QUIET_POOL = 1;
  */
 export const POOL_WINDOW_MS = 10_000;
 /**
- * Share of the descriptors that busy sockets leave free which the idle work connections of
- * all groups together may hold (pooled and asked for): the rest stays for users and their
- * streams. A group's own users are served beyond it (each waiting user asks for one).
+ * Share of the descriptors that busy sockets and app listeners leave free which the idle work
+ * connections of all groups together may hold (pooled and asked for): the rest stays for users
+ * and their streams. Two thirds: under a 20,000 file limit, 5,000 quiet groups of one app hold
+ * 10,000 busy descriptors (listener and control each) and keep their 5,000 warm connections,
+ * with 4,900 left for users. A group's own users are served beyond it (each waiting user asks for one).
  */
-export const IDLE_WORK_SHARE = 0.5;
+export const IDLE_WORK_SHARE = 2 / 3;
 
 /**
  * Idle work connections of every session in this process: pooled, and asked for but not yet
@@ -33,9 +35,12 @@ export const IDLE_WORK_SHARE = 0.5;
  */
 export const idleWork = { pooled: 0, requested: 0, limit: Infinity };
 
+/** Listeners and UDP sockets of the apps served in this process: descriptors that `sockets.open` does not count. */
+export const appSockets = { open: 0 };
+
 /** How many more idle work connections the process may ask for or keep now (negative: over its budget). */
 export function idleWorkRoom(): number {
-  const busy = sockets.open - idleWork.pooled;
+  const busy = sockets.open + appSockets.open - idleWork.pooled;
   const budget = Math.min(idleWork.limit, Math.floor((sockets.max - busy) * IDLE_WORK_SHARE));
   return budget - idleWork.pooled - idleWork.requested;
 }

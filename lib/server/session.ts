@@ -14,6 +14,7 @@ import { openUdp } from "./apps/udp.ts";
 import { openHttp } from "./apps/http.ts";
 import type { ServerSettings } from "./settings.ts";
 import { WorkPool, type PoolHost } from "./work-pool.ts";
+import { appSockets } from "./pool-demand.ts";
 import { declaredAppsProblem } from "./auth.ts";
 import { parseBandwidth } from "../config/schema.ts";
 import { Throttle } from "../net/throttle.ts";
@@ -229,6 +230,7 @@ export class Session implements AppHost, PoolHost {
         continue;
       }
       this.#apps.set(d.name, bound);
+      if (ownsSocket(rec)) appSockets.open++;
       if (bound.bindWork) this.#pool.wantWork(bound);
       keep.add(d.name);
       const urls = this.host.vhosts?.urls(rec) ?? [];
@@ -243,6 +245,7 @@ export class Session implements AppHost, PoolHost {
     const rt = this.#apps.get(name);
     if (!rt) return;
     this.#apps.delete(name);
+    if (ownsSocket(rt.record)) appSockets.open--;
     // Stop accepting; established streams go on until they end.
     rt.close();
     this.#pool.dropApp(name, rt);
@@ -283,4 +286,9 @@ export class Session implements AppHost, PoolHost {
     log.info("session ended", { group: this.group.name, client: this.clientAddr, reason });
     this.host.ended(this, reason);
   }
+}
+
+/** A TCP or UDP app holds a descriptor of its own (its listener or socket); HTTP apps share the server's vhost ports. */
+function ownsSocket(rec: AppRecord): boolean {
+  return rec.type === "tcp" || rec.type === "udp";
 }
