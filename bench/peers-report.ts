@@ -105,8 +105,10 @@ function cell(f: Figure, p: string): string {
 
 function ratio(f: Figure): string {
   const [w, r] = [f.get("warren"), f.get("rathole")];
+  // Warren's figure is a lower bound (iperf3's sender limit): so is the ratio.
+  const bound = f.note?.("warren")?.startsWith("≥") ? "≥ " : "";
   const parts = w.map((v, i) => (typeof v === "number" && typeof r[i] === "number" && r[i] !== 0 && Number.isFinite(v / r[i]!) ? `${(v / r[i]!).toFixed(2)}×` : "–"));
-  return parts.every((x) => x === "–") ? "–" : parts.join(" / ");
+  return parts.every((x) => x === "–") ? "–" : bound + parts.join(" / ");
 }
 
 /** How many runs stand behind each figure, from the results themselves. */

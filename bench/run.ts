@@ -1102,7 +1102,8 @@ function mergeRows(prev: unknown, next: unknown, paths: ReadonlySet<string>): un
 
 /** The commit of the Warren measured, and its runtime files that differed from it (others may be editing the same tree). */
 async function warrenTree(): Promise<{ commit: string | null; uncommitted: string[] }> {
-  const git = async (args: string[]) => (await run(["git", ...args], { timeoutMs: 10_000, allowFail: true }).catch(() => null))?.stdout.trim() ?? "";
+  // trimEnd only: a porcelain line starts with a space when only the work tree differs.
+  const git = async (args: string[]) => (await run(["git", ...args], { timeoutMs: 10_000, allowFail: true }).catch(() => null))?.stdout.trimEnd() ?? "";
   const commit = (await git(["rev-parse", "--short=12", "HEAD"])) || null;
   const status = await git(["status", "--porcelain", "--", "lib", "server.ts", "client.ts", "protocol.ts", "package.json"]);
   return { commit, uncommitted: status ? status.split("\n").map((l) => l.slice(3)) : [] };
