@@ -100,6 +100,8 @@ interface Row {
   lossPct: number;
   jitterMs: number;
   datagrams: number;
+  /** What iperf3 actually sent, Mbit/s: its sender is CPU-bound here above a few hundred. */
+  sentMbps: number;
   rcvbufErrors: number;
   publicDrops: number;
   cpuS: number;
@@ -119,10 +121,11 @@ async function once(name: string, t: Tunnel, rate: number): Promise<Row> {
   const base = { path: name, rate, rcvbufErrors: n1.RcvbufErrors! - n0.RcvbufErrors!, publicDrops: d1 - d0, cpuS: c1 - c0 };
   try {
     const sum = JSON.parse(r.stdout).end.sum;
-    return { ...base, lossPct: sum.lost_percent, jitterMs: sum.jitter_ms, datagrams: sum.packets };
+    const bytes = LEN > 0 ? LEN : sum.bytes / Math.max(1, sum.packets - sum.lost_packets);
+    return { ...base, lossPct: sum.lost_percent, jitterMs: sum.jitter_ms, datagrams: sum.packets, sentMbps: (sum.packets * bytes * 8) / SECONDS / 1e6 };
   } catch {
     await Bun.sleep(1000);
-    return { ...base, lossPct: 100, jitterMs: NaN, datagrams: 0, error: (r.stderr || r.stdout).trim().slice(0, 200) };
+    return { ...base, lossPct: 100, jitterMs: NaN, datagrams: 0, sentMbps: 0, error: (r.stderr || r.stdout).trim().slice(0, 200) };
   }
 }
 
@@ -147,16 +150,16 @@ async function main(): Promise<void> {
         for (const p of order) {
           const r = await once(p, tunnels.get(p)!, rate);
           rows.push(r);
-          console.log(`round ${round + 1} ${String(rate).padStart(4)}M ${p.padEnd(8)} loss ${r.lossPct.toFixed(3)} % jitter ${r.jitterMs.toFixed(3)} ms rcvbuf drops ${r.rcvbufErrors} (public ${r.publicDrops}) cpu ${r.cpuS.toFixed(2)} s${r.error ? ` ERROR ${r.error}` : ""}`);
+          console.log(`round ${round + 1} ${String(rate).padStart(4)}M ${p.padEnd(8)} sent ${r.sentMbps.toFixed(0)} loss ${r.lossPct.toFixed(3)} % jitter ${r.jitterMs.toFixed(3)} ms rcvbuf drops ${r.rcvbufErrors} (public ${r.publicDrops}) cpu ${r.cpuS.toFixed(2)} s${r.error ? ` ERROR ${r.error}` : ""}`);
         }
       }
     }
     console.log(`\nmedians of ${ROUNDS} runs, ${LEN > 0 ? `${LEN}-byte` : "iperf3's default"} datagrams, ${SECONDS} s each`);
-    console.log("| offered Mbit/s | " + PATHS.map((p) => `${p} loss % / jitter ms / rcvbuf drops (public) / CPU s`).join(" | ") + " |");
+    console.log("| offered Mbit/s | " + PATHS.map((p) => `${p} sent Mbit/s / loss % / jitter ms / rcvbuf drops (public) / CPU s`).join(" | ") + " |");
     for (const rate of RATES) {
       const cells = PATHS.map((p) => {
         const mine = rows.filter((r) => r.path === p && r.rate === rate);
-        return `${median(mine.map((r) => r.lossPct)).toFixed(3)} / ${median(mine.map((r) => r.jitterMs)).toFixed(3)} / ${median(mine.map((r) => r.rcvbufErrors))} (${median(mine.map((r) => r.publicDrops))}) / ${median(mine.map((r) => r.cpuS)).toFixed(2)}`;
+        return `${median(mine.map((r) => r.sentMbps)).toFixed(0)} / ${median(mine.map((r) => r.lossPct)).toFixed(3)} / ${median(mine.map((r) => r.jitterMs)).toFixed(3)} / ${median(mine.map((r) => r.rcvbufErrors))} (${median(mine.map((r) => r.publicDrops))}) / ${median(mine.map((r) => r.cpuS)).toFixed(2)}`;
       });
       console.log(`| ${rate} | ${cells.join(" | ")} |`);
     }
