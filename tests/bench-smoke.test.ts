@@ -1,6 +1,7 @@
 /**
  * Keeps the benchmark harness from rotting: runs `bench/run.ts --smoke`
- * (tiny sizes, no ssh, no 10,000-connection step, never installs packages)
+ * (tiny sizes, no ssh, no 10,000-connection step, never installs packages;
+ * rathole and frp when their binaries are found, see bench/peers.ts)
  * and checks that every scenario produced rows and that every process it
  * started is gone. Performance numbers are never asserted here.
  */
@@ -74,6 +75,22 @@ test(
       const held = s.many.rows.find((x: any) => x.path === path);
       expect(held?.error).toBeUndefined();
       expect(held.alive).toBe(held.count);
+    }
+    // The peers (rathole, frp, frp with tcpMux off) run when their binaries are found; a machine without them skips their rows and says how to get them.
+    for (const path of ["rathole", "frp", "frp-nomux"]) {
+      if (r.skipped[path]) {
+        console.log(`bench smoke: ${path} skipped: ${r.skipped[path]}`);
+        expect(String(r.skipped[path])).toMatch(/not found on PATH or in \$WARREN_PEERS_BIN/);
+        continue;
+      }
+      expect(r.machine.peers[path === "rathole" ? "rathole" : "frps"]).toMatch(/^\d+\.\d+\.\d+$/);
+      expect(s.latency.rows.find((x: any) => x.path === path)?.us.n).toBe(s.latency.roundTrips);
+      const held = s.many.rows.find((x: any) => x.path === path);
+      expect(held?.error).toBeUndefined();
+      expect(held.alive).toBe(held.count);
+      expect(s.memory.rows.find((x: any) => x.path === path)?.bytes).toBeGreaterThan(0);
+      if (!s.udp.iperf.skipped) expect(s.udp.iperf.rows.find((x: any) => x.path === path)?.deliveredMbps).toBeGreaterThan(0);
+      expect(s.udp.ping.rows.find((x: any) => x.path === path)?.us.n).toBeGreaterThan(0);
     }
     // UDP: iperf3 -u through Warren (when iperf3 is there) and a Bun UDP ping-pong through every UDP-capable path.
     expect(s.udp.error).toBeUndefined();
