@@ -2,7 +2,7 @@
  * Process weight (issue 21): resident memory of the Warren server and client
  * processes, idle and 5 s after load, plain and with [tls] on the control port.
  *
- *   flock /tmp/warren-bench.lock bun bench/memory.ts [--rounds 3] [--no-tls] [--bun-flag --smol] [CHECKOUT...]
+ *   flock /tmp/warren-bench.lock bun bench/memory.ts [--rounds 3] [--no-tls] [--bun-flag=--smol] [CHECKOUT...]
  *
  * Each checkout (default: this one) runs its own server.ts and client.ts in
  * front of one echo app. A round starts a fresh pair (Bun itself, no npx
