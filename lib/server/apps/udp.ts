@@ -122,14 +122,14 @@ export class UdpPublic {
     return peer;
   }
 
-  /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); a failed batch of replies counts once. */
+  /** Datagrams dropped so far (too large, no or a backed-up work connection, replies to unknown peers); replies the public socket could not send; a batch of replies that threw counts once. */
   get dropped(): number {
     return this.stats.dropped;
   }
 
-  #drop(reason: string): void {
-    this.stats.dropped++;
-    this.#drops.note(reason);
+  #drop(reason: string, n = 1): void {
+    this.stats.dropped += n;
+    this.#drops.note(reason, n);
   }
 
   /** The bound public port. */
@@ -158,7 +158,9 @@ export class UdpPublic {
     const err = this.#reader.push(chunk);
     if (this.#replies.length && this.#socket) {
       try {
-        this.#socket.sendMany(this.#replies);
+        // sendMany stops at a full send buffer (a busy interface): what it did not send is lost, and counted.
+        const unsent = this.#replies.length / 3 - this.#socket.sendMany(this.#replies);
+        if (unsent > 0) this.#drop("public socket send buffer full", unsent);
       } catch (err) {
         // An ICMP error from an earlier send can surface here; the peer is gone, the app is not.
         this.#drop(`sending to peers: ${(err as Error).message}`);
