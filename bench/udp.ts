@@ -120,8 +120,9 @@ async function once(name: string, t: Tunnel, rate: number): Promise<Row> {
   const [n1, d1, c1] = [snmp(), portDrops(port), cpuSeconds(pids)];
   const base = { path: name, rate, rcvbufErrors: n1.RcvbufErrors! - n0.RcvbufErrors!, publicDrops: d1 - d0, cpuS: c1 - c0 };
   try {
-    const sum = JSON.parse(r.stdout).end.sum;
-    const bytes = LEN > 0 ? LEN : sum.bytes / Math.max(1, sum.packets - sum.lost_packets);
+    const out = JSON.parse(r.stdout);
+    const sum = out.end.sum;
+    const bytes = LEN > 0 ? LEN : out.start.test_start.blksize;
     return { ...base, lossPct: sum.lost_percent, jitterMs: sum.jitter_ms, datagrams: sum.packets, sentMbps: (sum.packets * bytes * 8) / SECONDS / 1e6 };
   } catch {
     await Bun.sleep(1000);
