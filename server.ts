@@ -287,7 +287,7 @@ async function main(): Promise<void> {
     let material: TlsMaterial | undefined;
     if (t.enabled || apiTls) {
       try {
-        // Loaded only when needed: the certificate library is most of the server's start-up memory.
+        // Loaded only when needed: a server without TLS has no use for it.
         const { loadServerTls } = await import("./lib/tls.ts");
         material = await loadServerTls(loaded.config.dataDir, t.certFile, t.keyFile);
       } catch (err) {
