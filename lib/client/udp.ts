@@ -7,7 +7,7 @@ import type { udp } from "bun";
 import { DatagramReader, hostPort, MAX_DATAGRAM_BYTES, type ProtocolError } from "../../protocol.ts";
 import { log } from "../log.ts";
 import { UDP_IDLE_TIMEOUT_S, UDP_RECEIVE_BUFFER_BYTES } from "../config/defaults.ts";
-import { tuneReceiveBuffer, unwatchKernelDrops, watchKernelDrops } from "../net/udp-buffers.ts";
+import { tuneReceiveBuffer, watchKernelDrops } from "../net/udp-buffers.ts";
 import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS, UDP_PENDING_PER_PEER } from "../net/datagrams.ts";
 import type { Endpoint } from "../net/endpoint.ts";
 
@@ -19,6 +19,8 @@ interface Peer {
   pending: Uint8Array[] | null;
   /** Datagrams of the chunk being read, sent in one sendMany when it is done (views into the chunk). */
   out: Uint8Array[];
+  /** Stops counting the kernel's drops at the local socket. */
+  unwatch: (() => void) | null;
   lastSeen: number;
   closed: boolean;
 }
@@ -105,7 +107,7 @@ export class UdpLocal {
 
   #open(key: string, address: string, port: number): Peer {
     if (this.#peers.size >= this.maxPeers) this.#evictOldest();
-    const peer: Peer = { address, port, socket: null, pending: [], out: [], lastSeen: this.#now, closed: false };
+    const peer: Peer = { address, port, socket: null, pending: [], out: [], unwatch: null, lastSeen: this.#now, closed: false };
     this.#peers.set(key, peer);
     this.counters.peers = this.#peers.size;
     Bun.udpSocket({
@@ -126,9 +128,10 @@ export class UdpLocal {
     }).then(
       (socket) => {
         if (peer.closed) return socket.close();
+        const fd = (socket as unknown as { fd: number }).fd;
         // In the background: the peer's first datagrams need not wait for it.
-        void tuneReceiveBuffer((socket as unknown as { fd: number }).fd, this.receiveBuffer, { app: this.app.name });
-        watchKernelDrops(socket.port, this.#kernelDrops);
+        void tuneReceiveBuffer(fd, this.receiveBuffer, { app: this.app.name });
+        peer.unwatch = watchKernelDrops(fd, this.#kernelDrops);
         peer.socket = socket;
         peer.out = peer.pending ?? [];
         peer.pending = null;
@@ -155,7 +158,8 @@ export class UdpLocal {
 
   #remove(key: string, peer: Peer): void {
     peer.closed = true;
-    if (peer.socket) unwatchKernelDrops(peer.socket.port, this.#kernelDrops);
+    peer.unwatch?.();
+    peer.unwatch = null;
     peer.socket?.close();
     peer.socket = null;
     peer.pending = null;

@@ -4,8 +4,9 @@
  * option; node:dgram's recvBufferSize works but is another, slower socket), so
  * SO_RCVBUF is set with setsockopt through bun:ffi on the socket's descriptor.
  * The kernel counts the datagrams it drops per socket in /proc/net/udp and
- * udp6; one sampler reads them for every watched port.
+ * udp6; one sampler reads them for every watched socket.
  */
+import { readlinkSync } from "node:fs";
 import { log } from "../log.ts";
 
 /** How often the kernel's drop counters are read while a UDP socket is watched. */
@@ -63,49 +64,55 @@ export async function tuneReceiveBuffer(fd: number, bytes: number, fields: Recor
 }
 const warned = new Set<string>();
 
-/** Per port: the drop count last seen and who is told of new drops (a set: in one process a server's and a client's sockets may share a port number). */
-const watched = new Map<number, { last: number; told: Set<(drops: number) => void> }>();
+/** Per socket (its inode): the drop count last seen and whom to tell of new drops. */
+const watched = new Map<string, { last: number; told: (drops: number) => void }>();
 let sampler: Timer | null = null;
 
-/** Calls `told(n)` when the kernel has dropped `n` more datagrams at the UDP socket bound to `port`. */
-export function watchKernelDrops(port: number, told: (drops: number) => void): void {
-  const w = watched.get(port);
-  if (w) w.told.add(told);
-  else watched.set(port, { last: -1, told: new Set([told]) });
+/**
+ * Calls `told(n)` when the kernel has dropped `n` more datagrams at the UDP socket `fd`, counted
+ * from its creation: call it as soon as the socket exists. Returns the function that stops it.
+ * The socket is matched by inode, not port: a port number may be shared (IPv4 and IPv6, a server's
+ * and a client's sockets in one process), and a fresh socket's count starts at 0, so no reading
+ * taken while a burst is under way can hide part of it.
+ */
+export function watchKernelDrops(fd: number, told: (drops: number) => void): () => void {
+  let inode: string;
+  try {
+    inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1] ?? "";
+  } catch {
+    inode = ""; // not Linux: no per-socket counters to read
+  }
+  if (!inode) return () => {};
+  const entry = { last: 0, told };
+  watched.set(inode, entry);
   sampler ??= setInterval(() => void sample(), KERNEL_DROPS_SAMPLE_MS);
   sampler.unref();
-  void sample();
+  return () => {
+    if (watched.get(inode) === entry) watched.delete(inode);
+    if (watched.size === 0 && sampler) {
+      clearInterval(sampler);
+      sampler = null;
+    }
+  };
 }
 
-/** Stops telling `told` of `port`. */
-export function unwatchKernelDrops(port: number, told: (drops: number) => void): void {
-  const w = watched.get(port);
-  if (w?.told.delete(told) && w.told.size === 0) watched.delete(port);
-  if (watched.size === 0 && sampler) {
-    clearInterval(sampler);
-    sampler = null;
-  }
-}
-
-/** Reads the kernel's per-socket drop counters (Linux), summed by local port. */
+/** Reads the kernel's per-socket drop counters (Linux: the last column of /proc/net/udp and udp6, by inode). */
 async function sample(): Promise<void> {
-  const totals = new Map<number, number>();
+  const totals = new Map<string, number>();
   for (const file of ["/proc/net/udp", "/proc/net/udp6"]) {
     const text = await Bun.file(file)
       .text()
       .catch(() => ""); // not Linux, or no IPv6
     for (const line of text.split("\n").slice(1)) {
       const cols = line.trim().split(/\s+/);
-      if (cols.length < 13) continue;
-      const port = parseInt(cols[1]!.split(":")[1]!, 16);
-      if (watched.has(port)) totals.set(port, (totals.get(port) ?? 0) + Number(cols.at(-1)));
+      if (cols.length >= 13 && watched.has(cols[9]!)) totals.set(cols[9]!, Number(cols.at(-1)));
     }
   }
-  for (const [port, w] of watched) {
-    const total = totals.get(port);
-    if (total === undefined) continue;
-    // The first reading is the baseline: drops before the watch began are not ours to report.
-    if (w.last >= 0 && total > w.last) for (const told of w.told) told(total - w.last);
+  for (const [inode, w] of watched) {
+    const total = totals.get(inode);
+    if (total === undefined || total <= w.last) continue;
+    const n = total - w.last;
     w.last = total;
+    w.told(n);
   }
 }

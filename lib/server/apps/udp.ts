@@ -10,7 +10,7 @@ import { AccessList } from "../../guard.ts";
 import { log } from "../../log.ts";
 import type { AppCounters } from "../../metrics/counters.ts";
 import { DatagramBatcher, DropLog, errorOf, MAX_SWEEP_MS } from "../../net/datagrams.ts";
-import { tuneReceiveBuffer, unwatchKernelDrops, watchKernelDrops } from "../../net/udp-buffers.ts";
+import { tuneReceiveBuffer, watchKernelDrops } from "../../net/udp-buffers.ts";
 import { UDP_RECEIVE_BUFFER_BYTES } from "../../config/defaults.ts";
 import { chain, type Endpoint } from "../../net/endpoint.ts";
 import type { AppRecord } from "../../registry/types.ts";
@@ -37,8 +37,8 @@ export class UdpPublic {
   #socket: udp.Socket<"uint8array"> | null = null;
   #reader = new DatagramReader(() => {});
   #replies: (Uint8Array | number | string)[] = [];
-  /** Told of the kernel's drops at the public socket. */
-  #kernelDrops: ((n: number) => void) | null = null;
+  /** Stops counting the kernel's drops at the public socket. */
+  #unwatch: (() => void) | null = null;
   /** Peers another node of a cluster carried here ("addr|port" -> the link's data connection): replies go back that way. */
   readonly #relayOf = new Map<string, Endpoint>();
 
@@ -77,12 +77,11 @@ export class UdpPublic {
       const socket = app.#socket;
       await tuneReceiveBuffer((socket as unknown as { fd: number }).fd, receiveBuffer, fields);
       // Datagrams the kernel drops before we see them (a full receive buffer) are counted and logged too.
-      app.#kernelDrops = (n) => {
+      app.#unwatch = watchKernelDrops((socket as unknown as { fd: number }).fd, (n) => {
         stats.kernelDropped = (stats.kernelDropped ?? 0) + n;
         stats.dropped += n;
         app.#drops.note("receive buffer full: the kernel dropped them (udpReceiveBuffer)", n);
-      };
-      watchKernelDrops(socket.port, app.#kernelDrops);
+      });
       return app;
     } catch (err) {
       clearInterval(app.#sweep);
@@ -213,7 +212,7 @@ export class UdpPublic {
   /** Closes the public socket and the work connection. */
   close(): void {
     clearInterval(this.#sweep);
-    if (this.#socket && this.#kernelDrops) unwatchKernelDrops(this.#socket.port, this.#kernelDrops);
+    this.#unwatch?.();
     this.#socket?.close();
     this.#socket = null;
     this.#peers.clear();
