@@ -20,6 +20,8 @@ const QUIET_AFTER_MS = 2 * POOL_WINDOW_MS + IDLE_WORK_TIMEOUT_MS + 1;
 const server = await testServer({ poolSize: POOL });
 const echo = await echoApp();
 const connectors: Connector[] = [];
+/** Public port of each group's app. */
+const ports: Record<string, number> = {};
 const base = { pooled: idleWork.pooled, requested: idleWork.requested, appSockets: appSockets.open };
 
 afterAll(() => {
@@ -33,6 +35,7 @@ async function online(group: string): Promise<{ port: number; connector: Connect
   // Heartbeats every 0.2 s: each is a frame on which the server would top its pool up.
   const { connector, apps } = await onlineClient(clientConfig(server, group, [{ name: "a", localAddr: `127.0.0.1:${echo.port}` }], { heartbeatInterval: 0.2 }));
   connectors.push(connector);
+  ports[group] = apps[0]!.remotePort;
   return { port: apps[0]!.remotePort, connector };
 }
 
@@ -148,6 +151,31 @@ describe("adaptive pools of idle work connections", () => {
       const busy = sockets.open + appSockets.open - idleWork.pooled;
       sockets.max = busy + 1000;
       expect(idleWorkRoom()).toBe(Math.floor(1000 * IDLE_WORK_SHARE) - idleWork.pooled - idleWork.requested);
+    } finally {
+      sockets.max = max;
+    }
+  });
+
+  test("over the budget, the sweeps of all sessions together close just enough idle connections, not more", async () => {
+    const SHORT = 4;
+    const sessions = ["quiet", "bursty"].map((g) => server.hub.session(g)!);
+    // Enough idle connections in each that one sweep alone could close all SHORT.
+    for (const g of ["quiet", "bursty"]) await burst(ports[g]!, SHORT + 2, 500);
+    await until(() => sessions.every((s) => s.pooled >= SHORT) && idleWork.requested === 0, 3000, "pools settled");
+    const max = sockets.max;
+    const busy = sockets.open + appSockets.open - idleWork.pooled;
+    const used = idleWork.pooled + idleWork.requested;
+    // The file limit at which the budget is SHORT connections short.
+    let m = busy;
+    while (Math.floor((m - busy) * IDLE_WORK_SHARE) - used < -SHORT && m < busy + 4 * used) m++;
+    sockets.max = m;
+    try {
+      expect(idleWorkRoom()).toBe(-SHORT);
+      const before = idleWork.pooled;
+      // Each sweep sees the closes of the sweeps before it (an idle socket's end closes it at once in Bun).
+      for (const s of sessions) s.trimIdle();
+      expect(idleWork.pooled).toBe(before - SHORT);
+      expect(idleWorkRoom()).toBe(0);
     } finally {
       sockets.max = max;
     }
