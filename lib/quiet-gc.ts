@@ -36,12 +36,11 @@ export function collectWhenQuiet(collect: () => void = collectAll): () => void {
 }
 
 /**
- * Asks JavaScriptCore to shrink its footprint (drop JIT code and empty blocks) and runs a full
- * collection, which also returns mimalloc's free pages: 5 MiB more back on the server than the
- * collection alone (bench/optimisations.md). Dropped JIT code is compiled again under the next load.
+ * A full collection, which also returns mimalloc's free pages. Not `Bun.shrink()` as well: it
+ * gave 5 MiB more back on the server but dropped the JIT's code, and the next load paid for
+ * compiling it again (tunnel CPU per connection 190 -> 277 us in bench/ab.ts, bench/optimisations.md).
  */
 function collectAll(): void {
-  Bun.shrink();
   Bun.gc(true);
 }
 
