@@ -6,7 +6,6 @@
  * The kernel counts the datagrams it drops per socket in /proc/net/udp and
  * udp6; one sampler reads them for every watched socket.
  */
-import { readlinkSync } from "node:fs";
 import { log } from "../log.ts";
 
 /** How often the kernel's drop counters are read while a UDP socket is watched. */
@@ -76,24 +75,42 @@ let sampler: Timer | null = null;
  * taken while a burst is under way can hide part of it.
  */
 export function watchKernelDrops(fd: number, told: (drops: number) => void): () => void {
-  let inode: string;
-  try {
-    inode = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/self/fd/${fd}`))?.[1] ?? "";
-  } catch {
-    inode = ""; // not Linux: no per-socket counters to read
-  }
-  if (!inode) return () => {};
   const entry = { last: 0, told };
-  watched.set(inode, entry);
-  sampler ??= setInterval(() => void sample(), KERNEL_DROPS_SAMPLE_MS);
-  sampler.unref();
+  let inode = "";
+  let stopped = false;
+  const start = (): void => {
+    inode = inodeOf(fd);
+    if (stopped || !inode) return; // stopped first (its socket closed), or not Linux: no per-socket counters
+    watched.set(inode, entry);
+    sampler ??= setInterval(() => void sample(), KERNEL_DROPS_SAMPLE_MS);
+    sampler.unref();
+  };
+  // node:fs only when a UDP socket asks for it: the processes do not load it at start (tests/imports.test.ts).
+  if (readlink) start();
+  else
+    void import("node:fs").then(
+      (fs) => ((readlink = fs.readlinkSync), start()),
+      () => {},
+    );
   return () => {
-    if (watched.get(inode) === entry) watched.delete(inode);
+    stopped = true;
+    if (inode && watched.get(inode) === entry) watched.delete(inode);
     if (watched.size === 0 && sampler) {
       clearInterval(sampler);
       sampler = null;
     }
   };
+}
+
+let readlink: ((path: string) => string) | null = null;
+
+/** The inode of socket `fd` ("socket:[123]" in /proc/self/fd), or "" where there is none to read. */
+function inodeOf(fd: number): string {
+  try {
+    return /^socket:\[(\d+)\]$/.exec(readlink!(`/proc/self/fd/${fd}`))?.[1] ?? "";
+  } catch {
+    return "";
+  }
 }
 
 /** Reads the kernel's per-socket drop counters (Linux: the last column of /proc/net/udp and udp6, by inode). */
