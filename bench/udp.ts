@@ -17,7 +17,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { cpuSeconds, freePort, run, spawnChild, stopAll, stopChild, tail, tempDir, waitPort, type Child } from "./common.ts";
+import { cpuSeconds, freePort, killAllSync, removeTempDirs, run, spawnChild, stopAll, stopChild, tail, tempDir, waitPort, type Child } from "./common.ts";
 import { startPath, type Tunnel } from "./paths.ts";
 
 const { values: argv } = parseArgs({
@@ -173,7 +173,16 @@ async function main(): Promise<void> {
     for (const t of tunnels.values()) await t.stop();
     await stopChild(iperfServer);
     await stopAll();
+    removeTempDirs();
   }
 }
+
+// An interrupted run leaves no tunnel, iperf3 or temp dir behind.
+for (const sig of ["SIGINT", "SIGTERM"] as const)
+  process.on(sig, () => {
+    killAllSync();
+    removeTempDirs();
+    process.exit(130);
+  });
 
 await main();
