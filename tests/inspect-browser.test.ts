@@ -356,6 +356,8 @@ describe("the request inspector in a browser", () => {
     expect((await userRequest("POST", "/signup", "name=Ann+Lee&city=Z%C3%BCrich&empty=", "application/x-www-form-urlencoded")).status).toBe(200);
     await openRequest(await captureId("/signup"));
     const form = page.locator('#request-detail section[aria-label="Request"] .body-form tbody tr');
+    // The title shows before the body is drawn: wait for the table (a loaded machine showed it empty once).
+    await until(async () => (await form.count()) === 3, WAIT_MS, "the form table's 3 rows");
     expect(await form.evaluateAll((trs) => trs.map((tr) => [...tr.children].map((td) => td.textContent)))).toEqual([["name", "Ann Lee"], ["city", "Zürich"], ["empty", ""]]);
 
     expect((await userRequest("GET", "/logo.png")).status).toBe(200);
@@ -374,7 +376,9 @@ describe("the request inspector in a browser", () => {
     const bytes = new Uint8Array(300).map((_, i) => i & 0xff);
     expect((await userRequest("POST", "/upload", bytes, "application/octet-stream")).status).toBe(200);
     await openRequest(await captureId("/upload"));
-    const hex = (await page.locator('#request-detail section[aria-label="Request"] .hexdump').textContent())!.split("\n");
+    const dump = page.locator('#request-detail section[aria-label="Request"] .hexdump');
+    await until(async () => (await dump.count()) === 1, WAIT_MS, "the hex dump");
+    const hex = (await dump.textContent())!.split("\n");
     expect(hex[0]).toBe("00000000  00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f  |................|");
     expect(hex[4]).toBe("00000040  40 41 42 43 44 45 46 47 48 49 4a 4b 4c 4d 4e 4f  |@ABCDEFGHIJKLMNO|");
     expect(hex.length).toBe(Math.ceil(300 / 16));
