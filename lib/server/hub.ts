@@ -142,9 +142,10 @@ export class Hub implements SessionHost {
     this.#sessions.port = this.#port;
     store.onChange((c) => {
       // Routes first: an app a session binds in `#changed` must be reachable by its (new) domain.
-      this.vhosts?.router.rebuild(this.registry.list());
+      const name = c.kind === "deleted" ? c.name : c.group.name;
+      this.vhosts?.router.update(name, c.kind === "deleted" ? undefined : c.group);
       // Captures of apps removed or no longer inspected go at once: capture off means nothing kept.
-      this.vhosts?.settings.inspections?.prune(this.registry.list());
+      this.vhosts?.settings.inspections?.pruneGroup(name, c.kind === "deleted" ? undefined : c.group);
       this.cluster?.changed(c.kind === "deleted" ? c.name : c.group.name);
       return this.#changed(c);
     });

@@ -320,8 +320,8 @@ export class Inspections {
   readonly total = { bytes: 0 };
   readonly pool = new BlockPool();
   readonly #by = new Map<string, Inspector>();
-  /** "group/app" -> the app's record, as of the last prune (masking reads it). */
-  #records = new Map<string, AppRecord>();
+  /** group -> app -> the app's record, as of the last change (masking reads it). */
+  #records = new Map<string, Map<string, AppRecord>>();
 
   constructor(readonly limits: InspectLimits = DEFAULT_INSPECT_LIMITS) {}
 
@@ -340,26 +340,33 @@ export class Inspections {
     const key = `${group}/${app}`;
     let ins = this.#by.get(key);
     if (!ins && create) {
-      ins = new Inspector(group, app, this.limits, this.total, this.pool, this.#records.get(key));
+      ins = new Inspector(group, app, this.limits, this.total, this.pool, this.#records.get(group)?.get(app));
       this.#by.set(key, ins);
     }
     return ins ?? null;
   }
 
-  /** After a registry change: inspectors of apps that are gone or no longer inspected are dropped with what they kept. */
+  /** At start: the records of every group; inspectors of apps that are gone or no longer inspected are dropped. */
   prune(groups: readonly GroupRecord[]): void {
-    const keep = new Set<string>();
-    const records = new Map<string, AppRecord>();
-    for (const g of groups) {
-      for (const a of g.apps) {
-        records.set(`${g.name}/${a.name}`, a);
-        if (a.type === "http" && a.inspect && this.limits.allow) keep.add(`${g.name}/${a.name}`);
-      }
-    }
-    this.#records = records;
+    this.#records = new Map(groups.map((g) => [g.name, new Map(g.apps.map((a) => [a.name, a]))]));
+    for (const g of groups) this.#settle(g.name);
+  }
+
+  /** After a registry change of group `name` (undefined: deleted): only that group's inspectors are looked at. */
+  pruneGroup(name: string, group: GroupRecord | undefined): void {
+    if (group) this.#records.set(name, new Map(group.apps.map((a) => [a.name, a])));
+    else this.#records.delete(name);
+    this.#settle(name);
+  }
+
+  /** Gives `name`'s inspectors their app's record, and drops those whose app is gone or no longer inspected, with what they kept. */
+  #settle(name: string): void {
+    const apps = this.#records.get(name);
     for (const [key, ins] of this.#by) {
-      ins.record = records.get(key);
-      if (keep.has(key)) continue;
+      if (ins.group !== name) continue;
+      const a = apps?.get(ins.app);
+      ins.record = a;
+      if (a && a.type === "http" && a.inspect && this.limits.allow) continue;
       ins.dispose();
       this.#by.delete(key);
     }

@@ -43,6 +43,13 @@ class Table {
     this.#byDomain.set(domain, list);
   }
 
+  /** Drops `group`'s routes at `domain`. */
+  remove(domain: string, group: string): void {
+    const list = this.#byDomain.get(domain)?.filter((r) => r.group !== group);
+    if (list?.length) this.#byDomain.set(domain, list);
+    else this.#byDomain.delete(domain);
+  }
+
   /** The route for `host` (lower-case, no port) and `path` (null: any): exact name first, then wildcards from the most specific. */
   find(host: string, path: string | null): Route | null {
     const exact = this.#match(this.#byDomain.get(host), path);
@@ -68,24 +75,48 @@ export class VhostRouter {
   #https = new Table();
   /** "group/app" -> the app its online session serves. */
   readonly #live = new Map<string, HttpTarget>();
+  /** Group -> the domains its routes use in each table: a change re-routes that group alone. */
+  #domains = new Map<string, { http: string[]; https: string[] }>();
 
   constructor(readonly subdomainHost: string | null) {}
 
-  /** Rebuilds the routes from every group (called at start and after each registry change). */
+  /** Builds the routes from every group (at start). */
   rebuild(groups: readonly GroupRecord[]): void {
-    const http = new Table();
-    const https = new Table();
-    for (const g of groups) {
-      for (const a of g.apps) {
-        if (a.type !== "http" && a.type !== "https") continue;
-        for (const d of appDomains(a, this.subdomainHost)) {
-          if (a.type === "https") https.add(d, { group: g.name, app: a.name, location: "" });
-          else for (const location of appLocations(a)) http.add(d, { group: g.name, app: a.name, location });
+    this.#http = new Table();
+    this.#https = new Table();
+    this.#domains = new Map();
+    for (const g of groups) this.#add(g);
+  }
+
+  /**
+   * After a registry change: the routes of group `name` become those of `group` (undefined: deleted). One group's
+   * work, not every group's: rebuilding all routes at each change made creating N groups cost O(N²).
+   */
+  update(name: string, group: GroupRecord | undefined): void {
+    const was = this.#domains.get(name);
+    if (was) {
+      for (const d of was.http) this.#http.remove(d, name);
+      for (const d of was.https) this.#https.remove(d, name);
+      this.#domains.delete(name);
+    }
+    if (group) this.#add(group);
+  }
+
+  #add(g: GroupRecord): void {
+    const used = { http: [] as string[], https: [] as string[] };
+    for (const a of g.apps) {
+      if (a.type !== "http" && a.type !== "https") continue;
+      for (const d of appDomains(a, this.subdomainHost)) {
+        if (a.type === "https") {
+          this.#https.add(d, { group: g.name, app: a.name, location: "" });
+          used.https.push(d);
+        } else {
+          for (const location of appLocations(a)) this.#http.add(d, { group: g.name, app: a.name, location });
+          used.http.push(d);
         }
       }
     }
-    this.#http = http;
-    this.#https = https;
+    if (used.http.length || used.https.length) this.#domains.set(g.name, used);
   }
 
   /** An online session serves `target` from now on. */
