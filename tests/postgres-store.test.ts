@@ -242,6 +242,37 @@ suite("several servers on one database", () => {
   });
 });
 
+suite("a large server.toml", () => {
+  test("3,000 config groups are written in one write within the time limit (rows batched, one NOTIFY), and another node announces every one; a second sync removes, changes and adds", async () => {
+    const url = await freshDb();
+    // The stores' time limit is TIMEOUT_MS (1.5 s): four statements per group, one at a time, did not fit it.
+    const a = await pgStore(url);
+    const b = await pgStore(url, { pollMs: 3_600_000 }); // only NOTIFY tells it
+    const seen = recorder(b);
+    const N = 3_000;
+    const cfg = (i: number, sub = `g${i}`) => ({ name: `g${i}`, token: TOKEN, apps: apps([{ name: "web", type: "http", subdomain: sub }]) });
+    const started = performance.now();
+    expect(await a.syncConfig(Array.from({ length: N }, (_, i) => cfg(i)))).toEqual([]);
+    console.log(`syncConfig of ${N} new groups: ${(performance.now() - started).toFixed(0)} ms`);
+    await until(() => seen.length === N, 5_000, `b to announce ${N} groups (has ${seen.length})`);
+    expect(new Set(seen.map(line)).size).toBe(N);
+    expect(await b.list()).toEqual(await a.list());
+    // Again: the first half gone, 100 changed (a new subdomain), 500 new.
+    const next = [...Array.from({ length: N / 2 }, (_, i) => N / 2 + i).map((i) => (i < N / 2 + 100 ? cfg(i, `new${i}`) : cfg(i))), ...Array.from({ length: 500 }, (_, i) => cfg(N + i))];
+    seen.length = 0;
+    expect(await a.syncConfig(next)).toEqual([]);
+    await until(() => seen.length === N / 2 + 100 + 500, 5_000, `b to announce the second sync (has ${seen.length})`);
+    expect(seen.filter((c) => c.kind === "deleted").length).toBe(N / 2);
+    expect(seen.filter((c) => c.kind === "updated").length).toBe(100);
+    expect(seen.filter((c) => c.kind === "created").length).toBe(500);
+    expect((await b.list()).length).toBe(N / 2 + 500);
+    expect(await b.list()).toEqual(await a.list());
+    // A third node starting now reads the same registry.
+    const c = await pgStore(url);
+    expect(await c.list()).toEqual(await a.list());
+  }, 40_000);
+});
+
 suite("a database that goes away", () => {
   test("stopped: writes fail at once with `unavailable`, reads answer from memory; started again: a change missed meanwhile is announced", async () => {
     const url = await freshDb();

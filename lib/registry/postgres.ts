@@ -89,7 +89,16 @@ interface Write {
   readonly undo: [name: string, before: GroupRecord | undefined][];
   /** Its changes, announced once committed. */
   readonly changes: RegistryChange[];
+  /**
+   * Rows kept for a few multi-row statements at the end (syncConfig): new groups, their apps and the change log,
+   * announced by one NOTIFY of the last change (a node that hears it reads every change since its last). Four
+   * statements per group, one at a time, could not write a server.toml of 10,000 groups within PG_TIMEOUT_MS.
+   */
+  batch?: { groups: Record<string, unknown>[]; apps: Record<string, unknown>[]; changes: Record<string, unknown>[]; last: ChangeNote | null };
 }
+
+/** Rows per multi-row INSERT of a batch (7 columns a group row: far under PostgreSQL's 65,535 parameters). */
+const ROWS_PER_INSERT = 1_000;
 
 /** The registry in PostgreSQL, shared by several server nodes. */
 export class PgStore implements RegistryStore {
@@ -216,6 +225,7 @@ export class PgStore implements RegistryStore {
   /** As sqlite.ts's, in one transaction; a group that would not change is not written (every node runs this at its start). */
   async syncConfig(groups: readonly ConfigGroup[]): Promise<RegistryError[]> {
     return this.#write("apply server.toml's groups", async (w) => {
+      w.batch = { groups: [], apps: [], changes: [], last: null };
       const errors: RegistryError[] = [];
       const wanted = new Set(groups.map((g) => g.name));
       for (const g of this.#groups.list()) if (g.source === "config" && !wanted.has(g.name)) await this.#drop(w, g.name);
@@ -230,6 +240,7 @@ export class PgStore implements RegistryStore {
         const change = changeOf(existing, group);
         if (change && change.kind !== "deleted") await this.#save(w, group, change.kind);
       }
+      await this.#flush(w);
       return errors;
     });
   }
@@ -362,6 +373,14 @@ export class PgStore implements RegistryStore {
     this.#groups.put(group);
     const seq = ++w.seq;
     const { tx } = w;
+    const rows = () => group.apps.map((a, i) => ({ group_name: group.name, position: i, name: a.name, type: a.type, remote_port: a.remotePort, requested_port: a.requestedPort, options: optionsJson(a) }));
+    if (!old && w.batch) {
+      w.batch.groups.push({ name: group.name, token: group.token, source: group.source, created_at: group.createdAt, limits: limitsJson(group), disabled: group.disabled, version: seq });
+      w.batch.apps.push(...rows());
+      await this.#note(w, seq, kind, group.name);
+      w.changes.push({ kind, group });
+      return;
+    }
     // A plain INSERT for a new group: a row this node did not know of is then a unique violation, not overwritten.
     if (!old) {
       await tx`INSERT INTO warren_groups (name, token, source, created_at, limits, disabled, version)
@@ -371,8 +390,8 @@ export class PgStore implements RegistryStore {
     }
     if (old?.apps !== group.apps) {
       if (old) await tx`DELETE FROM warren_apps WHERE group_name = ${group.name}`;
-      const rows = group.apps.map((a, i) => ({ group_name: group.name, position: i, name: a.name, type: a.type, remote_port: a.remotePort, requested_port: a.requestedPort, options: optionsJson(a) }));
-      for (let i = 0; i < rows.length; i += APPS_PER_INSERT) await tx`INSERT INTO warren_apps ${tx(rows.slice(i, i + APPS_PER_INSERT))}`;
+      const apps = rows();
+      for (let i = 0; i < apps.length; i += APPS_PER_INSERT) await tx`INSERT INTO warren_apps ${tx(apps.slice(i, i + APPS_PER_INSERT))}`;
     }
     await this.#note(w, seq, kind, group.name);
     w.changes.push({ kind, group });
@@ -391,8 +410,28 @@ export class PgStore implements RegistryStore {
 
   /** Logs change `seq` and announces it to every node: NOTIFY is sent at commit, and not at all on rollback. */
   async #note(w: Write, seq: number, kind: ChangeNote["kind"], name: string): Promise<void> {
+    if (w.batch) {
+      w.batch.changes.push({ seq, group_name: name, kind });
+      w.batch.last = { kind, name, version: seq };
+      return;
+    }
     await w.tx`INSERT INTO warren_changes (seq, group_name, kind) VALUES (${seq}, ${name}, ${kind})`;
     await w.tx`SELECT pg_notify(${CHANNEL}, ${JSON.stringify({ kind, name, version: seq } satisfies ChangeNote)})`;
+  }
+
+  /** Writes a batch's rows (groups before their apps, then the change log) and sends one NOTIFY for all of it. */
+  async #flush(w: Write): Promise<void> {
+    const b = w.batch;
+    if (!b) return;
+    w.batch = undefined;
+    const { tx } = w;
+    for (const [table, rows] of [["warren_groups", b.groups], ["warren_apps", b.apps], ["warren_changes", b.changes]] as const) {
+      for (let i = 0; i < rows.length; i += ROWS_PER_INSERT) {
+        w.deadline.check();
+        await tx`INSERT INTO ${tx(table)} ${tx(rows.slice(i, i + ROWS_PER_INSERT))}`;
+      }
+    }
+    if (b.last) await tx`SELECT pg_notify(${CHANNEL}, ${JSON.stringify(b.last satisfies ChangeNote)})`;
   }
 
   /** A NOTIFY from any node, this one included: a change already known by its number is ignored. */
